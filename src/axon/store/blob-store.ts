@@ -1,0 +1,290 @@
+import { createHash, type Hash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { chmod, copyFile, mkdir, open, readdir, rename, rm, stat, writeFile, type FileHandle } from "node:fs/promises";
+import { AxonError, fsError } from "../errors.js";
+import { AxonPaths, hexOf } from "../paths.js";
+import { withLock } from "../util/locks.js";
+import { randomId } from "../util/fs.js";
+
+/** Opens the bytes of a blob from `offset`; `offset` in the result says where the body really starts (0 when Range was ignored). */
+export type BlobOpener = (offset: number, signal?: AbortSignal) => Promise<{ body: AsyncIterable<Uint8Array>; offset: number }>;
+
+export interface FetchBlobOptions {
+  /** Expected `sha256:<hex>`; when absent (a Hugging Face file without LFS metadata) the blob is hashed and named after the fact. */
+  digest?: string;
+  /** Expected size in bytes, when known. */
+  size?: number;
+  /** Names the partial file (for resume) when the digest is not known in advance, e.g. a URL. */
+  key?: string;
+  open: BlobOpener;
+  /** Called with the number of new bytes each time some arrive (and with negative numbers when a restart discards some). */
+  onBytes?: (delta: number) => void;
+  signal?: AbortSignal;
+  /** Attempts after a connection reset or truncated body before giving up. */
+  retries?: number;
+  retryBaseMs?: number;
+}
+
+export interface FetchBlobResult {
+  digest: string;
+  size: number;
+  /** Bytes that came over the network in this call (0 when the blob was already cached). */
+  transferred: number;
+  /** Bytes taken from an earlier interrupted download. */
+  resumed: number;
+}
+
+export interface BlobInfo {
+  digest: string;
+  size: number;
+  /** Last modification (blob written) in ms since the epoch. */
+  mtimeMs: number;
+}
+
+const WRITE_CHUNK = 4 << 20;
+
+/**
+ * The content-addressed cache: `store/blobs/sha256/<hex>`, shared by every model and version, so
+ * identical files are stored once. Every byte that enters is hashed while it streams in (no second
+ * read); a blob appears under its digest only after it verified (temp file, then rename), and is
+ * made read-only because installed views hard-link to it.
+ */
+export class BlobStore {
+  readonly #paths: AxonPaths;
+  readonly #inflight = new Map<string, Promise<FetchBlobResult>>();
+
+  constructor(paths: AxonPaths) {
+    this.#paths = paths;
+  }
+
+  path(digest: string): string {
+    return this.#paths.blob(digest);
+  }
+
+  async size(digest: string): Promise<number | undefined> {
+    try {
+      return (await stat(this.#paths.blob(digest))).size;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async has(digest: string, size?: number): Promise<boolean> {
+    const s = await this.size(digest);
+    return s !== undefined && (size === undefined || s === size);
+  }
+
+  /**
+   * Downloads a blob into the cache unless it is there already. Concurrent calls for one digest in
+   * this process share one transfer; other processes wait on a lock and then find it cached. An
+   * interrupted transfer leaves `tmp/<hex>.partial`, which the next attempt (this call's retry or a
+   * later process) resumes with an HTTP Range after re-hashing what it holds.
+   */
+  fetch(opts: FetchBlobOptions): Promise<FetchBlobResult> {
+    const key = opts.digest ?? `key:${opts.key ?? randomId()}`;
+    const running = this.#inflight.get(key);
+    if (running) return running.then((r) => ({ ...r, transferred: 0, resumed: 0 }));
+    const p = this.#fetchLocked(opts).finally(() => this.#inflight.delete(key));
+    this.#inflight.set(key, p);
+    return p;
+  }
+
+  async #fetchLocked(opts: FetchBlobOptions): Promise<FetchBlobResult> {
+    if (opts.digest) {
+      hexOf(opts.digest);
+      if (await this.has(opts.digest, opts.size)) return { digest: opts.digest, size: (await this.size(opts.digest))!, transferred: 0, resumed: 0 };
+    }
+    const partialName = opts.digest ? this.#paths.partial(opts.digest) : this.#paths.partial(`sha256:${createHash("sha256").update(opts.key ?? randomId()).digest("hex")}`);
+    const lockName = `blob-${partialName.slice(-72)}`;
+    return withLock(this.#paths.locks, lockName, async () => {
+      if (opts.digest && (await this.has(opts.digest, opts.size))) {
+        return { digest: opts.digest, size: (await this.size(opts.digest))!, transferred: 0, resumed: 0 };
+      }
+      await mkdir(this.#paths.tmp, { recursive: true });
+      return this.#download(opts, partialName);
+    });
+  }
+
+  async #download(opts: FetchBlobOptions, partial: string): Promise<FetchBlobResult> {
+    const retries = opts.retries ?? 5;
+    const base = opts.retryBaseMs ?? 200;
+    let hash: Hash = createHash("sha256");
+    let have = 0;
+    let resumed = 0;
+    let transferred = 0;
+    // Resume: re-hash what an earlier attempt left (the hash state itself cannot be persisted).
+    const existing = await stat(partial).catch(() => undefined);
+    if (existing && existing.size > 0 && (opts.size === undefined || existing.size <= opts.size)) {
+      for await (const chunk of createReadStream(partial, { highWaterMark: WRITE_CHUNK })) hash.update(chunk as Buffer);
+      have = resumed = existing.size;
+      opts.onBytes?.(have);
+    } else if (existing) {
+      await rm(partial, { force: true });
+    }
+
+    for (let attempt = 0; ; attempt++) {
+      let fh: FileHandle | undefined;
+      try {
+        if (opts.size !== undefined && have === opts.size) {
+          if (have === 0) await writeFile(partial, new Uint8Array(0));
+          break;
+        }
+        const { body, offset } = await opts.open(have, opts.signal);
+        if (offset !== have) {
+          // The server ignored Range (or answered from elsewhere): start over.
+          if (offset !== 0) throw new AxonError("REGISTRY_ERROR", `server answered a range request from byte ${offset} instead of ${have}`);
+          opts.onBytes?.(-have);
+          hash = createHash("sha256");
+          have = 0;
+          await rm(partial, { force: true });
+        }
+        fh = await open(partial, have === 0 ? "w" : "a", 0o644);
+        // Hash and write chunk by chunk; the write of one chunk overlaps the arrival of the next.
+        let pending: Promise<unknown> = Promise.resolve();
+        for await (const chunk of body) {
+          const buf = chunk as Uint8Array;
+          if (opts.size !== undefined && have + buf.byteLength > opts.size) {
+            throw new AxonError("SIZE_MISMATCH", `received more than the expected ${opts.size} bytes${opts.digest ? ` for ${opts.digest}` : ""}`, { digest: opts.digest, expected: opts.size });
+          }
+          hash.update(buf);
+          await pending;
+          const h = fh;
+          pending = h.write(buf);
+          have += buf.byteLength;
+          transferred += buf.byteLength;
+          opts.onBytes?.(buf.byteLength);
+        }
+        await pending;
+        await fh.close();
+        fh = undefined;
+        if (opts.size !== undefined && have < opts.size) {
+          throw Object.assign(new Error(`body ended after ${have} of ${opts.size} bytes`), { code: "ETRUNCATED" });
+        }
+        break;
+      } catch (e) {
+        await fh?.close().catch(() => {});
+        const err = fsError(e, partial);
+        if (err instanceof AxonError && err.code === "DISK_FULL") {
+          await rm(partial, { force: true });
+          throw err;
+        }
+        if (err instanceof AxonError || attempt >= retries || opts.signal?.aborted) throw err;
+        // The partial file may hold fewer bytes than were hashed if a write failed: re-sync.
+        const onDisk = (await stat(partial).catch(() => undefined))?.size ?? 0;
+        if (onDisk !== have) {
+          opts.onBytes?.(onDisk - have);
+          hash = createHash("sha256");
+          if (onDisk > 0) for await (const c of createReadStream(partial)) hash.update(c as Buffer);
+          have = onDisk;
+        }
+        await new Promise((r) => setTimeout(r, base * 2 ** attempt * (0.5 + Math.random())));
+      }
+    }
+
+    const digest = `sha256:${hash.digest("hex")}`;
+    if (opts.size !== undefined && have !== opts.size) {
+      await rm(partial, { force: true });
+      throw new AxonError("SIZE_MISMATCH", `expected ${opts.size} bytes, received ${have}${opts.digest ? ` for ${opts.digest}` : ""}`);
+    }
+    if (opts.digest && digest !== opts.digest) {
+      await rm(partial, { force: true });
+      throw new AxonError("DIGEST_MISMATCH", `downloaded bytes hash to ${digest}, expected ${opts.digest}; nothing was installed`, { expected: opts.digest, actual: digest });
+    }
+    await this.#commit(partial, digest);
+    return { digest, size: have, transferred, resumed };
+  }
+
+  async #commit(tmpFile: string, digest: string): Promise<void> {
+    const dest = this.#paths.blob(digest);
+    await mkdir(this.#paths.blobs, { recursive: true });
+    await chmod(tmpFile, 0o444);
+    await rename(tmpFile, dest);
+  }
+
+  /** Stores bytes already in memory (manifests, configs, axon.yaml). */
+  async putBytes(bytes: Uint8Array): Promise<{ digest: string; size: number }> {
+    const digest = `sha256:${createHash("sha256").update(bytes).digest("hex")}`;
+    if (!(await this.has(digest, bytes.byteLength))) {
+      await mkdir(this.#paths.tmp, { recursive: true });
+      const tmp = `${this.#paths.tmp}/put-${randomId()}`;
+      try {
+        await writeFile(tmp, bytes);
+        await this.#commit(tmp, digest);
+      } catch (e) {
+        await rm(tmp, { force: true });
+        throw fsError(e, tmp);
+      }
+    }
+    return { digest, size: bytes.byteLength };
+  }
+
+  /**
+   * Copies a file into the cache under its known digest, checking it while copying (the file may
+   * have changed since it was hashed). A copy, not a link: the author's folder stays theirs.
+   */
+  async putFile(file: string, digest: string, size: number): Promise<void> {
+    if (await this.has(digest, size)) return;
+    await mkdir(this.#paths.tmp, { recursive: true });
+    const tmp = `${this.#paths.tmp}/put-${randomId()}`;
+    try {
+      await copyFile(file, tmp);
+      const actual = await hashFile(tmp);
+      if (actual.digest !== digest || actual.size !== size) {
+        throw new AxonError("MANIFEST_FILE", `${file} changed while packing: expected ${digest} (${size} bytes), found ${actual.digest} (${actual.size} bytes)`, { path: file });
+      }
+      await this.#commit(tmp, digest);
+    } catch (e) {
+      await rm(tmp, { force: true });
+      throw fsError(e, tmp);
+    }
+  }
+
+  /** Re-hashes a cached blob. */
+  async verify(digest: string): Promise<{ ok: boolean; actual?: string; size?: number }> {
+    try {
+      const r = await hashFile(this.#paths.blob(digest));
+      return { ok: r.digest === digest, actual: r.digest, size: r.size };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return { ok: false };
+      throw e;
+    }
+  }
+
+  async list(): Promise<BlobInfo[]> {
+    const names = await readdir(this.#paths.blobs).catch(() => [] as string[]);
+    const out: BlobInfo[] = [];
+    for (const n of names) {
+      if (!/^[a-f0-9]{64}$/.test(n)) continue;
+      const s = await stat(`${this.#paths.blobs}/${n}`).catch(() => undefined);
+      if (s) out.push({ digest: `sha256:${n}`, size: s.size, mtimeMs: s.mtimeMs });
+    }
+    return out;
+  }
+
+  async remove(digest: string): Promise<void> {
+    await rm(this.#paths.blob(digest), { force: true });
+  }
+
+  /** Partial downloads left by interrupted transfers. */
+  async partials(): Promise<Array<{ file: string; size: number }>> {
+    const names = await readdir(this.#paths.tmp).catch(() => [] as string[]);
+    const out = [];
+    for (const n of names) {
+      if (!n.endsWith(".partial")) continue;
+      const s = await stat(`${this.#paths.tmp}/${n}`).catch(() => undefined);
+      if (s) out.push({ file: `${this.#paths.tmp}/${n}`, size: s.size });
+    }
+    return out;
+  }
+}
+
+/** Streams a file through sha256. */
+export async function hashFile(file: string): Promise<{ digest: string; size: number }> {
+  const hash = createHash("sha256");
+  let size = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: WRITE_CHUNK })) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).byteLength;
+  }
+  return { digest: `sha256:${hash.digest("hex")}`, size };
+}
