@@ -1,0 +1,43 @@
+import { Args, Flags } from "@oclif/core";
+import { AxonCommand } from "../base.js";
+import type { InstallResult } from "../../axon/axon.js";
+
+export default class Install extends AxonCommand {
+  static override summary = "Resolve, download (parallel, resumable, verified) and install models into the cache";
+  static override description = `A reference is [REGISTRY/]NAMESPACE/NAME[@VERSION] (VERSION: a semver version or range, 'latest', or sha256:<digest>), hf/ORG/NAME[@REVISION] for the Hugging Face hub, or a path to a folder with an axon.yaml. The local store is searched first, then the default registry and the other configured ones.`;
+  static override examples = [
+    "<%= config.bin %> install demo/mlp",
+    "<%= config.bin %> install demo/mlp@^1.0 demo/embedder@1.0.0",
+    "<%= config.bin %> install 127.0.0.1:5000/acme/resnet@latest",
+    "<%= config.bin %> install hf/acme/tinynet@main --include '*.onnx' --include config.json",
+    "<%= config.bin %> install ./my-model",
+  ];
+  static override strict = false;
+  static override args = { ref: Args.string({ description: "model reference(s)", required: true }) };
+  static override flags = {
+    registry: Flags.string({ char: "r", description: "registry to install from (a configured name, host:port or URL)" }),
+    include: Flags.string({ description: "Hugging Face: only files matching this glob (repeatable)", multiple: true }),
+    exclude: Flags.string({ description: "Hugging Face: skip files matching this glob (repeatable)", multiple: true }),
+  };
+
+  async run(): Promise<{ installed: Array<{ reference: string; digest: string; path: string; size: number; transferred: number; alreadyInstalled: boolean }> }> {
+    const { argv, flags } = await this.parse(Install);
+    const axon = await this.axon();
+    const progress = this.progress(flags);
+    await progress?.ready();
+    const results: InstallResult[] = [];
+    try {
+      for (const ref of argv as string[]) {
+        results.push(await axon.install(ref, { registry: flags.registry, include: flags.include, exclude: flags.exclude, onProgress: progress?.sink }));
+      }
+    } finally {
+      progress?.stop();
+    }
+    for (const r of results) {
+      this.log(`${r.alreadyInstalled ? "already installed" : "installed"} ${r.reference} (${r.record.digest.slice(0, 19)}) -> ${r.record.path}`);
+    }
+    return {
+      installed: results.map((r) => ({ reference: r.reference, digest: r.record.digest, path: r.record.path, size: r.record.size, transferred: r.transferred, alreadyInstalled: r.alreadyInstalled })),
+    };
+  }
+}
