@@ -1,14 +1,13 @@
 import { createReadStream } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
-import semver from "semver";
 import { ConfigStore, registryUrl, type RegistryConfig } from "./config.js";
 import { AxonError } from "./errors.js";
 import { MANIFEST_FILENAME, type AxonManifest } from "./manifest/types.js";
 import { Annotations, artifactFiles, buildArtifact, MediaTypes, type Descriptor, type OciManifest } from "./oci/artifact.js";
 import { AxonPaths } from "./paths.js";
 import { formatReference, parseReference, repositoryOf, type ModelReference } from "./reference.js";
-import { noMatchingVersion, pickTag, semverSortDesc } from "./resolve-version.js";
+import { EXACT_VERSION, noMatchingVersion, pickTag, semverSortDesc } from "./resolve-version.js";
 import type { OciRegistryClient } from "./registry/oci-client.js";
 import { BlobStore } from "./store/blob-store.js";
 import { InstallDb, type InstallRecord } from "./store/installs.js";
@@ -159,7 +158,7 @@ export class Axon {
       // An exact version or a digest is immutable: the local copy is the answer, with no network.
       // `latest` and ranges ask the configured registries for something newer, and fall back to
       // the local store when none is configured or they cannot be reached.
-      const immutable = ref.version.startsWith("sha256:") || semver.valid(ref.version) !== null;
+      const immutable = ref.version.startsWith("sha256:") || EXACT_VERSION.test(ref.version);
       if (local && (immutable || targets.length === 0)) return this.#installFromStore(local.repository, local.tag, local.source);
       if (local) {
         try {
@@ -269,6 +268,15 @@ export class Axon {
   async #installFromStore(repository: string, tag: string, source: string): Promise<InstallResult> {
     const entry = await this.store.find(repository, tag);
     if (!entry) throw new AxonError("NOT_FOUND", `${repository}:${tag} is not in the local store`);
+    // Fast path (no lock, no YAML): this exact manifest is installed already.
+    const [ns, nm, ...restSegs] = repository.split("/");
+    if (restSegs.length === 0 && ns && nm) {
+      const existing = await this.installs.get(ns, nm, tag);
+      if (existing && existing.digest === entry.digest && (await stat(existing.path).catch(() => undefined))) {
+        await this.installs.touch(existing);
+        return { record: existing, reference: `${ns}/${nm}@${tag}`, transferred: 0, alreadyInstalled: true };
+      }
+    }
     const { json } = await this.store.readManifest(entry.digest);
     const where = `${repository}:${tag}`;
     const files = artifactFiles(json, where);

@@ -1,4 +1,15 @@
-import semver from "semver";
+import { createRequire } from "node:module";
+import type SemverModule from "semver";
+
+// semver's index loads ~50 modules; load it only when a request actually needs range logic, so
+// that installing an exact, cached version starts fast.
+let semverModule: typeof SemverModule | undefined;
+function semverLib(): typeof SemverModule {
+  return (semverModule ??= createRequire(import.meta.url)("semver") as typeof SemverModule);
+}
+
+/** A plain `MAJOR.MINOR.PATCH[-pre][+build]` version (no range operators). */
+export const EXACT_VERSION = /^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$/;
 import { AxonError } from "./errors.js";
 
 /**
@@ -8,6 +19,8 @@ import { AxonError } from "./errors.js";
  */
 export function pickTag(tags: string[], request: string): string | undefined {
   if (request.startsWith("sha256:")) return undefined;
+  if (EXACT_VERSION.test(request)) return tags.includes(request) ? request : undefined;
+  const semver = semverLib();
   const versions = tags.filter((t) => semver.valid(t));
   if (request === "latest") {
     const releases = versions.filter((v) => !semver.prerelease(v));
@@ -27,6 +40,7 @@ export function noMatchingVersion(repo: string, request: string, tags: string[],
 }
 
 export function semverSortDesc(tags: string[]): string[] {
+  const semver = semverLib();
   return [...tags].sort((a, b) => {
     const va = semver.valid(a);
     const vb = semver.valid(b);

@@ -1,6 +1,7 @@
 import { Command, Flags, type Interfaces } from "@oclif/core";
 import type { Axon } from "../axon/axon.js";
 import { AxonError } from "../axon/errors.js";
+import { printError } from "./render.js";
 import { ProgressDisplay } from "./progress.js";
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof AxonCommand)["baseFlags"] & T["flags"]>;
@@ -39,29 +40,12 @@ export abstract class AxonCommand extends Command {
   }
 
   protected override async catch(err: Error & { exitCode?: number; oclif?: { exit?: number } }): Promise<unknown> {
-    // oclif's own parse errors (unknown flag, missing argument) keep their message, on one line.
-    const code = err instanceof AxonError ? err.code : err.oclif ? "BAD_ARGUMENT" : "INTERNAL";
-    const message = err.message.split("\n").filter((l) => l.trim() && !l.startsWith("See more help"))[0] ?? String(err);
-    if (this.jsonEnabled()) {
-      process.stdout.write(`${JSON.stringify({ error: message, code, ...(err instanceof AxonError ? { details: err.details } : {}) })}\n`);
-    }
-    process.stderr.write(`error[${code}]: ${message.replace(/^Error: /, "")}\n`);
-    if (process.env.AXON_DEBUG && err.stack) process.stderr.write(`${err.stack}\n`);
+    printError(err, this.jsonEnabled());
     this.exit(err.oclif?.exit && err.oclif.exit !== 0 ? err.oclif.exit : 1);
   }
 }
 
-/** 1536 -> "1.5 KiB". */
-export function formatBytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
+export { formatBytes } from "./render.js";
 
 /** "500M", "2GiB", "1.5G", "1024" -> bytes. */
 export function parseSize(s: string): number {

@@ -1,6 +1,5 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import lockfile from "proper-lockfile";
 import { AxonError } from "../errors.js";
 
 /**
@@ -22,6 +21,8 @@ export async function withLock<T>(lockDir: string, name: string, fn: () => Promi
   const stale = Math.max(2000, opts.staleMs ?? DEFAULT_STALE_MS);
   const waitMs = opts.waitMs ?? 10 * 60_000;
   const started = Date.now();
+  // Loaded on first use: proper-lockfile pulls in graceful-fs, which costs start-up time.
+  const lockfile = (await import("proper-lockfile")).default;
   let release: (() => Promise<void>) | undefined;
   let delay = 15;
   for (;;) {

@@ -1,6 +1,7 @@
 import { Args, Flags } from "@oclif/core";
 import { AxonCommand } from "../base.js";
 import type { InstallResult } from "../../axon/axon.js";
+import { installResult, printInstall, type InstallJson } from "../render.js";
 
 export default class Install extends AxonCommand {
   static override summary = "Resolve, download (parallel, resumable, verified) and install models into the cache";
@@ -20,7 +21,7 @@ export default class Install extends AxonCommand {
     exclude: Flags.string({ description: "Hugging Face: skip files matching this glob (repeatable)", multiple: true }),
   };
 
-  async run(): Promise<{ installed: Array<{ reference: string; digest: string; path: string; size: number; transferred: number; alreadyInstalled: boolean }> }> {
+  async run(): Promise<InstallJson> {
     const { argv, flags } = await this.parse(Install);
     const axon = await this.axon();
     const progress = this.progress(flags);
@@ -33,11 +34,8 @@ export default class Install extends AxonCommand {
     } finally {
       progress?.stop();
     }
-    for (const r of results) {
-      this.log(`${r.alreadyInstalled ? "already installed" : "installed"} ${r.reference} (${r.record.digest.slice(0, 19)}) -> ${r.record.path}`);
-    }
-    return {
-      installed: results.map((r) => ({ reference: r.reference, digest: r.record.digest, path: r.record.path, size: r.record.size, transferred: r.transferred, alreadyInstalled: r.alreadyInstalled })),
-    };
+    const result = installResult(results);
+    printInstall(result, (l) => this.log(l));
+    return result;
   }
 }
