@@ -124,7 +124,7 @@ export class Axon {
 
   /** Resolves a reference and installs it (from the local store when it is there, else a registry or the hub). */
   async install(raw: string, opts: InstallOptions = {}): Promise<InstallResult> {
-    await this.installs.sweep();
+    await this.installs.sweep({ views: false });
     const ref = await this.parse(raw);
     if (ref.kind === "path") {
       const packed = await this.pack(ref.path);

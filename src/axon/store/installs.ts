@@ -5,6 +5,24 @@ import { AxonPaths } from "../paths.js";
 import { pidAlive, randomId, readJson, writeFileAtomic } from "../util/fs.js";
 import { BlobStore } from "./blob-store.js";
 
+/** Namespace, then name, then version with numeric parts compared as numbers (1.10.0 after 1.9.0). Plain code: ICU collators cost ~10 ms to create. */
+function byReference(a: InstallRecord, b: InstallRecord): number {
+  if (a.namespace !== b.namespace) return a.namespace < b.namespace ? -1 : 1;
+  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+  const pa = a.version.split(/[.-]/);
+  const pb = b.version.split(/[.-]/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] ?? "";
+    const y = pb[i] ?? "";
+    if (x === y) continue;
+    const nx = /^\d+$/.test(x) ? Number(x) : NaN;
+    const ny = /^\d+$/.test(y) ? Number(y) : NaN;
+    if (!Number.isNaN(nx) && !Number.isNaN(ny)) return nx - ny;
+    return x < y ? -1 : 1;
+  }
+  return 0;
+}
+
 export interface InstalledFile {
   path: string;
   digest: string;
@@ -45,20 +63,19 @@ export class InstallDb {
     return readJson<InstallRecord>(this.#paths.installRecord(namespace, name, version));
   }
 
-  /** Every installed model, sorted by namespace, name, version. */
+  /** Every installed model, sorted by namespace, name, version (records read in parallel). */
   async list(): Promise<InstallRecord[]> {
-    const out: InstallRecord[] = [];
     const root = this.#paths.installs;
+    const files: string[] = [];
     for (const ns of await readdir(root).catch(() => [] as string[])) {
-      for (const name of await readdir(path.join(root, ns)).catch(() => [] as string[])) {
-        for (const f of await readdir(path.join(root, ns, name)).catch(() => [] as string[])) {
-          if (!f.endsWith(".json")) continue;
-          const r = await readJson<InstallRecord>(path.join(root, ns, name, f)).catch(() => undefined);
-          if (r) out.push(r);
-        }
-      }
+      const names = await readdir(path.join(root, ns)).catch(() => [] as string[]);
+      const perName = await Promise.all(names.map((name) => readdir(path.join(root, ns, name)).then((fs) => fs.map((f) => path.join(root, ns, name, f)), () => [] as string[])));
+      for (const list of perName) files.push(...list.filter((f) => f.endsWith(".json")));
     }
-    return out.sort((a, b) => `${a.namespace}/${a.name}@${a.version}`.localeCompare(`${b.namespace}/${b.name}@${b.version}`, "en", { numeric: true }));
+    const recs = await Promise.all(files.map((f) => readJson<InstallRecord>(f).catch(() => undefined)));
+    return recs
+      .filter((r): r is InstallRecord => r !== undefined)
+      .sort(byReference);
   }
 
   /** Marks a model used now (the record's mtime), for least-recently-used eviction. */
@@ -119,7 +136,7 @@ export class InstallDb {
    * Removes what interrupted processes left: views being built, views moved aside, and views with
    * no record (a crash between the rename and the record). Only entries whose process is gone.
    */
-  async sweep(): Promise<{ removed: string[] }> {
+  async sweep(opts: { views?: boolean } = {}): Promise<{ removed: string[] }> {
     const removed: string[] = [];
     for (const n of await readdir(this.#paths.tmp).catch(() => [] as string[])) {
       const m = /^(?:view|old|put)-(\d+)-/.exec(n);
@@ -128,6 +145,7 @@ export class InstallDb {
         removed.push(path.join(this.#paths.tmp, n));
       }
     }
+    if (opts.views === false) return { removed };
     const models = this.#paths.models;
     for (const ns of await readdir(models).catch(() => [] as string[])) {
       for (const name of await readdir(path.join(models, ns)).catch(() => [] as string[])) {
