@@ -25,9 +25,9 @@ export default class RegistryLogin extends AxonCommand {
   static override description =
     "The password is read from stdin with --password-stdin, otherwise from AXON_REGISTRY_PASSWORD; it is never echoed or printed. Credentials go to $AXON_HOME/credentials.json (mode 0600). The registry is then asked to accept them: when it rejects them, they are removed again and the command fails with REGISTRY_AUTH; when it cannot be reached they are kept, with a warning.";
   static override examples = [
-    "echo \"$TOKEN\" | <%= config.bin %> registry login ghcr.io --username me --password-stdin",
-    "AXON_REGISTRY_PASSWORD=secret <%= config.bin %> registry login myreg --username me",
-    "<%= config.bin %> registry login 127.0.0.1:5000 -u admin --password-stdin < pw.txt",
+    { description: "Log in to GHCR with a token piped on stdin", command: "<%= config.bin %> registry login ghcr.io --username me --password-stdin < token.txt" },
+    { description: "Log in to a configured registry, the password in AXON_REGISTRY_PASSWORD", command: "<%= config.bin %> registry login myreg --username me" },
+    { description: "The result as JSON (accepted: true/false/null)", command: "<%= config.bin %> registry login 127.0.0.1:5000 -u admin --password-stdin --json < pw.txt" },
   ];
   static override args = { registry: Args.string({ description: "a configured registry name, or host[:port]", required: true }) };
   static override flags = {
