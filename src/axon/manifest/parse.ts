@@ -12,7 +12,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
+import { createRequire } from "node:module";
+import type { Ajv2020, ErrorObject, ValidateFunction } from "ajv/dist/2020.js";
 import { Document, LineCounter, isAlias, isMap, isNode, isPair, isScalar, isSeq, parseDocument, visit, type Node as YamlNode } from "yaml";
 import { AxonError } from "../errors.js";
 import { MANIFEST_FILENAME, type AxonManifest, type AxonManifestDraft } from "./types.js";
@@ -56,7 +57,7 @@ export function manifestSchema(): JsonObject {
 }
 
 /** The draft form: the same schema, with `files` optional and file entries needing only `path`. */
-function draftSchema(): JsonObject {
+export function draftSchema(): JsonObject {
   const s = structuredClone(manifestSchema());
   s.$id = String(s.$id).replace(/\.schema\.json$/, ".draft.schema.json");
   s.$defs.format.required = (s.$defs.format.required as string[]).filter((k) => k !== "files");
@@ -68,8 +69,28 @@ function draftSchema(): JsonObject {
 let ajv: Ajv2020 | undefined;
 const validators: { strict?: ValidateFunction; draft?: ValidateFunction } = {};
 
+/** Where the build puts both validators, generated ahead of time (src/tools/compile-schemas.ts). */
+export const PRECOMPILED_VALIDATORS = fileURLToPath(new URL("../../../schemas/manifest-validators.cjs", import.meta.url));
+
+function precompiled(): { strict: ValidateFunction; draft: ValidateFunction } | undefined {
+  try {
+    return createRequire(import.meta.url)(PRECOMPILED_VALIDATORS);
+  } catch {
+    return undefined; // not built yet: compile at run time
+  }
+}
+
 function validator(draft: boolean): ValidateFunction {
-  ajv ??= new Ajv2020({ allErrors: true, verbose: true, strict: true });
+  // Compiling the schema costs ~150 ms per process; the build generates the same code once.
+  if (!validators.strict) {
+    const pre = precompiled();
+    if (pre) Object.assign(validators, pre);
+  }
+  if (draft && validators.draft) return validators.draft;
+  if (!draft && validators.strict) return validators.strict;
+  // ajv itself loads only when the precompiled validators are missing.
+  const Ajv = (createRequire(import.meta.url)("ajv/dist/2020.js") as typeof import("ajv/dist/2020.js")).Ajv2020;
+  ajv ??= new Ajv({ allErrors: true, verbose: true, strict: true });
   if (draft) return (validators.draft ??= ajv.compile(draftSchema()));
   return (validators.strict ??= ajv.compile(manifestSchema()));
 }

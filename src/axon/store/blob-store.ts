@@ -106,92 +106,9 @@ export class BlobStore {
   }
 
   async #download(opts: FetchBlobOptions, partial: string): Promise<FetchBlobResult> {
-    const retries = opts.retries ?? 5;
-    const base = opts.retryBaseMs ?? 200;
-    let hash: Hash = createHash("sha256");
-    let have = 0;
-    let resumed = 0;
-    let transferred = 0;
-    // Resume: re-hash what an earlier attempt left (the hash state itself cannot be persisted).
-    const existing = await stat(partial).catch(() => undefined);
-    if (existing && existing.size > 0 && (opts.size === undefined || existing.size <= opts.size)) {
-      for await (const chunk of createReadStream(partial, { highWaterMark: WRITE_CHUNK })) hash.update(chunk as Buffer);
-      have = resumed = existing.size;
-      opts.onBytes?.(have);
-    } else if (existing) {
-      await rm(partial, { force: true });
-    }
-
-    for (let attempt = 0; ; attempt++) {
-      let fh: FileHandle | undefined;
-      try {
-        if (opts.size !== undefined && have === opts.size) {
-          if (have === 0) await writeFile(partial, new Uint8Array(0));
-          break;
-        }
-        const { body, offset } = await opts.open(have, opts.signal);
-        if (offset !== have) {
-          // The server ignored Range (or answered from elsewhere): start over.
-          if (offset !== 0) throw new AxonError("REGISTRY_ERROR", `server answered a range request from byte ${offset} instead of ${have}`);
-          opts.onBytes?.(-have);
-          hash = createHash("sha256");
-          have = 0;
-          await rm(partial, { force: true });
-        }
-        fh = await open(partial, have === 0 ? "w" : "a", 0o644);
-        // Hash and write chunk by chunk; the write of one chunk overlaps the arrival of the next.
-        let pending: Promise<unknown> = Promise.resolve();
-        for await (const chunk of body) {
-          const buf = chunk as Uint8Array;
-          if (opts.size !== undefined && have + buf.byteLength > opts.size) {
-            throw new AxonError("SIZE_MISMATCH", `received more than the expected ${opts.size} bytes${opts.digest ? ` for ${opts.digest}` : ""}`, { digest: opts.digest, expected: opts.size });
-          }
-          hash.update(buf);
-          await pending;
-          const h = fh;
-          pending = h.write(buf);
-          have += buf.byteLength;
-          transferred += buf.byteLength;
-          opts.onBytes?.(buf.byteLength);
-        }
-        await pending;
-        await fh.close();
-        fh = undefined;
-        if (opts.size !== undefined && have < opts.size) {
-          throw Object.assign(new Error(`body ended after ${have} of ${opts.size} bytes`), { code: "ETRUNCATED" });
-        }
-        break;
-      } catch (e) {
-        await fh?.close().catch(() => {});
-        const err = fsError(e, partial);
-        if (err instanceof AxonError && err.code === "DISK_FULL") {
-          await rm(partial, { force: true });
-          throw err;
-        }
-        if (err instanceof AxonError || attempt >= retries || opts.signal?.aborted) throw err;
-        // The partial file may hold fewer bytes than were hashed if a write failed: re-sync.
-        const onDisk = (await stat(partial).catch(() => undefined))?.size ?? 0;
-        if (onDisk !== have) {
-          opts.onBytes?.(onDisk - have);
-          hash = createHash("sha256");
-          if (onDisk > 0) for await (const c of createReadStream(partial)) hash.update(c as Buffer);
-          have = onDisk;
-        }
-        await new Promise((r) => setTimeout(r, base * 2 ** attempt * (0.5 + Math.random())));
-      }
-    }
-
-    const digest = `sha256:${hash.digest("hex")}`;
-    if (opts.size !== undefined && have !== opts.size) {
-      await rm(partial, { force: true });
-      throw new AxonError("SIZE_MISMATCH", `expected ${opts.size} bytes, received ${have}${opts.digest ? ` for ${opts.digest}` : ""}`);
-    }
-    if (opts.digest && digest !== opts.digest) {
-      await rm(partial, { force: true });
-      throw new AxonError("DIGEST_MISMATCH", `downloaded bytes hash to ${digest}, expected ${opts.digest}; nothing was installed`, { expected: opts.digest, actual: digest });
-    }
-    await this.#commit(partial, digest);
-    return { digest, size: have, transferred, resumed };
+    const result = await downloadToPartial(opts, partial);
+    await this.#commit(partial, result.digest);
+    return result;
   }
 
   async #commit(tmpFile: string, digest: string): Promise<void> {
@@ -278,6 +195,101 @@ export class BlobStore {
   }
 }
 
+/**
+ * Downloads into `partial` (resuming what it holds), hashing while streaming, retrying resets and
+ * truncations from where they stopped, and verifies size and digest (on a mismatch the partial is
+ * removed). It does not move the file into the store: the caller does, under its lock.
+ */
+export async function downloadToPartial(opts: FetchBlobOptions, partial: string): Promise<FetchBlobResult> {
+  const retries = opts.retries ?? 5;
+  const base = opts.retryBaseMs ?? 200;
+  let hash: Hash = createHash("sha256");
+  let have = 0;
+  let resumed = 0;
+  let transferred = 0;
+  // Resume: re-hash what an earlier attempt left (the hash state itself cannot be persisted).
+  const existing = await stat(partial).catch(() => undefined);
+  if (existing && existing.size > 0 && (opts.size === undefined || existing.size <= opts.size)) {
+    for await (const chunk of createReadStream(partial, { highWaterMark: WRITE_CHUNK })) hash.update(chunk as Buffer);
+    have = resumed = existing.size;
+    opts.onBytes?.(have);
+  } else if (existing) {
+    await rm(partial, { force: true });
+  }
+
+  for (let attempt = 0; ; attempt++) {
+    let fh: FileHandle | undefined;
+    let writer: StagedWriter | undefined;
+    try {
+      if (opts.size !== undefined && have === opts.size) {
+        if (have === 0) await writeFile(partial, new Uint8Array(0));
+        break;
+      }
+      const { body, offset } = await opts.open(have, opts.signal);
+      if (offset !== have) {
+        // The server ignored Range (or answered from elsewhere): start over.
+        if (offset !== 0) throw new AxonError("REGISTRY_ERROR", `server answered a range request from byte ${offset} instead of ${have}`);
+        opts.onBytes?.(-have);
+        hash = createHash("sha256");
+        have = 0;
+        await rm(partial, { force: true });
+      }
+      fh = await open(partial, have === 0 ? "w" : "a", 0o644);
+      // Hash each chunk as it arrives; copy chunks into a large staging buffer and write that
+      // (network chunks are ~64 KiB, and one write per chunk costs 3x more than 2 MiB writes).
+      // Two staging buffers alternate, so the write of one overlaps filling the other.
+      const staged = (writer = new StagedWriter(fh));
+      await consume(body, (buf) => {
+        if (opts.size !== undefined && have + buf.byteLength > opts.size) {
+          throw new AxonError("SIZE_MISMATCH", `received more than the expected ${opts.size} bytes${opts.digest ? ` for ${opts.digest}` : ""}`, { digest: opts.digest, expected: opts.size });
+        }
+        hash.update(buf);
+        have += buf.byteLength;
+        transferred += buf.byteLength;
+        opts.onBytes?.(buf.byteLength);
+        return staged.push(buf);
+      });
+      await writer.flush();
+      await fh.close();
+      fh = undefined;
+      if (opts.size !== undefined && have < opts.size) {
+        throw Object.assign(new Error(`body ended after ${have} of ${opts.size} bytes`), { code: "ETRUNCATED" });
+      }
+      break;
+    } catch (e) {
+      // Keep what arrived before the failure on disk, so that the retry resumes after it.
+      await writer?.flush().catch(() => {});
+      await fh?.close().catch(() => {});
+      const err = fsError(e, partial);
+      if (err instanceof AxonError && err.code === "DISK_FULL") {
+        await rm(partial, { force: true });
+        throw err;
+      }
+      if (err instanceof AxonError || attempt >= retries || opts.signal?.aborted) throw err;
+      // The partial file may hold fewer bytes than were hashed if a write failed: re-sync.
+      const onDisk = (await stat(partial).catch(() => undefined))?.size ?? 0;
+      if (onDisk !== have) {
+        opts.onBytes?.(onDisk - have);
+        hash = createHash("sha256");
+        if (onDisk > 0) for await (const c of createReadStream(partial)) hash.update(c as Buffer);
+        have = onDisk;
+      }
+      await new Promise((r) => setTimeout(r, base * 2 ** attempt * (0.5 + Math.random())));
+    }
+  }
+
+  const digest = `sha256:${hash.digest("hex")}`;
+  if (opts.size !== undefined && have !== opts.size) {
+    await rm(partial, { force: true });
+    throw new AxonError("SIZE_MISMATCH", `expected ${opts.size} bytes, received ${have}${opts.digest ? ` for ${opts.digest}` : ""}`);
+  }
+  if (opts.digest && digest !== opts.digest) {
+    await rm(partial, { force: true });
+    throw new AxonError("DIGEST_MISMATCH", `downloaded bytes hash to ${digest}, expected ${opts.digest}; nothing was installed`, { expected: opts.digest, actual: digest });
+  }
+  return { digest, size: have, transferred, resumed };
+}
+
 /** Streams a file through sha256. */
 export async function hashFile(file: string): Promise<{ digest: string; size: number }> {
   const hash = createHash("sha256");
@@ -287,4 +299,116 @@ export async function hashFile(file: string): Promise<{ digest: string; size: nu
     size += (chunk as Buffer).byteLength;
   }
   return { digest: `sha256:${hash.digest("hex")}`, size };
+}
+
+const STAGE_BYTES = 2 << 20;
+
+/**
+ * Gathers network chunks (~64 KiB each) and writes them with one `writev` per 2 MiB: one write
+ * per chunk costs about 3x more CPU. At most one write is in flight while the next batch gathers;
+ * the caller waits (backpressure) only when a second batch is full before the first is written.
+ */
+class StagedWriter {
+  readonly #fh: FileHandle;
+  #batch: Uint8Array[] = [];
+  #batchBytes = 0;
+  #inflight: Promise<unknown> = Promise.resolve();
+  #busy = false;
+
+  constructor(fh: FileHandle) {
+    this.#fh = fh;
+  }
+
+  /** Returns a promise only when the caller must wait. */
+  push(chunk: Uint8Array): Promise<void> | undefined {
+    this.#batch.push(chunk);
+    this.#batchBytes += chunk.byteLength;
+    if (this.#batchBytes < STAGE_BYTES) return undefined;
+    if (!this.#busy) {
+      this.#start();
+      return undefined;
+    }
+    return this.#inflight.then(() => {
+      if (this.#batchBytes >= STAGE_BYTES && !this.#busy) this.#start();
+    });
+  }
+
+  #start(): void {
+    const batch = this.#batch;
+    this.#batch = [];
+    this.#batchBytes = 0;
+    this.#busy = true;
+    this.#inflight = this.#writeAll(batch).finally(() => {
+      this.#busy = false;
+    });
+  }
+
+  async #writeAll(batch: Uint8Array[]): Promise<void> {
+    // writev may write fewer bytes than asked; continue from where it stopped.
+    let rest = batch;
+    while (rest.length) {
+      const total = rest.reduce((n, b) => n + b.byteLength, 0);
+      const { bytesWritten } = await this.#fh.writev(rest as NodeJS.ArrayBufferView[] as Buffer[]);
+      if (bytesWritten === total) return;
+      let skip = bytesWritten;
+      const next: Uint8Array[] = [];
+      for (const b of rest) {
+        if (skip >= b.byteLength) skip -= b.byteLength;
+        else {
+          next.push(skip ? b.subarray(skip) : b);
+          skip = 0;
+        }
+      }
+      rest = next;
+    }
+  }
+
+  async flush(): Promise<void> {
+    await this.#inflight;
+    if (this.#batchBytes > 0) {
+      this.#start();
+      await this.#inflight;
+    }
+  }
+}
+
+/**
+ * Feeds a body to `onChunk`, honouring the promise it returns as backpressure. A Node Readable is
+ * read through 'data' events (its async iterator concatenates buffered chunks, an extra copy).
+ */
+async function consume(body: AsyncIterable<Uint8Array>, onChunk: (b: Uint8Array) => Promise<void> | undefined): Promise<void> {
+  const stream = body as unknown as NodeJS.ReadableStream & { destroy?: (e?: Error) => void; readableEnded?: boolean };
+  if (typeof stream.on !== "function" || typeof stream.pause !== "function") {
+    for await (const chunk of body) await onChunk(chunk);
+    return;
+  }
+  await new Promise<void>((resolve, reject) => {
+    let failed = false;
+    const fail = (e: unknown) => {
+      if (failed) return;
+      failed = true;
+      stream.removeListener("data", onData);
+      stream.destroy?.(e instanceof Error ? e : undefined);
+      reject(e);
+    };
+    const onData = (chunk: Uint8Array) => {
+      try {
+        const p = onChunk(chunk);
+        if (p) {
+          stream.pause();
+          p.then(() => !failed && stream.resume(), fail);
+        }
+      } catch (e) {
+        fail(e);
+      }
+    };
+    stream.on("data", onData);
+    stream.once("error", fail);
+    stream.once("end", () => {
+      if (!failed) resolve();
+    });
+    stream.once("close", () => {
+      if (!failed && !stream.readableEnded) fail(Object.assign(new Error("body closed before its end"), { code: "ECONNRESET" }));
+    });
+  });
 }
