@@ -194,16 +194,19 @@ test("a process killed mid-install leaves no half-installed model; the next run 
   try {
     const child = spawn(process.execPath, [CLI, "install", "acme/big", "--registry", proxy.host, "--quiet"], { env, stdio: "ignore" });
     const partial = path.join(home, "tmp", `${sha(big).slice(7)}.partial`);
-    for (let i = 0; i < 200 && !(existsSync(partial) && statSync(partial).size >= big.length / 2); i++) await new Promise((r) => setTimeout(r, 50));
-    assert.ok(existsSync(partial), "the download had started");
+    // Wait until some bytes are on disk (writes are batched, so not necessarily all that arrived).
+    for (let i = 0; i < 200 && !(existsSync(partial) && statSync(partial).size > 0); i++) await new Promise((r) => setTimeout(r, 50));
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
+    const kept = existsSync(partial) ? statSync(partial).size : 0;
+    assert.ok(kept > 0, "the download had started");
     const axon = new Axon({ home });
     assert.equal((await axon.list()).length, 0, "no record of a half-installed model");
     assert.equal(existsSync(path.join(home, "models", "acme", "big", "1.0.0")), false);
     const r = await axon.install("acme/big", { registry: proxy.host });
     assert.equal(readFileSync(path.join(r.record.path, "weights.bin")).equals(big), true);
-    assert.ok(r.transferred <= big.length / 2 + 1024, `resumed, transferred ${r.transferred}`);
+    // The big blob resumed after what the killed process left; the rest is the few small blobs.
+    assert.ok(r.transferred >= big.length - kept && r.transferred < big.length - kept + 4096, `transferred ${r.transferred}, kept ${kept}`);
     assert.deepEqual(readdirSync(path.join(home, "tmp")).filter((f) => !f.startsWith(".")), []);
     await axon.close();
   } finally {

@@ -314,6 +314,7 @@ class StagedWriter {
   #batchBytes = 0;
   #inflight: Promise<unknown> = Promise.resolve();
   #busy = false;
+  #error: unknown;
 
   constructor(fh: FileHandle) {
     this.#fh = fh;
@@ -321,6 +322,7 @@ class StagedWriter {
 
   /** Returns a promise only when the caller must wait. */
   push(chunk: Uint8Array): Promise<void> | undefined {
+    if (this.#error) throw this.#error;
     this.#batch.push(chunk);
     this.#batchBytes += chunk.byteLength;
     if (this.#batchBytes < STAGE_BYTES) return undefined;
@@ -329,6 +331,7 @@ class StagedWriter {
       return undefined;
     }
     return this.#inflight.then(() => {
+      if (this.#error) throw this.#error;
       if (this.#batchBytes >= STAGE_BYTES && !this.#busy) this.#start();
     });
   }
@@ -338,9 +341,14 @@ class StagedWriter {
     this.#batch = [];
     this.#batchBytes = 0;
     this.#busy = true;
-    this.#inflight = this.#writeAll(batch).finally(() => {
-      this.#busy = false;
-    });
+    // A failed write (ENOSPC) is kept and rethrown by the next push or flush, never left unhandled.
+    this.#inflight = this.#writeAll(batch)
+      .catch((e: unknown) => {
+        this.#error ??= e;
+      })
+      .finally(() => {
+        this.#busy = false;
+      });
   }
 
   async #writeAll(batch: Uint8Array[]): Promise<void> {
@@ -365,10 +373,11 @@ class StagedWriter {
 
   async flush(): Promise<void> {
     await this.#inflight;
-    if (this.#batchBytes > 0) {
+    if (this.#batchBytes > 0 && !this.#error) {
       this.#start();
       await this.#inflight;
     }
+    if (this.#error) throw this.#error;
   }
 }
 
