@@ -1,0 +1,38 @@
+# node-gyp build of the mlos CPU core (the shared-memory pool) as build/Release/mlos_native.node.
+# The main build is cmake-js (native/CMakeLists.txt, run by `npm install`); this file keeps the
+# same core building for node-gyp users. `npm run build:gyp` builds it in build/gyp/ so that it
+# does not replace cmake-js's build/; a plain `npx node-gyp rebuild` here builds into build/.
+{
+  "variables": {
+    # Where native/ lives; scripts/build-native.js --gyp sets it to the package root when it
+    # builds from build/gyp/.
+    "mlos_root%": "."
+  },
+  "targets": [
+    {
+      "target_name": "mlos_native",
+      "sources": [
+        "<(mlos_root)/native/src/addon.cc",
+        "<(mlos_root)/native/src/shm_pool_binding.cc",
+        "<(mlos_root)/native/src/shm_pool.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<(mlos_root)/native/src"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "libraries": ["-lrt", "-lpthread"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17"
+      }
+    }
+  ]
+}

@@ -1,0 +1,48 @@
+// The addon's one registration point: every wrapped class and free function is registered here.
+#include <napi.h>
+
+#include "addon.h"
+#include "errors.h"
+#include "shm_pool.h"
+#include "shm_pool_binding.h"
+
+namespace mlos {
+namespace {
+
+// setErrorClass(cls): the class used for coded errors (errors.h); called once by the loader.
+Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MLOS_REQUIRE_TYPE(info[0].IsFunction(), env, "setErrorClass(cls): cls must be a class");
+  GetAddonData(env)->errorClass = Napi::Persistent(info[0].As<Napi::Function>());
+  return env.Undefined();
+}
+
+// Unlinks the segments this environment created and still holds when the environment goes away
+// (process exit, or a worker thread ending). Mappings stay until their ArrayBuffers are freed.
+void CleanupEnv(AddonData* data) {
+  for (auto& weak : data->pools) {
+    if (auto pool = weak.lock()) pool->Unlink();
+  }
+  data->pools.clear();
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData<AddonData>(data);  // deleted by node-addon-api at environment teardown
+  env.AddCleanupHook(CleanupEnv, data);
+
+  ShmPoolWrap::Init(env, exports, data);
+  exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
+  exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+  exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
+  exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(ShmPool::PageSize())));
+  return exports;
+}
+
+}  // namespace mlos
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return mlos::Init(env, exports); }
+
+NODE_API_MODULE(mlos_native, InitModule)

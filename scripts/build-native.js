@@ -1,0 +1,119 @@
+#!/usr/bin/env node
+// Builds the native addon. Run by `npm install` (the "install" script) and `npm run build:native`.
+//
+//   node scripts/build-native.js            cmake-js: build/Release/mlos_native.node and the C++
+//                                           unit tests in build/native-tests/*_test
+//   node scripts/build-native.js --debug    the same, Debug (build/Debug/mlos_native.node)
+//   node scripts/build-native.js --sanitize unit tests with ASan + UBSan (the addon is unchanged)
+//   node scripts/build-native.js --no-tests skip the unit tests
+//   node scripts/build-native.js --gyp      node-gyp instead, built in build/gyp/ (so cmake-js's
+//                                           build/ is left alone): build/gyp/build/Release/mlos_native.node
+//
+// Environment: MLOS_SKIP_NATIVE=1 skips the build (the loader then explains what is missing);
+// MLOS_NATIVE_JOBS=N sets the parallel build jobs (default: the number of CPUs).
+//
+// cmake-js takes the Node-API headers from the npm package node-api-headers (package.json has
+// "binary": {"napi_versions": [8]}) and node-addon-api from node_modules: nothing is downloaded.
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const require = createRequire(path.join(root, "package.json"));
+const args = new Set(process.argv.slice(2));
+const jobs = Number(process.env.MLOS_NATIVE_JOBS) || Math.max(1, os.cpus().length);
+
+function fail(message) {
+  console.error(`mlos: native build failed: ${message}`);
+  console.error(
+    "mlos: it needs cmake >= 3.15, make or ninja, and a C++17 compiler (g++ or clang++). Install them and run " +
+      "`npm run build:native`, or set MLOS_SKIP_NATIVE=1 to install without the native core.",
+  );
+  process.exit(1);
+}
+
+async function buildCmake() {
+  let BuildSystem;
+  try {
+    ({ BuildSystem } = require("cmake-js"));
+  } catch (e) {
+    fail(`cmake-js is not installed (${e.message}); run \`npm install\` first`);
+  }
+  const config = args.has("--debug") ? "Debug" : "Release";
+  const options = {
+    directory: path.join(root, "native"),
+    out: path.join(root, "build"),
+    config,
+    debug: config === "Debug",
+    parallel: jobs,
+    cMakeOptions: {
+      MLOS_NATIVE_TESTS: args.has("--no-tests") ? "OFF" : "ON",
+      MLOS_SANITIZE: args.has("--sanitize") ? "ON" : "OFF",
+    },
+    log: process.env.MLOS_NATIVE_VERBOSE ? "verbose" : "info",
+  };
+  const bs = new BuildSystem(options);
+  // cmake-js decides "Node-API, use node-api-headers" from the package.json next to the
+  // CMakeLists.txt; ours is one level up. The package is Node-API only (binary.napi_versions), so
+  // say so, and it neither downloads Node headers nor needs them.
+  const pkg = JSON.parse(readFileSync(path.join(root, "package.json"), "utf8"));
+  if (!pkg.binary?.napi_versions) fail('package.json lacks "binary": {"napi_versions": [...]}');
+  bs.options.isNodeApi = true;
+  try {
+    await bs.compile();
+  } catch (e) {
+    fail(e instanceof Error ? e.message : String(e));
+  }
+  const out = path.join(root, "build", config, "mlos_native.node");
+  if (!existsSync(out)) fail(`${path.relative(root, out)} was not produced`);
+  console.log(`mlos: built ${path.relative(root, out)}`);
+}
+
+function nodeGypCommand() {
+  // npm sets npm_config_node_gyp for scripts it runs; otherwise use npm's own copy, then npx.
+  const candidates = [
+    process.env.npm_config_node_gyp,
+    path.join(path.dirname(process.execPath), "..", "lib", "node_modules", "npm", "node_modules", "node-gyp", "bin", "node-gyp.js"),
+  ];
+  try {
+    candidates.push(require.resolve("node-gyp/bin/node-gyp.js"));
+  } catch {
+    // not a dependency
+  }
+  for (const c of candidates) {
+    if (c && existsSync(c)) return [process.execPath, [c]];
+  }
+  return ["npx", ["--yes", "node-gyp"]];
+}
+
+function buildGyp() {
+  // node-gyp always builds into ./build of its working directory, and `rebuild` deletes it first:
+  // build from build/gyp/ with a copy of binding.gyp that points back at the sources.
+  const dir = path.join(root, "build", "gyp");
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const gyp = readFileSync(path.join(root, "binding.gyp"), "utf8");
+  const staged = gyp.replace('"mlos_root%": "."', `"mlos_root%": ${JSON.stringify(path.relative(dir, root))}`);
+  if (staged === gyp) fail('binding.gyp has no "mlos_root%": "." variable');
+  writeFileSync(path.join(dir, "binding.gyp"), staged);
+  const [cmd, pre] = nodeGypCommand();
+  const gypArgs = [...pre, "rebuild", `--jobs=${jobs}`];
+  if (args.has("--debug")) gypArgs.push("--debug");
+  if (process.env.npm_config_nodedir) gypArgs.push(`--nodedir=${process.env.npm_config_nodedir}`);
+  const r = spawnSync(cmd, gypArgs, { cwd: dir, stdio: "inherit" });
+  if (r.status !== 0) fail(`node-gyp exited with ${r.status ?? r.signal}`);
+  const out = path.join(dir, "build", args.has("--debug") ? "Debug" : "Release", "mlos_native.node");
+  if (!existsSync(out)) fail(`${path.relative(root, out)} was not produced`);
+  console.log(`mlos: built ${path.relative(root, out)} with node-gyp`);
+}
+
+if (process.env.MLOS_SKIP_NATIVE === "1") {
+  console.log("mlos: MLOS_SKIP_NATIVE=1, native build skipped");
+} else if (args.has("--gyp")) {
+  buildGyp();
+} else {
+  await buildCmake();
+}
