@@ -27,6 +27,7 @@ export class ProgressDisplay {
         {
           stream: this.#stream,
           fps: 10,
+          barsize: 20,
           clearOnComplete: false,
           hideCursor: true,
           format: "{name} |{bar}| {pct}% {have}/{size} {rate} ETA {eta_formatted}",
