@@ -1,6 +1,9 @@
 import { createHash } from "node:crypto";
 import { MANIFEST_FILENAME, type AxonManifest } from "../manifest/types.js";
 import { AxonError } from "../errors.js";
+import { assertSafeRelativePath } from "../manifest/validate.js";
+
+export { assertSafeRelativePath };
 
 /**
  * How an Axon model is laid out as an OCI artifact, following the CNCF ModelPack spec so other
@@ -140,12 +143,4 @@ export function artifactFiles(manifest: OciManifest, where: string): Array<Descr
     out.push({ ...l, path: p });
   }
   return out;
-}
-
-/** Rejects a path that would escape the model folder; used on everything that came from outside. */
-export function assertSafeRelativePath(p: string, where: string): void {
-  const segs = p.split("/");
-  if (p === "" || p.startsWith("/") || /^[A-Za-z]:/.test(p) || p.includes("\\") || p.includes("\0") || segs.some((s) => s === ".." || s === "" || s === ".")) {
-    throw new AxonError("PATH_ESCAPE", `${where}: file path '${p}' escapes the model folder`, { path: p });
-  }
 }
