@@ -9,7 +9,15 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Stable `code` values of errors thrown by the addon. */
-export type NativeErrorCode = "SHM_EXHAUSTED" | "SHM_FAIL" | "BAD_ARGUMENT" | "CLOSED";
+export type NativeErrorCode =
+  | "SHM_EXHAUSTED"
+  | "SHM_FAIL"
+  | "BAD_ARGUMENT"
+  | "CLOSED"
+  | "ORT_FAIL"
+  | "ORT_UNAVAILABLE"
+  | "ORT_TERMINATED"
+  | "ORT_TIMEOUT";
 
 /**
  * The class of coded errors thrown by the addon (handed to it at load). Argument errors are
@@ -100,9 +108,129 @@ export interface NativeShmPoolConstructor {
   cleanupStale(): number;
 }
 
+/** ONNX element type names (ONNX's TensorProto types, as onnxruntime-node spells them). */
+export type NativeOrtDtype =
+  | "float32" | "uint8" | "int8" | "uint16" | "int16" | "int32" | "int64" | "string" | "bool"
+  | "float16" | "float64" | "uint32" | "uint64" | "complex64" | "complex128" | "bfloat16"
+  | "float8e4m3fn" | "float8e4m3fnuz" | "float8e5m2" | "float8e5m2fnuz" | "uint4" | "int4";
+
+/** One input or output of a model (native/src/ort_session.cc). */
+export interface NativeOrtIoInfo {
+  readonly name: string;
+  /** ONNX value kind; only "tensor" values can be fed or fetched. */
+  readonly type: "tensor" | "sequence" | "map" | "opaque" | "sparse_tensor" | "optional" | "unknown";
+  /** Element type of a tensor; undefined for other kinds. */
+  readonly dtype: NativeOrtDtype | undefined;
+  /** Dimensions; -1 where the model leaves one dynamic. */
+  readonly shape: readonly number[];
+  /** Per dimension: its symbolic name ("batch"), or null. */
+  readonly symbolicShape: readonly (string | null)[];
+}
+
+/**
+ * A tensor handed to a run. `data` is used in place (no copy): its byte length must be exactly
+ * what dtype x shape needs (sub-byte types packed), or the call throws a TypeError with code
+ * BAD_ARGUMENT. String tensors are not supported.
+ */
+export interface NativeOrtTensorArg {
+  dtype: NativeOrtDtype;
+  shape: readonly number[];
+  data: ArrayBuffer | ArrayBufferView;
+}
+
+/**
+ * A tensor a run returns. ORT-allocated outputs: `data` is an ArrayBuffer over ORT's own memory
+ * (released when the buffer is collected). Preallocated outputs: `data` is the very object the
+ * caller passed, written in place.
+ */
+export interface NativeOrtTensor {
+  dtype: NativeOrtDtype;
+  shape: number[];
+  data: ArrayBuffer | ArrayBufferView;
+  /** With `debugAddresses`: the data pointer of the OrtValue ORT wrote, read after the run. */
+  address?: bigint;
+}
+
+/**
+ * What run/runSync resolve to. With `debugAddresses`, a non-enumerable `inputAddresses` holds
+ * the data pointer of each input OrtValue ORT read.
+ */
+export type NativeOrtResult = Record<string, NativeOrtTensor> & { readonly inputAddresses?: Record<string, bigint> };
+
+export interface NativeOrtSessionOptions {
+  /** Threads of the intra-op pool; 0 or absent: ORT's default (one per physical core). */
+  intraOpThreads?: number;
+  /** Threads of the inter-op pool (used in "parallel" execution mode). */
+  interOpThreads?: number;
+  /** Default "all" (ORT's default). */
+  graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
+  /** Default "sequential". */
+  executionMode?: "sequential" | "parallel";
+}
+
+export interface NativeOrtRunOptions {
+  /** Terminate the run when it has been executing this long; it rejects with code ORT_TIMEOUT. */
+  timeoutMs?: number;
+  /** Debugging: report native data pointers (`address` on outputs, `inputAddresses` on the result). */
+  debugAddresses?: boolean;
+}
+
+/** An ONNX Runtime inference session (native/src/ort_session.h). */
+export interface NativeOrtSession {
+  readonly path: string;
+  readonly inputs: readonly NativeOrtIoInfo[];
+  readonly outputs: readonly NativeOrtIoInfo[];
+  /**
+   * Runs the model on a libuv worker thread (never on the event loop); many runs may be in flight
+   * on one session. `outputNames` default: every output. `preallocatedOutputs` are written in
+   * place (and fetched even when `outputNames` leaves them out). Rejects with ORT_FAIL (naming the
+   * failing call), ORT_TERMINATED or ORT_TIMEOUT; argument errors throw synchronously.
+   */
+  run(
+    feeds: Record<string, NativeOrtTensorArg>,
+    outputNames?: readonly string[] | null,
+    preallocatedOutputs?: Record<string, NativeOrtTensorArg> | null,
+    options?: NativeOrtRunOptions,
+  ): Promise<NativeOrtResult>;
+  /** The same on the calling thread (for models whose whole run is cheaper than a thread hop). */
+  runSync(
+    feeds: Record<string, NativeOrtTensorArg>,
+    outputNames?: readonly string[] | null,
+    preallocatedOutputs?: Record<string, NativeOrtTensorArg> | null,
+    options?: NativeOrtRunOptions,
+  ): NativeOrtResult;
+  /** Asks every run created and not finished (queued ones too) to stop; returns how many. */
+  terminate(): number;
+  /** Releases the session once the runs in flight are done; later calls throw CLOSED. */
+  release(): void;
+  isReleased(): boolean;
+}
+
+export interface NativeOrtSessionConstructor {
+  /** Loads the model (synchronously). Needs {@link loadOrt} (ortInit) first, else ORT_UNAVAILABLE. */
+  new (modelPath: string, options?: NativeOrtSessionOptions): NativeOrtSession;
+  readonly prototype: NativeOrtSession;
+}
+
+/** What ortInit loaded. */
+export interface NativeOrtInfo {
+  /** The library's version, e.g. "1.30.0". */
+  version: string;
+  /** The OrtApi version in use (the headers' ORT_API_VERSION, or lower for an older library). */
+  apiVersion: number;
+  /** The library file that was opened. */
+  path: string;
+}
+
 /** The whole native surface (native/src/addon.cc). */
 export interface NativeAddon {
   ShmPool: NativeShmPoolConstructor;
+  /** True when the addon was built with ONNX Runtime sessions (MLOS_WITH_ORT). */
+  readonly ortCompiled: boolean;
+  /** Present when ortCompiled. */
+  OrtSession?: NativeOrtSessionConstructor;
+  /** Opens the ONNX Runtime library (once per process; later calls return the first). Present when ortCompiled. */
+  ortInit?(libraryPath: string): NativeOrtInfo;
   /** The data pointer of an ArrayBuffer or view (byteOffset applied). */
   addressOf(buffer: ArrayBuffer | ArrayBufferView): bigint;
   /** Sets the class of coded errors; the loader calls it with NativeError. */
@@ -186,4 +314,93 @@ export function tryLoadNative(): NativeAddon | null {
 /** Why the addon failed to load, when it did. */
 export function nativeLoadError(): NativeLoadError | undefined {
   return cachedError;
+}
+
+// ---- ONNX Runtime ----------------------------------------------------------------------------------
+
+/**
+ * Where the ONNX Runtime library is looked for, in order: $ORT_ROOT/lib (an official release),
+ * then the copy onnxruntime-node ships.
+ */
+export function ortLibraryCandidates(): string[] {
+  const list: string[] = [];
+  const ortRoot = process.env.ORT_ROOT;
+  if (ortRoot) {
+    list.push(path.join(ortRoot, "lib", "libonnxruntime.so.1"), path.join(ortRoot, "lib", "libonnxruntime.so"));
+  }
+  const arch = process.arch === "arm64" ? "arm64" : "x64";
+  try {
+    const pj = createRequire(path.join(packageRoot(), "package.json")).resolve("onnxruntime-node/package.json");
+    list.push(path.join(path.dirname(pj), "bin", "napi-v6", process.platform, arch, "libonnxruntime.so.1"));
+  } catch {
+    // onnxruntime-node is not installed
+  }
+  return list;
+}
+
+/** Thrown by {@link loadOrt} when ONNX Runtime sessions cannot be used. */
+export class OrtUnavailableError extends Error {
+  readonly code = "ORT_UNAVAILABLE";
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "OrtUnavailableError";
+  }
+}
+
+let ortInfo: NativeOrtInfo | undefined;
+let ortError: OrtUnavailableError | undefined;
+
+/** The addon with ONNX Runtime loaded (`OrtSession` and `ortInit` present), and what was loaded. */
+export type NativeAddonWithOrt = NativeAddon & Required<Pick<NativeAddon, "OrtSession" | "ortInit">> & { ort: NativeOrtInfo };
+
+/**
+ * Loads the addon and opens the ONNX Runtime library (once). Throws an {@link OrtUnavailableError}
+ * that says why and what to do when the addon was built without ORT or no library opens.
+ */
+export function loadOrt(): NativeAddonWithOrt {
+  const addon = loadNative();
+  if (ortInfo) return Object.assign(addon, { ort: ortInfo }) as NativeAddonWithOrt;
+  if (ortError) throw ortError;
+  if (!addon.ortCompiled || !addon.OrtSession || !addon.ortInit) {
+    ortError = new OrtUnavailableError(
+      "The mlos native addon was built without ONNX Runtime sessions (its C headers could not be fetched " +
+        "at build time; the build printed why). Set ORT_ROOT to an ONNX Runtime release, or make " +
+        "`npm pack com.github.asus4.onnxruntime@0.4.9` work, and run `npm run build:native`.",
+    );
+    throw ortError;
+  }
+  const candidates = ortLibraryCandidates();
+  const reasons: string[] = [];
+  for (const file of candidates) {
+    if (!existsSync(file)) {
+      reasons.push(`${file}: not found`);
+      continue;
+    }
+    try {
+      ortInfo = addon.ortInit(file);
+      return Object.assign(addon, { ort: ortInfo }) as NativeAddonWithOrt;
+    } catch (e) {
+      reasons.push(e instanceof Error ? e.message : String(e));
+    }
+  }
+  ortError = new OrtUnavailableError(
+    "No ONNX Runtime library could be opened" + (reasons.length ? ` (${reasons.join("; ")})` : "") + ". " +
+      "Install onnxruntime-node (`npm install onnxruntime-node`, with ONNXRUNTIME_NODE_INSTALL=skip where " +
+      "its CUDA download cannot work) or set ORT_ROOT to an ONNX Runtime release directory.",
+  );
+  throw ortError;
+}
+
+/** The addon with ONNX Runtime, or null (the reason is in {@link ortLoadError}). */
+export function tryLoadOrt(): NativeAddonWithOrt | null {
+  try {
+    return loadOrt();
+  } catch {
+    return null;
+  }
+}
+
+/** Why ONNX Runtime could not be loaded, when it could not. */
+export function ortLoadError(): OrtUnavailableError | undefined {
+  return ortError;
 }

@@ -12,10 +12,21 @@
 // Environment: MLOS_SKIP_NATIVE=1 skips the build (the loader then explains what is missing);
 // MLOS_NATIVE_JOBS=N sets the parallel build jobs (default: the number of CPUs).
 //
+// ONNX Runtime: the addon opens the library at run time (dlopen) and needs only the C API headers
+// to compile. They are never committed; this script finds them, in order:
+//   1. $ORT_ROOT/include (an official ONNX Runtime release),
+//   2. the cache ${XDG_CACHE_HOME:-~/.cache}/mlos/ort-headers-1.29/include (reused by every build
+//      and every clone),
+//   3. `npm pack com.github.asus4.onnxruntime@0.4.9` (MIT; the only npm package carrying them),
+//      extracting only the iOS framework's Headers/*.h (ORT 1.29, platform independent) into
+//      that cache.
+// When none works the addon is built without ONNX Runtime (MLOS_WITH_ORT=OFF) and the reason is
+// printed; MLOS_ORT=0 asks for that explicitly.
+//
 // cmake-js takes the Node-API headers from the npm package node-api-headers (package.json has
 // "binary": {"napi_versions": [8]}) and node-addon-api from node_modules: nothing is downloaded.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
@@ -35,6 +46,70 @@ function fail(message) {
   process.exit(1);
 }
 
+const ORT_HEADERS_PACKAGE = "com.github.asus4.onnxruntime@0.4.9";
+const ORT_HEADERS_IN_PACKAGE = "package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64/onnxruntime.framework/Headers";
+
+/** The npm command line: the npm that runs this script when there is one. */
+function npmCommand() {
+  const execPath = process.env.npm_execpath;
+  if (execPath && execPath.endsWith(".js") && existsSync(execPath)) return [process.execPath, [execPath]];
+  return ["npm", []];
+}
+
+/** Fetches the ORT headers into `cacheDir/include`; returns null or why it failed. */
+function fetchOrtHeaders(cacheDir) {
+  mkdirSync(cacheDir, { recursive: true });
+  const tmp = mkdtempSync(path.join(cacheDir, "tmp-"));
+  try {
+    const [cmd, pre] = npmCommand();
+    const pack = spawnSync(cmd, [...pre, "pack", ORT_HEADERS_PACKAGE, "--pack-destination", tmp, "--loglevel=error", "--ignore-scripts"], {
+      cwd: tmp,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    if (pack.status !== 0) {
+      // npm's first few error lines carry the reason (code, message); the rest is a stack.
+      const lines = (pack.stderr || "").split("\n").filter((l) => l.trim() && !/^npm error\s+at /.test(l));
+      return `npm pack ${ORT_HEADERS_PACKAGE} exited with ${pack.status ?? pack.signal}: ${lines.slice(0, 4).join(" | ")}`;
+    }
+    const tgz = readdirSync(tmp).find((f) => f.endsWith(".tgz"));
+    if (!tgz) return `npm pack ${ORT_HEADERS_PACKAGE} produced no tarball`;
+    const tar = spawnSync("tar", ["-xzf", tgz, "--wildcards", `${ORT_HEADERS_IN_PACKAGE}/*.h`], { cwd: tmp, encoding: "utf8" });
+    if (tar.status !== 0) return `tar could not extract the headers: ${(tar.stderr || "").trim().slice(-500)}`;
+    const extracted = path.join(tmp, ORT_HEADERS_IN_PACKAGE);
+    if (!existsSync(path.join(extracted, "onnxruntime_c_api.h"))) return `the package has no ${ORT_HEADERS_IN_PACKAGE}/onnxruntime_c_api.h`;
+    const include = path.join(cacheDir, "include");
+    try {
+      renameSync(extracted, include); // atomic: a concurrent build sees all headers or none
+    } catch (e) {
+      if (!existsSync(path.join(include, "onnxruntime_c_api.h"))) throw e;
+    }
+    return null;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** { dir } with the ORT headers, or { why } they are not available. */
+function ortHeaders() {
+  if (process.env.MLOS_ORT === "0") return { why: "MLOS_ORT=0" };
+  if (process.env.ORT_ROOT) {
+    const dir = path.join(process.env.ORT_ROOT, "include");
+    if (existsSync(path.join(dir, "onnxruntime_c_api.h"))) return { dir };
+    console.warn(`mlos: ORT_ROOT is set but ${dir} has no onnxruntime_c_api.h; trying the header cache`);
+  }
+  const cacheRoot = process.env.XDG_CACHE_HOME || path.join(os.homedir(), ".cache");
+  const cacheDir = path.join(cacheRoot, "mlos", "ort-headers-1.29");
+  const dir = path.join(cacheDir, "include");
+  if (existsSync(path.join(dir, "onnxruntime_c_api.h"))) return { dir };
+  console.log(`mlos: fetching the ONNX Runtime C headers (npm pack ${ORT_HEADERS_PACKAGE}) into ${cacheDir}`);
+  const why = fetchOrtHeaders(cacheDir);
+  if (why) return { why };
+  return { dir };
+}
+
 async function buildCmake() {
   let BuildSystem;
   try {
@@ -43,6 +118,10 @@ async function buildCmake() {
     fail(`cmake-js is not installed (${e.message}); run \`npm install\` first`);
   }
   const config = args.has("--debug") ? "Debug" : "Release";
+  const ort = ortHeaders();
+  if (ort.why) {
+    console.warn(`mlos: building without ONNX Runtime sessions: ${ort.why}`);
+  }
   const options = {
     directory: path.join(root, "native"),
     out: path.join(root, "build"),
@@ -52,6 +131,8 @@ async function buildCmake() {
     cMakeOptions: {
       MLOS_NATIVE_TESTS: args.has("--no-tests") ? "OFF" : "ON",
       MLOS_SANITIZE: args.has("--sanitize") ? "ON" : "OFF",
+      MLOS_WITH_ORT: ort.dir ? "ON" : "OFF",
+      ORT_INCLUDE_DIR: ort.dir ?? "",
     },
     log: process.env.MLOS_NATIVE_VERBOSE ? "verbose" : "info",
   };
@@ -63,13 +144,21 @@ async function buildCmake() {
   if (!pkg.binary?.napi_versions) fail('package.json lacks "binary": {"napi_versions": [...]}');
   bs.options.isNodeApi = true;
   try {
-    await bs.compile();
+    // Configure every time (incremental; cheap) so that the options above reach an existing build
+    // tree: cmake-js's compile() configures only a fresh one. A failed build is retried from scratch.
+    try {
+      await bs.configure();
+      await bs.build();
+    } catch {
+      console.warn("mlos: the build failed; retrying from a clean build tree");
+      await bs.rebuild();
+    }
   } catch (e) {
     fail(e instanceof Error ? e.message : String(e));
   }
   const out = path.join(root, "build", config, "mlos_native.node");
   if (!existsSync(out)) fail(`${path.relative(root, out)} was not produced`);
-  console.log(`mlos: built ${path.relative(root, out)}`);
+  console.log(`mlos: built ${path.relative(root, out)}${ort.dir ? " with ONNX Runtime sessions" : " without ONNX Runtime sessions"}`);
 }
 
 function nodeGypCommand() {

@@ -5,6 +5,9 @@
 #include "errors.h"
 #include "shm_pool.h"
 #include "shm_pool_binding.h"
+#ifdef MLOS_WITH_ORT
+#include "ort_session.h"
+#endif
 
 namespace mlos {
 namespace {
@@ -34,6 +37,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.AddCleanupHook(CleanupEnv, data);
 
   ShmPoolWrap::Init(env, exports, data);
+#ifdef MLOS_WITH_ORT
+  OrtSessionWrap::Init(env, exports, data);
+  exports.Set("ortCompiled", Napi::Boolean::New(env, true));
+#else
+  exports.Set("ortCompiled", Napi::Boolean::New(env, false));
+#endif
   exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));

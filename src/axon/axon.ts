@@ -225,7 +225,7 @@ export class Axon {
     let transferred = 0;
     const controller = new AbortController();
     opts.signal?.addEventListener("abort", () => controller.abort(opts.signal!.reason), { once: true });
-    await Promise.all(
+    const settled = await Promise.allSettled(
       blobs.map((d) =>
         limit(async () => {
           const name = d.annotations?.[Annotations.filepath] ?? (d === manifest.config ? "config" : d.digest.slice(7, 19));
@@ -248,6 +248,18 @@ export class Axon {
         }),
       ),
     );
+    const failures = settled.filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => r.reason as unknown);
+    if (failures.length) {
+      // Partial downloads are kept for resuming, except when the disk is full: then they are
+      // what fills it, and every one of this install's is removed.
+      const diskFull = failures.find((e) => e instanceof AxonError && e.code === "DISK_FULL");
+      if (diskFull) {
+        const { rm } = await import("node:fs/promises");
+        await Promise.all(blobs.map((d) => rm(this.paths.partial(d.digest), { force: true })));
+        throw diskFull;
+      }
+      throw failures[0];
+    }
     let tag = reference;
     if (reference.startsWith("sha256:")) {
       tag = manifest.annotations?.[Annotations.version] ?? (await this.#axonYamlOf(manifest))?.metadata.version ?? `sha256-${reference.slice(7, 19)}`;

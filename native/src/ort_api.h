@@ -1,0 +1,57 @@
+// ONNX Runtime through its C API, opened at run time.
+//
+// The library is the one onnxruntime-node ships (or an official release under $ORT_ROOT/lib): its
+// symbols are versioned, so linking against one build would tie the addon to it. It is opened
+// with dlopen, once per process, and never closed (sessions and OrtValues of any environment may
+// outlive a worker thread's environment). The OrtApi table is asked for at ORT_API_VERSION (the
+// headers' version) and, when the library is older, at each lower version down to
+// kOrtMinApiVersion; only functions present in that version are used.
+#pragma once
+
+#include <onnxruntime_c_api.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace mlos {
+
+constexpr uint32_t kOrtMinApiVersion = 17;
+
+struct OrtRuntime {
+  const OrtApi* api = nullptr;
+  OrtEnv* env = nullptr;             // process-wide, never released
+  OrtMemoryInfo* cpuMemory = nullptr;  // describes caller (CPU) memory wrapped as tensors
+  uint32_t apiVersion = 0;
+  std::string version;  // GetVersionString(), e.g. "1.30.0"
+  std::string path;     // the library that was opened
+};
+
+// Opens the library at `path` and creates the environment, once per process; later calls return
+// the runtime loaded first (whatever their path). Thread-safe. On failure returns nullptr and sets
+// *error to a message that names the call that failed (dlopen, dlsym, GetApi, CreateEnv ...); a
+// failed load may be retried with another path.
+const OrtRuntime* OrtLoad(const std::string& path, std::string* error);
+
+// The loaded runtime, or nullptr.
+const OrtRuntime* OrtCurrent();
+
+// "<call> failed: <ORT message> (<ORT error code name>)" for a non-null status, which it releases;
+// "" for nullptr (success).
+std::string OrtStatusMessage(const OrtApi* api, OrtStatus* status, const char* call);
+
+// Element types: ONNX names ("float32", "int64", ...) and storage.
+struct OrtDtypeInfo {
+  ONNXTensorElementDataType type;
+  const char* name;
+  uint32_t bits;  // bits per element (4 for int4/uint4/float4e2m1); 0 for string
+};
+// nullptr for an unknown name / type.
+const OrtDtypeInfo* OrtDtypeByName(const std::string& name);
+const OrtDtypeInfo* OrtDtypeByType(ONNXTensorElementDataType type);
+// Bytes that `elements` elements of `dtype` occupy (sub-byte types packed, rounded up).
+inline uint64_t OrtDtypeBytes(const OrtDtypeInfo& d, uint64_t elements) {
+  return (elements * d.bits + 7) / 8;
+}
+
+}  // namespace mlos

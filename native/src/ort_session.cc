@@ -1,0 +1,745 @@
+// The OrtSession JS class; see ort_session.h.
+#include "ort_session.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "errors.h"
+#include "ort_api.h"
+#include "shm_pool_binding.h"
+
+namespace mlos {
+
+namespace {
+
+constexpr napi_type_tag kOrtSessionTag = {0x6d6c6f73'6f727473ULL, 0x3a7e91c4'0b6d2f58ULL};
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+
+// Throws ORT_FAIL when `status` is an error (the message names `call`).
+void ThrowIfOrtError(Napi::Env env, const OrtApi* api, OrtStatus* status, const char* call) {
+  std::string msg = OrtStatusMessage(api, status, call);
+  if (!msg.empty()) MLOS_THROW_CODE(env, "ORT_FAIL", msg);
+}
+
+const OrtRuntime* RequireRuntime(Napi::Env env) {
+  const OrtRuntime* rt = OrtCurrent();
+  MLOS_REQUIRE(rt != nullptr, env, "ORT_UNAVAILABLE",
+               "ONNX Runtime is not loaded: call ortInit(libraryPath) first (bindings/native.ts "
+               "loadOrt() does)");
+  return rt;
+}
+
+// Owning handles for the C API's objects.
+template <typename T, auto Release>
+struct OrtOwned {
+  T* p = nullptr;
+  OrtOwned() = default;
+  OrtOwned(const OrtOwned&) = delete;
+  OrtOwned& operator=(const OrtOwned&) = delete;
+  ~OrtOwned() {
+    if (p != nullptr) (OrtCurrent()->api->*Release)(p);
+  }
+};
+using OwnedSessionOptions = OrtOwned<OrtSessionOptions, &OrtApi::ReleaseSessionOptions>;
+using OwnedTypeInfo = OrtOwned<OrtTypeInfo, &OrtApi::ReleaseTypeInfo>;
+using OwnedShapeInfo = OrtOwned<OrtTensorTypeAndShapeInfo, &OrtApi::ReleaseTensorTypeAndShapeInfo>;
+
+const char* OnnxTypeName(ONNXType t) {
+  switch (t) {
+    case ONNX_TYPE_TENSOR: return "tensor";
+    case ONNX_TYPE_SEQUENCE: return "sequence";
+    case ONNX_TYPE_MAP: return "map";
+    case ONNX_TYPE_OPAQUE: return "opaque";
+    case ONNX_TYPE_SPARSETENSOR: return "sparse_tensor";
+    case ONNX_TYPE_OPTIONAL: return "optional";
+    default: return "unknown";
+  }
+}
+
+}  // namespace
+
+// ---- session state (shared by the JS object and the runs in flight) -------------------------------
+
+struct IoMeta {
+  std::string name;
+  ONNXType type = ONNX_TYPE_UNKNOWN;
+  const OrtDtypeInfo* dtype = nullptr;  // tensors only; nullptr when not a tensor or not known
+  std::vector<int64_t> shape;
+  std::vector<std::string> symbolic;
+};
+
+struct OrtSessionState {
+  const OrtRuntime* rt = nullptr;
+  OrtSession* session = nullptr;
+  std::vector<IoMeta> inputs;
+  std::vector<IoMeta> outputs;
+  // Run options of the runs created and not yet finished, with their "terminated" flag, for
+  // terminate().
+  std::mutex mu;
+  std::map<OrtRunOptions*, std::atomic<bool>*> inFlight;
+
+  ~OrtSessionState() {
+    if (session != nullptr) rt->api->ReleaseSession(session);
+  }
+
+  int InputIndex(const std::string& name) const { return Find(inputs, name); }
+  int OutputIndex(const std::string& name) const { return Find(outputs, name); }
+  static int Find(const std::vector<IoMeta>& list, const std::string& name) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      if (list[i].name == name) return static_cast<int>(i);
+    }
+    return -1;
+  }
+  static std::string Names(const std::vector<IoMeta>& list) {
+    std::string s;
+    for (const auto& m : list) s += (s.empty() ? "" : ", ") + m.name;
+    return s;
+  }
+};
+
+namespace {
+
+// Reads one input's or output's metadata. Runs on the JS thread (throws).
+IoMeta ReadIoMeta(Napi::Env env, const OrtApi* api, OrtSession* session, size_t index, bool input) {
+  IoMeta m;
+  OrtAllocator* alloc = nullptr;
+  ThrowIfOrtError(env, api, api->GetAllocatorWithDefaultOptions(&alloc),
+                  "GetAllocatorWithDefaultOptions");
+  char* name = nullptr;
+  ThrowIfOrtError(env, api,
+                  input ? api->SessionGetInputName(session, index, alloc, &name)
+                        : api->SessionGetOutputName(session, index, alloc, &name),
+                  input ? "SessionGetInputName" : "SessionGetOutputName");
+  m.name = name;
+  if (OrtStatus* st = api->AllocatorFree(alloc, name)) api->ReleaseStatus(st);
+
+  OwnedTypeInfo ti;
+  ThrowIfOrtError(env, api,
+                  input ? api->SessionGetInputTypeInfo(session, index, &ti.p)
+                        : api->SessionGetOutputTypeInfo(session, index, &ti.p),
+                  input ? "SessionGetInputTypeInfo" : "SessionGetOutputTypeInfo");
+  ThrowIfOrtError(env, api, api->GetOnnxTypeFromTypeInfo(ti.p, &m.type), "GetOnnxTypeFromTypeInfo");
+  if (m.type != ONNX_TYPE_TENSOR) return m;
+  const OrtTensorTypeAndShapeInfo* tsi = nullptr;  // owned by ti
+  ThrowIfOrtError(env, api, api->CastTypeInfoToTensorInfo(ti.p, &tsi), "CastTypeInfoToTensorInfo");
+  if (tsi == nullptr) return m;
+  ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  ThrowIfOrtError(env, api, api->GetTensorElementType(tsi, &et), "GetTensorElementType");
+  m.dtype = OrtDtypeByType(et);
+  size_t rank = 0;
+  ThrowIfOrtError(env, api, api->GetDimensionsCount(tsi, &rank), "GetDimensionsCount");
+  m.shape.assign(rank, 0);
+  if (rank > 0) {
+    ThrowIfOrtError(env, api, api->GetDimensions(tsi, m.shape.data(), rank), "GetDimensions");
+  }
+  std::vector<const char*> sym(rank, nullptr);
+  if (rank > 0) {
+    ThrowIfOrtError(env, api, api->GetSymbolicDimensions(tsi, sym.data(), rank),
+                    "GetSymbolicDimensions");
+  }
+  for (const char* s : sym) m.symbolic.emplace_back(s != nullptr ? s : "");
+  return m;
+}
+
+Napi::Array IoMetaToJs(Napi::Env env, const std::vector<IoMeta>& list) {
+  Napi::Array arr = Napi::Array::New(env, list.size());
+  for (size_t i = 0; i < list.size(); ++i) {
+    const IoMeta& m = list[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("name", m.name);
+    o.Set("type", OnnxTypeName(m.type));
+    o.Set("dtype", m.dtype != nullptr ? Napi::Value(Napi::String::New(env, m.dtype->name))
+                                      : env.Undefined());
+    Napi::Array shape = Napi::Array::New(env, m.shape.size());
+    Napi::Array sym = Napi::Array::New(env, m.shape.size());
+    for (size_t d = 0; d < m.shape.size(); ++d) {
+      shape.Set(d, Napi::Number::New(env, m.shape[d] < 0 ? -1.0 : static_cast<double>(m.shape[d])));
+      sym.Set(d, m.symbolic[d].empty() ? env.Null() : Napi::Value(Napi::String::New(env, m.symbolic[d])));
+    }
+    o.Set("shape", shape);
+    o.Set("symbolicShape", sym);
+    o.Freeze();
+    arr.Set(i, o);
+  }
+  arr.Freeze();
+  return arr;
+}
+
+// ---- one run ---------------------------------------------------------------------------------------
+
+// A tensor argument from JS, checked: { dtype, shape, data }.
+struct TensorArg {
+  const OrtDtypeInfo* dtype = nullptr;
+  std::vector<int64_t> shape;
+  void* data = nullptr;
+  size_t bytes = 0;
+  Napi::Object dataObject;
+};
+
+TensorArg ParseTensor(Napi::Env env, Napi::Value v, const std::string& what,
+                      const IoMeta& meta) {
+  MLOS_REQUIRE_TYPE(v.IsObject(), env, what + " must be an object { dtype, shape, data }");
+  Napi::Object o = v.As<Napi::Object>();
+  TensorArg t;
+  Napi::Value dt = o.Get("dtype");
+  MLOS_REQUIRE_TYPE(dt.IsString(), env, what + ": dtype must be a string such as \"float32\"");
+  const std::string dtName = dt.As<Napi::String>().Utf8Value();
+  t.dtype = OrtDtypeByName(dtName);
+  MLOS_REQUIRE_TYPE(t.dtype != nullptr, env, what + ": unknown dtype \"" + dtName + "\"");
+  MLOS_REQUIRE_TYPE(t.dtype->bits != 0, env,
+                    what + ": dtype \"" + dtName + "\" is not supported (no string tensors)");
+  if (meta.dtype != nullptr) {
+    MLOS_REQUIRE_TYPE(meta.dtype == t.dtype, env,
+                      what + ": the model expects dtype " + meta.dtype->name + ", got " + dtName);
+  }
+  Napi::Value sh = o.Get("shape");
+  MLOS_REQUIRE_TYPE(sh.IsArray(), env, what + ": shape must be an array of integers");
+  Napi::Array shape = sh.As<Napi::Array>();
+  uint64_t elements = 1;
+  bool overflow = false;
+  for (uint32_t i = 0; i < shape.Length(); ++i) {
+    Napi::Value d = shape.Get(i);
+    const double x = d.IsNumber() ? d.As<Napi::Number>().DoubleValue() : -1.0;
+    MLOS_REQUIRE_TYPE(std::isfinite(x) && x >= 0 && std::floor(x) == x && x <= kMaxSafeInteger,
+                      env,
+                      what + ": shape[" + std::to_string(i) + "] must be a non-negative integer, got " +
+                          d.ToString().Utf8Value());
+    const uint64_t n = static_cast<uint64_t>(x);
+    if (n != 0 && elements > (uint64_t{1} << 60) / n) overflow = true;
+    elements *= n;
+    t.shape.push_back(static_cast<int64_t>(n));
+  }
+  MLOS_REQUIRE_RANGE(!overflow, env, what + ": the shape has too many elements");
+  Napi::Value data = o.Get("data");
+  MLOS_REQUIRE_TYPE(data.IsArrayBuffer() || data.IsTypedArray() || data.IsDataView(), env,
+                    what + ": data must be an ArrayBuffer, a typed array or a DataView");
+  uint8_t* ptr = nullptr;
+  BufferSpan(env, data, &ptr, &t.bytes);
+  const uint64_t need = OrtDtypeBytes(*t.dtype, elements);
+  if (t.bytes != need) {
+    std::string dims;
+    for (int64_t d : t.shape) dims += (dims.empty() ? "" : ",") + std::to_string(d);
+    MLOS_THROW_TYPE(env, what + ": data has " + std::to_string(t.bytes) + " bytes, " + dtName +
+                             " [" + dims + "] needs " + std::to_string(need));
+  }
+  // A zero-byte buffer may have no data pointer; ORT wants one.
+  static uint64_t empty[1];
+  t.data = (ptr != nullptr) ? static_cast<void*>(ptr) : static_cast<void*>(empty);
+  t.dataObject = data.As<Napi::Object>();
+  return t;
+}
+
+struct RunPlan {
+  std::shared_ptr<OrtSessionState> state;
+  std::vector<const char*> inputNames;  // point into state's metadata
+  std::vector<OrtValue*> inputs;
+  std::vector<const char*> outputNames;
+  std::vector<size_t> outputIndex;
+  std::vector<OrtValue*> outputs;   // preallocated ones before the run, all after it
+  std::vector<int> prealloc;        // index into preallocData, or -1
+  std::vector<TensorArg> preallocArgs;
+  OrtRunOptions* runOptions = nullptr;
+  double timeoutMs = 0;
+  bool debugAddresses = false;
+  std::atomic<bool> terminated{false};
+  bool timedOut = false;
+  std::string error;
+  const char* errorCode = "ORT_FAIL";
+
+  RunPlan() = default;
+  RunPlan(const RunPlan&) = delete;
+  RunPlan& operator=(const RunPlan&) = delete;
+  ~RunPlan() {
+    const OrtApi* api = state->rt->api;
+    for (OrtValue* v : inputs) {
+      if (v != nullptr) api->ReleaseValue(v);
+    }
+    for (OrtValue* v : outputs) {
+      if (v != nullptr) api->ReleaseValue(v);
+    }
+    if (runOptions != nullptr) {
+      {
+        std::lock_guard<std::mutex> lock(state->mu);
+        state->inFlight.erase(runOptions);
+      }
+      api->ReleaseRunOptions(runOptions);
+    }
+  }
+};
+
+// Builds a run from run(feeds, outputNames?, preallocatedOutputs?, runOptions?) on the JS thread,
+// collecting every JS object whose memory the run uses into `keep`.
+std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
+                                   std::shared_ptr<OrtSessionState> state,
+                                   std::vector<Napi::Object>* keep) {
+  Napi::Env env = info.Env();
+  const OrtApi* api = state->rt->api;
+  auto plan = std::make_unique<RunPlan>();
+  plan->state = state;
+
+  MLOS_REQUIRE_TYPE(info[0].IsObject() && !info[0].IsArray(), env,
+                    "run(feeds, ...): feeds must be an object { [inputName]: { dtype, shape, data } }");
+  Napi::Object feeds = info[0].As<Napi::Object>();
+  Napi::Array keys = feeds.GetPropertyNames();
+  for (uint32_t i = 0; i < keys.Length(); ++i) {
+    const std::string name = keys.Get(i).ToString().Utf8Value();
+    const int idx = state->InputIndex(name);
+    MLOS_REQUIRE_TYPE(idx >= 0, env,
+                      "unknown input \"" + name + "\"; the model's inputs are: " +
+                          OrtSessionState::Names(state->inputs));
+    const IoMeta& meta = state->inputs[idx];
+    TensorArg t = ParseTensor(env, feeds.Get(name), "input \"" + name + "\"", meta);
+    OrtValue* value = nullptr;
+    ThrowIfOrtError(env, api,
+                    api->CreateTensorWithDataAsOrtValue(state->rt->cpuMemory, t.data, t.bytes,
+                                                        t.shape.data(), t.shape.size(),
+                                                        t.dtype->type, &value),
+                    "CreateTensorWithDataAsOrtValue");
+    plan->inputs.push_back(value);
+    plan->inputNames.push_back(meta.name.c_str());
+    keep->push_back(t.dataObject);
+  }
+
+  auto addOutput = [&](const std::string& name) {
+    const int idx = state->OutputIndex(name);
+    MLOS_REQUIRE_TYPE(idx >= 0, env,
+                      "unknown output \"" + name + "\"; the model's outputs are: " +
+                          OrtSessionState::Names(state->outputs));
+    MLOS_REQUIRE_TYPE(std::find(plan->outputIndex.begin(), plan->outputIndex.end(),
+                                static_cast<size_t>(idx)) == plan->outputIndex.end(),
+                      env, "output \"" + name + "\" is named twice");
+    plan->outputIndex.push_back(static_cast<size_t>(idx));
+    plan->outputNames.push_back(state->outputs[idx].name.c_str());
+    plan->outputs.push_back(nullptr);
+    plan->prealloc.push_back(-1);
+    return plan->outputs.size() - 1;
+  };
+  if (info[1].IsUndefined() || info[1].IsNull()) {
+    for (const auto& m : state->outputs) addOutput(m.name);
+  } else {
+    MLOS_REQUIRE_TYPE(info[1].IsArray(), env, "run: outputNames must be an array of strings");
+    Napi::Array names = info[1].As<Napi::Array>();
+    for (uint32_t i = 0; i < names.Length(); ++i) {
+      Napi::Value n = names.Get(i);
+      MLOS_REQUIRE_TYPE(n.IsString(), env, "run: outputNames must be an array of strings");
+      addOutput(n.As<Napi::String>().Utf8Value());
+    }
+  }
+
+  if (!info[2].IsUndefined() && !info[2].IsNull()) {
+    MLOS_REQUIRE_TYPE(info[2].IsObject() && !info[2].IsArray(), env,
+                      "run: preallocatedOutputs must be an object { [outputName]: { dtype, shape, data } }");
+    Napi::Object pre = info[2].As<Napi::Object>();
+    Napi::Array pkeys = pre.GetPropertyNames();
+    for (uint32_t i = 0; i < pkeys.Length(); ++i) {
+      const std::string name = pkeys.Get(i).ToString().Utf8Value();
+      const int idx = state->OutputIndex(name);
+      MLOS_REQUIRE_TYPE(idx >= 0, env,
+                        "unknown output \"" + name + "\" in preallocatedOutputs; the model's outputs are: " +
+                            OrtSessionState::Names(state->outputs));
+      auto it = std::find(plan->outputIndex.begin(), plan->outputIndex.end(), static_cast<size_t>(idx));
+      // A preallocated output that outputNames left out is fetched too.
+      const size_t slot = it != plan->outputIndex.end()
+                              ? static_cast<size_t>(it - plan->outputIndex.begin())
+                              : addOutput(name);
+      TensorArg t = ParseTensor(env, pre.Get(name), "preallocated output \"" + name + "\"",
+                                state->outputs[idx]);
+      OrtValue* value = nullptr;
+      ThrowIfOrtError(env, api,
+                      api->CreateTensorWithDataAsOrtValue(state->rt->cpuMemory, t.data, t.bytes,
+                                                          t.shape.data(), t.shape.size(),
+                                                          t.dtype->type, &value),
+                      "CreateTensorWithDataAsOrtValue");
+      plan->outputs[slot] = value;
+      plan->prealloc[slot] = static_cast<int>(plan->preallocArgs.size());
+      keep->push_back(t.dataObject);
+      plan->preallocArgs.push_back(std::move(t));
+    }
+  }
+
+  if (!info[3].IsUndefined() && !info[3].IsNull()) {
+    MLOS_REQUIRE_TYPE(info[3].IsObject(), env,
+                      "run: runOptions must be an object { timeoutMs?, debugAddresses? }");
+    Napi::Value dbg = info[3].As<Napi::Object>().Get("debugAddresses");
+    if (!dbg.IsUndefined()) {
+      MLOS_REQUIRE_TYPE(dbg.IsBoolean(), env, "run: runOptions.debugAddresses must be a boolean");
+      plan->debugAddresses = dbg.As<Napi::Boolean>().Value();
+    }
+    Napi::Value t = info[3].As<Napi::Object>().Get("timeoutMs");
+    if (!t.IsUndefined()) {
+      const double ms = t.IsNumber() ? t.As<Napi::Number>().DoubleValue() : -1;
+      MLOS_REQUIRE_RANGE(std::isfinite(ms) && ms > 0, env,
+                         "run: runOptions.timeoutMs must be a positive number");
+      plan->timeoutMs = ms;
+    }
+  }
+
+  ThrowIfOrtError(env, api, api->CreateRunOptions(&plan->runOptions), "CreateRunOptions");
+  {
+    std::lock_guard<std::mutex> lock(state->mu);
+    state->inFlight.emplace(plan->runOptions, &plan->terminated);
+  }
+  return plan;
+}
+
+// Session::Run; any thread, touches no JS. Sets plan.error on failure.
+void ExecutePlan(RunPlan& plan) {
+  OrtSessionState& st = *plan.state;
+  const OrtApi* api = st.rt->api;
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread watchdog;
+  if (plan.timeoutMs > 0) {
+    watchdog = std::thread([&] {
+      std::unique_lock<std::mutex> lock(m);
+      const auto limit = std::chrono::microseconds(static_cast<int64_t>(plan.timeoutMs * 1000.0));
+      if (!cv.wait_for(lock, limit, [&] { return done; })) {
+        plan.timedOut = true;
+        OrtStatus* s = api->RunOptionsSetTerminate(plan.runOptions);
+        if (s != nullptr) api->ReleaseStatus(s);
+      }
+    });
+  }
+  OrtStatus* status =
+      api->Run(st.session, plan.runOptions, plan.inputNames.data(), plan.inputs.data(),
+               plan.inputs.size(), plan.outputNames.data(), plan.outputNames.size(),
+               plan.outputs.data());
+  if (watchdog.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(m);
+      done = true;
+    }
+    cv.notify_one();
+    watchdog.join();
+  }
+  plan.error = OrtStatusMessage(api, status, "Run");
+  if (!plan.error.empty()) {
+    if (plan.timedOut) {
+      plan.errorCode = "ORT_TIMEOUT";
+      plan.error += " (timed out after " + std::to_string(plan.timeoutMs) + " ms)";
+    } else if (plan.terminated.load()) {
+      plan.errorCode = "ORT_TERMINATED";
+      plan.error += " (terminated)";
+    }
+  }
+}
+
+struct ExternalOutput {
+  OrtValue* value;
+  size_t bytes;
+};
+
+void FinalizeOutput(Napi::Env env, void* /*data*/, ExternalOutput* hint) {
+  OrtCurrent()->api->ReleaseValue(hint->value);
+  Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(hint->bytes));
+  delete hint;
+}
+
+Napi::Array ShapeToJs(Napi::Env env, const std::vector<int64_t>& shape) {
+  Napi::Array a = Napi::Array::New(env, shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) a.Set(i, Napi::Number::New(env, static_cast<double>(shape[i])));
+  return a;
+}
+
+// The result object of a finished run, on the JS thread. ORT-allocated outputs move into external
+// ArrayBuffers (the plan forgets them as they do).
+// The data pointer inside an OrtValue, as a BigInt (debugAddresses).
+Napi::Value DataAddress(Napi::Env env, const OrtApi* api, OrtValue* value) {
+  void* data = nullptr;
+  ThrowIfOrtError(env, api, api->GetTensorMutableData(value, &data), "GetTensorMutableData");
+  return Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(data)));
+}
+
+Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::Value>& preData) {
+  const OrtApi* api = plan.state->rt->api;
+  Napi::Object result = Napi::Object::New(env);
+  if (plan.debugAddresses) {
+    // The data pointers of the input OrtValues ORT read: proof that they were the caller's memory.
+    Napi::Object in = Napi::Object::New(env);
+    for (size_t i = 0; i < plan.inputs.size(); ++i) {
+      in.Set(plan.inputNames[i], DataAddress(env, api, plan.inputs[i]));
+    }
+    result.DefineProperty(Napi::PropertyDescriptor::Value("inputAddresses", in, napi_default));
+  }
+  for (size_t i = 0; i < plan.outputs.size(); ++i) {
+    const char* name = plan.outputNames[i];
+    Napi::Object o = Napi::Object::New(env);
+    if (plan.debugAddresses && plan.outputs[i] != nullptr) {
+      o.Set("address", DataAddress(env, api, plan.outputs[i]));  // what ORT wrote, after the run
+    }
+    if (plan.prealloc[i] >= 0) {
+      const TensorArg& t = plan.preallocArgs[plan.prealloc[i]];
+      o.Set("dtype", t.dtype->name);
+      o.Set("shape", ShapeToJs(env, t.shape));
+      o.Set("data", preData[plan.prealloc[i]]);
+      result.Set(name, o);
+      continue;
+    }
+    OrtValue* value = plan.outputs[i];
+    MLOS_REQUIRE(value != nullptr, env, "ORT_FAIL", std::string("Run returned no value for output ") + name);
+    int isTensor = 0;
+    ThrowIfOrtError(env, api, api->IsTensor(value, &isTensor), "IsTensor");
+    MLOS_REQUIRE(isTensor != 0, env, "ORT_FAIL",
+                 std::string("output \"") + name + "\" is not a tensor (sequences and maps are not supported)");
+    OwnedShapeInfo info;
+    ThrowIfOrtError(env, api, api->GetTensorTypeAndShape(value, &info.p), "GetTensorTypeAndShape");
+    ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    ThrowIfOrtError(env, api, api->GetTensorElementType(info.p, &et), "GetTensorElementType");
+    const OrtDtypeInfo* dtype = OrtDtypeByType(et);
+    MLOS_REQUIRE(dtype != nullptr && dtype->bits != 0, env, "ORT_FAIL",
+                 std::string("output \"") + name + "\" has an unsupported element type " +
+                     std::to_string(static_cast<int>(et)));
+    size_t rank = 0;
+    ThrowIfOrtError(env, api, api->GetDimensionsCount(info.p, &rank), "GetDimensionsCount");
+    std::vector<int64_t> shape(rank);
+    if (rank > 0) ThrowIfOrtError(env, api, api->GetDimensions(info.p, shape.data(), rank), "GetDimensions");
+    size_t elements = 0;
+    ThrowIfOrtError(env, api, api->GetTensorShapeElementCount(info.p, &elements),
+                    "GetTensorShapeElementCount");
+    const size_t bytes = static_cast<size_t>(OrtDtypeBytes(*dtype, elements));
+    void* data = nullptr;
+    ThrowIfOrtError(env, api, api->GetTensorMutableData(value, &data), "GetTensorMutableData");
+    Napi::ArrayBuffer ab;
+    if (bytes == 0 || data == nullptr) {
+      ab = Napi::ArrayBuffer::New(env, 0);
+    } else {
+      auto* hint = new ExternalOutput{value, bytes};
+      try {
+        ab = Napi::ArrayBuffer::New(env, data, bytes, FinalizeOutput, hint);
+      } catch (...) {
+        delete hint;
+        throw;
+      }
+      plan.outputs[i] = nullptr;  // owned by the ArrayBuffer now
+      Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
+    }
+    o.Set("dtype", dtype->name);
+    o.Set("shape", ShapeToJs(env, shape));
+    o.Set("data", ab);
+    result.Set(name, o);
+  }
+  return result;
+}
+
+class RunWorker : public Napi::AsyncWorker {
+ public:
+  RunWorker(Napi::Env env, Napi::Object session, std::unique_ptr<RunPlan> plan,
+            const std::vector<Napi::Object>& keep)
+      : Napi::AsyncWorker(env, "mlos.OrtSession.run"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        plan_(std::move(plan)) {
+    // The session object and every buffer the run reads or writes stay alive until it is done.
+    session_ = Napi::Persistent(session);
+    for (const auto& o : keep) keep_.push_back(Napi::Persistent(o));
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    ExecutePlan(*plan_);
+    if (!plan_->error.empty()) SetError(plan_->error);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    try {
+      deferred_.Resolve(BuildResult(env, *plan_, PreData()));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+
+  void OnError(const Napi::Error& /*unused*/) override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    deferred_.Reject(MakeJsError(env, JsErrorKind::kError, plan_->errorCode, plan_->error).Value());
+  }
+
+ private:
+  // The JS data objects of the preallocated outputs, in preallocArgs order (they follow the
+  // inputs in keep_).
+  std::vector<Napi::Value> PreData() {
+    std::vector<Napi::Value> v;
+    const size_t first = keep_.size() - plan_->preallocArgs.size();
+    for (size_t i = first; i < keep_.size(); ++i) v.push_back(keep_[i].Value());
+    return v;
+  }
+
+  Napi::Promise::Deferred deferred_;
+  std::unique_ptr<RunPlan> plan_;
+  Napi::ObjectReference session_;
+  std::vector<Napi::ObjectReference> keep_;
+};
+
+}  // namespace
+
+// ---- class ------------------------------------------------------------------------------------
+
+void OrtSessionWrap::Init(Napi::Env env, Napi::Object exports, AddonData* data) {
+  Napi::Function ctor = DefineClass(env, "OrtSession", {}, data);
+  constexpr auto kMethod = static_cast<napi_property_attributes>(napi_writable | napi_configurable);
+  auto method = [&](const char* name, Napi::Function::Callback cb) {
+    return Napi::PropertyDescriptor::Value(name, Napi::Function::New(env, cb, name), kMethod);
+  };
+  ctor.Get("prototype").As<Napi::Object>().DefineProperties({
+      method("run", Checked<&OrtSessionWrap::Run>),
+      method("runSync", Checked<&OrtSessionWrap::RunSync>),
+      method("terminate", Checked<&OrtSessionWrap::Terminate>),
+      method("release", Checked<&OrtSessionWrap::Release>),
+      method("isReleased", Checked<&OrtSessionWrap::IsReleased>),
+  });
+  exports.Set("OrtSession", ctor);
+  exports.Set("ortInit", Napi::Function::New(env, OrtInit, "ortInit"));
+}
+
+OrtSessionWrap* OrtSessionWrap::FromReceiver(const Napi::CallbackInfo& info) {
+  Napi::Value self = info.This();
+  if (!self.IsObject() || !self.As<Napi::Object>().CheckTypeTag(&kOrtSessionTag)) {
+    MLOS_THROW_TYPE(info.Env(), "OrtSession method called on an object that is not an OrtSession");
+  }
+  return Unwrap(self.As<Napi::Object>());
+}
+
+OrtSessionWrap::OrtSessionWrap(const Napi::CallbackInfo& info)
+    : Napi::ObjectWrap<OrtSessionWrap>(info) {
+  Napi::Env env = info.Env();
+  MLOS_REQUIRE_TYPE(info.IsConstructCall(), env, "OrtSession must be called with new");
+  const OrtRuntime* rt = RequireRuntime(env);
+  const OrtApi* api = rt->api;
+  MLOS_REQUIRE_TYPE(info[0].IsString(), env, "new OrtSession(modelPath, options?): modelPath must be a string");
+  path_ = info[0].As<Napi::String>().Utf8Value();
+
+  OwnedSessionOptions so;
+  ThrowIfOrtError(env, api, api->CreateSessionOptions(&so.p), "CreateSessionOptions");
+  if (!info[1].IsUndefined() && !info[1].IsNull()) {
+    MLOS_REQUIRE_TYPE(info[1].IsObject(), env, "new OrtSession(modelPath, options?): options must be an object");
+    Napi::Object o = info[1].As<Napi::Object>();
+    auto threads = [&](const char* key) -> int {
+      Napi::Value v = o.Get(key);
+      if (v.IsUndefined()) return -1;
+      const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      MLOS_REQUIRE_RANGE(std::isfinite(d) && d >= 0 && d <= 1024 && std::floor(d) == d, env,
+                         std::string("options.") + key + " must be an integer from 0 (ORT's default) to 1024");
+      return static_cast<int>(d);
+    };
+    const int intra = threads("intraOpThreads");
+    if (intra >= 0) ThrowIfOrtError(env, api, api->SetIntraOpNumThreads(so.p, intra), "SetIntraOpNumThreads");
+    const int inter = threads("interOpThreads");
+    if (inter >= 0) ThrowIfOrtError(env, api, api->SetInterOpNumThreads(so.p, inter), "SetInterOpNumThreads");
+    Napi::Value gol = o.Get("graphOptimizationLevel");
+    if (!gol.IsUndefined()) {
+      const std::string s = gol.IsString() ? gol.As<Napi::String>().Utf8Value() : "";
+      GraphOptimizationLevel level;
+      if (s == "disabled") level = ORT_DISABLE_ALL;
+      else if (s == "basic") level = ORT_ENABLE_BASIC;
+      else if (s == "extended") level = ORT_ENABLE_EXTENDED;
+      else if (s == "all") level = ORT_ENABLE_ALL;
+      else MLOS_THROW_TYPE(env, "options.graphOptimizationLevel must be \"disabled\", \"basic\", \"extended\" or \"all\"");
+      ThrowIfOrtError(env, api, api->SetSessionGraphOptimizationLevel(so.p, level),
+                      "SetSessionGraphOptimizationLevel");
+    }
+    Napi::Value mode = o.Get("executionMode");
+    if (!mode.IsUndefined()) {
+      const std::string s = mode.IsString() ? mode.As<Napi::String>().Utf8Value() : "";
+      MLOS_REQUIRE_TYPE(s == "sequential" || s == "parallel", env,
+                        "options.executionMode must be \"sequential\" or \"parallel\"");
+      ThrowIfOrtError(env, api,
+                      api->SetSessionExecutionMode(so.p, s == "parallel" ? ORT_PARALLEL : ORT_SEQUENTIAL),
+                      "SetSessionExecutionMode");
+    }
+  }
+
+  auto state = std::make_shared<OrtSessionState>();
+  state->rt = rt;
+  ThrowIfOrtError(env, api, api->CreateSession(rt->env, path_.c_str(), so.p, &state->session),
+                  "CreateSession");
+  size_t nIn = 0, nOut = 0;
+  ThrowIfOrtError(env, api, api->SessionGetInputCount(state->session, &nIn), "SessionGetInputCount");
+  ThrowIfOrtError(env, api, api->SessionGetOutputCount(state->session, &nOut), "SessionGetOutputCount");
+  for (size_t i = 0; i < nIn; ++i) state->inputs.push_back(ReadIoMeta(env, api, state->session, i, true));
+  for (size_t i = 0; i < nOut; ++i) state->outputs.push_back(ReadIoMeta(env, api, state->session, i, false));
+  state_ = std::move(state);
+
+  Napi::Object self = info.This().As<Napi::Object>();
+  self.TypeTag(&kOrtSessionTag);
+  self.DefineProperties({
+      Napi::PropertyDescriptor::Value("path", Napi::String::New(env, path_), napi_enumerable),
+      Napi::PropertyDescriptor::Value("inputs", IoMetaToJs(env, state_->inputs), napi_enumerable),
+      Napi::PropertyDescriptor::Value("outputs", IoMetaToJs(env, state_->outputs), napi_enumerable),
+  });
+}
+
+OrtSessionWrap::~OrtSessionWrap() = default;
+
+std::shared_ptr<OrtSessionState> OrtSessionWrap::Open(Napi::Env env) {
+  MLOS_REQUIRE(state_ != nullptr, env, "CLOSED", "OrtSession " + path_ + " is released");
+  return state_;
+}
+
+Napi::Value OrtSessionWrap::Run(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<Napi::Object> keep;
+  std::unique_ptr<RunPlan> plan = BuildPlan(info, Open(env), &keep);
+  auto* worker = new RunWorker(env, info.This().As<Napi::Object>(), std::move(plan), keep);
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();  // deletes itself when done
+  return promise;
+}
+
+Napi::Value OrtSessionWrap::RunSync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<Napi::Object> keep;  // the arguments are alive for the whole call
+  std::unique_ptr<RunPlan> plan = BuildPlan(info, Open(env), &keep);
+  ExecutePlan(*plan);
+  if (!plan->error.empty()) MLOS_THROW_CODE(env, plan->errorCode, plan->error);
+  std::vector<Napi::Value> preData;
+  const size_t first = keep.size() - plan->preallocArgs.size();
+  for (size_t i = first; i < keep.size(); ++i) preData.push_back(keep[i]);
+  return BuildResult(env, *plan, preData);
+}
+
+Napi::Value OrtSessionWrap::Terminate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<OrtSessionState> st = Open(env);
+  std::lock_guard<std::mutex> lock(st->mu);
+  for (auto& [ro, flag] : st->inFlight) {
+    flag->store(true);
+    ThrowIfOrtError(env, st->rt->api, st->rt->api->RunOptionsSetTerminate(ro), "RunOptionsSetTerminate");
+  }
+  return Napi::Number::New(env, static_cast<double>(st->inFlight.size()));
+}
+
+Napi::Value OrtSessionWrap::Release(const Napi::CallbackInfo& info) {
+  state_.reset();  // the ORT session goes when the last run in flight lets go of it
+  return info.Env().Undefined();
+}
+
+Napi::Value OrtSessionWrap::IsReleased(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), state_ == nullptr);
+}
+
+Napi::Value OrtInit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MLOS_REQUIRE_TYPE(info[0].IsString(), env, "ortInit(libraryPath): libraryPath must be a string");
+  std::string error;
+  const OrtRuntime* rt = OrtLoad(info[0].As<Napi::String>().Utf8Value(), &error);
+  MLOS_REQUIRE(rt != nullptr, env, "ORT_UNAVAILABLE", error);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("version", rt->version);
+  o.Set("apiVersion", Napi::Number::New(env, rt->apiVersion));
+  o.Set("path", rt->path);
+  return o;
+}
+
+}  // namespace mlos

@@ -1,0 +1,64 @@
+// The OrtSession JS class: an ONNX Runtime inference session over the C API (ort_api.h).
+//
+//   ortInit(libraryPath) -> { version, apiVersion, path }   opens the library (once per process)
+//   new OrtSession(modelPath, { intraOpThreads?, interOpThreads?, graphOptimizationLevel?,
+//                               executionMode? })
+//   .inputs / .outputs        [{ name, type, dtype, shape, symbolicShape }] (shape: -1 = dynamic;
+//                             symbolicShape: the dimension's name or null)
+//   .run(feeds, outputNames?, preallocatedOutputs?, runOptions?) -> Promise<outputs>
+//                             Session::Run on a libuv worker thread; many may be in flight
+//   .runSync(feeds, outputNames?, preallocatedOutputs?, runOptions?) -> outputs   on this thread
+//   .terminate()              asks every run in flight to stop (they reject with ORT_TERMINATED)
+//   .release()                releases the session once the runs in flight are done; later
+//                             calls throw CLOSED
+//
+// feeds: { [inputName]: { dtype, shape, data: ArrayBuffer | TypedArray | DataView } }. The tensor
+// is created over the caller's memory (CreateTensorWithDataAsOrtValue, no copy) after its byte
+// length was checked against dtype x shape; the JS objects stay referenced until the run is done.
+// preallocatedOutputs: the same form, keyed by output name: ORT writes into that memory (the
+// OrtValue is passed in Run's outputs array) and the result carries the caller's own `data`
+// object. Other outputs are allocated by ORT and returned as external ArrayBuffers over the
+// OrtValue's data, whose finaliser releases the OrtValue (no copy).
+// runOptions: { timeoutMs?, tag? }: a run still going after timeoutMs is terminated.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "addon.h"
+
+namespace mlos {
+
+struct OrtSessionState;
+
+class OrtSessionWrap : public Napi::ObjectWrap<OrtSessionWrap> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports, AddonData* data);
+  explicit OrtSessionWrap(const Napi::CallbackInfo& info);
+  ~OrtSessionWrap() override;
+
+  static OrtSessionWrap* FromReceiver(const Napi::CallbackInfo& info);
+
+ private:
+  template <Napi::Value (OrtSessionWrap::*Method)(const Napi::CallbackInfo&)>
+  static Napi::Value Checked(const Napi::CallbackInfo& info) {
+    return (FromReceiver(info)->*Method)(info);
+  }
+
+  Napi::Value Run(const Napi::CallbackInfo& info);
+  Napi::Value RunSync(const Napi::CallbackInfo& info);
+  Napi::Value Terminate(const Napi::CallbackInfo& info);
+  Napi::Value Release(const Napi::CallbackInfo& info);
+  Napi::Value IsReleased(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<OrtSessionState> Open(Napi::Env env);
+
+  std::shared_ptr<OrtSessionState> state_;
+  std::string path_;
+};
+
+// ortInit(libraryPath) -> { version, apiVersion, path }
+Napi::Value OrtInit(const Napi::CallbackInfo& info);
+
+}  // namespace mlos
