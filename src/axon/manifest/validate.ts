@@ -4,7 +4,13 @@
  * names, a version that `semver` accepts. `parseManifest` runs them after the schema; call
  * `assertManifestSemantics` yourself for a manifest built in code.
  */
-import semver from "semver";
+import { createRequire } from "node:module";
+import type SemverModule from "semver";
+
+// semver loads ~50 CJS modules: only the manifest checks need it, not the path checks that the
+// install fast path uses from this file.
+let semverModule: typeof SemverModule | undefined;
+const semverLib = (): typeof SemverModule => (semverModule ??= createRequire(import.meta.url)("semver") as typeof SemverModule);
 import { AxonError } from "../errors.js";
 import { MANIFEST_FILENAME, type AxonManifest, type AxonManifestDraft } from "./types.js";
 
@@ -121,7 +127,7 @@ export function checkManifestSemantics(m: AxonManifest | AxonManifestDraft, opts
   // metadata.version: the schema's pattern is semver 2.0; `semver` must agree (and normalise to itself).
   const version = m.metadata?.version;
   // (`semver` drops build metadata from `.version`, and accepts a leading `v` that we do not.)
-  if (typeof version === "string" && semver.parse(version)?.version !== version.replace(/\+.*$/, "")) {
+  if (typeof version === "string" && semverLib().parse(version)?.version !== version.replace(/\+.*$/, "")) {
     add("MANIFEST_INVALID", ["metadata", "version"], `'${version}' is not a semver version (MAJOR.MINOR.PATCH, e.g. 1.0.0)`);
   }
 
@@ -197,7 +203,7 @@ export function checkManifestSemantics(m: AxonManifest | AxonManifestDraft, opts
   }
 
   const runtime = m.spec?.requirements?.runtime;
-  if (typeof runtime === "string" && semver.validRange(runtime) === null) {
+  if (typeof runtime === "string" && semverLib().validRange(runtime) === null) {
     add("MANIFEST_INVALID", ["spec", "requirements", "runtime"], `'${runtime}' is not a semver range (e.g. >=0.1.0)`);
   }
 
