@@ -421,8 +421,7 @@ export class Axon {
   }
 
   async list(): Promise<Array<InstallRecord & { lastUsed: string }>> {
-    const recs = await this.installs.list();
-    return Promise.all(recs.map(async (r) => ({ ...r, lastUsed: new Date(await this.installs.lastUsed(r)).toISOString() })));
+    return this.installs.listWithLastUse();
   }
 
   async info(raw: string): Promise<ModelInfo> {

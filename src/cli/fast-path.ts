@@ -30,14 +30,25 @@ export async function tryFastPath(argv: string[]): Promise<boolean> {
   const json = parsed.values.json === true;
   const out: string[] = [];
   const log = (l: string) => out.push(l);
+  if (cmd === "list") {
+    // Only the install records are needed: load just that module (and not the whole library).
+    try {
+      const [{ AxonPaths }, { BlobStore }, { InstallDb }] = await Promise.all([import("../axon/paths.js"), import("../axon/store/blob-store.js"), import("../axon/store/installs.js")]);
+      const paths = new AxonPaths();
+      const result = listResult(await new InstallDb(paths, new BlobStore(paths)).listWithLastUse());
+      if (!json) printList(result, log);
+      process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : out.map((l) => `${l}\n`).join(""));
+    } catch (e) {
+      printError(e as Error, json);
+      process.exitCode = 1;
+    }
+    return true;
+  }
   const { Axon } = await import("../axon/axon.js");
   const axon = new Axon();
   try {
     let result: unknown;
-    if (cmd === "list") {
-      result = listResult(await axon.list());
-      if (!json) printList(result as ReturnType<typeof listResult>, log);
-    } else {
+    {
       const showProgress = !json && !parsed.values.quiet && process.stderr.isTTY;
       const progress = showProgress ? new (await import("./progress.js")).ProgressDisplay(process.stderr) : undefined;
       await progress?.ready();

@@ -78,6 +78,12 @@ export class InstallDb {
       .sort(byReference);
   }
 
+  /** `list()` with each model's last use (ISO time), for `axon list`. */
+  async listWithLastUse(): Promise<Array<InstallRecord & { lastUsed: string }>> {
+    const recs = await this.list();
+    return Promise.all(recs.map(async (r) => ({ ...r, lastUsed: new Date(await this.lastUsed(r)).toISOString() })));
+  }
+
   /** Marks a model used now (the record's mtime), for least-recently-used eviction. */
   async touch(r: InstallRecord): Promise<void> {
     const now = new Date();
