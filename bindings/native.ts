@@ -155,7 +155,11 @@ export interface NativeOrtTensor {
  * What run/runSync resolve to. With `debugAddresses`, a non-enumerable `inputAddresses` holds
  * the data pointer of each input OrtValue ORT read.
  */
-export type NativeOrtResult = Record<string, NativeOrtTensor> & { readonly inputAddresses?: Record<string, bigint> };
+export type NativeOrtResult = Record<string, NativeOrtTensor> & {
+  readonly inputAddresses?: Record<string, bigint>;
+  /** Non-enumerable: how long Session::Run itself took, in microseconds (no hand-off included). */
+  readonly runMicros: number;
+};
 
 export interface NativeOrtSessionOptions {
   /** Threads of the intra-op pool; 0 or absent: ORT's default (one per physical core). */
@@ -173,6 +177,8 @@ export interface NativeOrtRunOptions {
   timeoutMs?: number;
   /** Debugging: report native data pointers (`address` on outputs, `inputAddresses` on the result). */
   debugAddresses?: boolean;
+  /** A label for terminate(tag): stops only the runs that carry it. */
+  tag?: string;
 }
 
 /** An ONNX Runtime inference session (native/src/ort_session.h). */
@@ -199,8 +205,8 @@ export interface NativeOrtSession {
     preallocatedOutputs?: Record<string, NativeOrtTensorArg> | null,
     options?: NativeOrtRunOptions,
   ): NativeOrtResult;
-  /** Asks every run created and not finished (queued ones too) to stop; returns how many. */
-  terminate(): number;
+  /** Asks every run created and not finished (queued ones too), or those tagged `tag`, to stop; returns how many. */
+  terminate(tag?: string): number;
   /** Releases the session once the runs in flight are done; later calls throw CLOSED. */
   release(): void;
   isReleased(): boolean;
@@ -210,6 +216,8 @@ export interface NativeOrtSessionConstructor {
   /** Loads the model (synchronously). Needs {@link loadOrt} (ortInit) first, else ORT_UNAVAILABLE. */
   new (modelPath: string, options?: NativeOrtSessionOptions): NativeOrtSession;
   readonly prototype: NativeOrtSession;
+  /** Loads the model on a libuv worker thread (the event loop stays free); rejects with ORT_FAIL. */
+  open(modelPath: string, options?: NativeOrtSessionOptions): Promise<NativeOrtSession>;
 }
 
 /** What ortInit loaded. */

@@ -1,15 +1,46 @@
 /**
- * mlos: the library. Today it exposes Axon, the model package manager (install, pack, push,
- * verify, search and the cache, as the `axon` CLI does); the runtime (`load`, `infer`, `Tensor`)
- * is added by MLOS Core.
+ * mlos: the library. Axon (the model package manager: install, pack, push, verify, search and the
+ * cache, as the `axon` CLI does) and MLOS Core's runtime (`load`, `infer`, `Tensor`).
  *
  * ```ts
+ * import { load, infer, Tensor } from "mlos";
+ * await using model = await load("demo/mlp@1");          // installs if needed, picks the plugin
+ * const { y } = await model.infer({ x: Tensor.float32([2, 4], data) });
+ * const out = await infer("demo/mlp@1", { x });           // one-shot, over a process-wide runtime
+ *
  * import { Axon } from "mlos";
- * const axon = new Axon();                        // $AXON_HOME or ~/.axon
- * const { record } = await axon.install("demo/mlp@^1");
- * console.log(record.path);                       // a folder of files any framework can open
+ * const { record } = await new Axon().install("demo/mlp@^1");
+ * console.log(record.path);                               // a folder of files any framework can open
  * ```
  */
+import type { InferOptions, Model } from "./core/model.js";
+import { getDefaultRuntime, type LoadOptions } from "./core/runtime.js";
+import type { Tensor as TensorClass } from "./tensor/tensor.js";
+
+/**
+ * Loads a model over the process-wide runtime: `target` is an Axon reference (`demo/mlp@^1`,
+ * installed through the configured registries when missing) or a path (a folder with an
+ * `axon.yaml`, or a model file). The plugin comes from the manifest or the file's format.
+ */
+export function load(target: string, options?: LoadOptions): Promise<Model> {
+  return getDefaultRuntime().load(target, options);
+}
+
+/** One-shot inference: loads `target` once (it stays loaded for later calls) and runs it. */
+export function infer(target: string, inputs: Readonly<Record<string, TensorClass>>, options?: InferOptions & { load?: LoadOptions }): Promise<Record<string, TensorClass>> {
+  return getDefaultRuntime().infer(target, inputs, options);
+}
+
+export { Tensor, type TensorSource } from "./tensor/tensor.js";
+export { TensorPool, getDefaultPool, copyCounter, type TensorPoolOptions, type TensorPoolStats } from "./tensor/pool.js";
+export { DTYPES, type DType, type TensorData, type NumericDType } from "./tensor/dtype.js";
+export { Model, type InferOptions } from "./core/model.js";
+export { Runtime, getDefaultRuntime, type LoadOptions } from "./core/runtime.js";
+export { MlosError, InputError, isMlosError, type MlosErrorCode } from "./core/errors.js";
+export type { Plugin, PluginAvailability, PluginLoadOptions, LoadedModel, ModelSource, RunRequest, RunResult } from "./core/plugin.js";
+export type { TensorInfo, Signature } from "./core/signature.js";
+export { OnnxRuntimePlugin, ADDRESSES, type NativeAddresses } from "./plugins/onnxruntime/index.js";
+
 export { Axon, type InstallOptions, type InstallResult, type ModelInfo, type ProgressEvent, type ProgressSink, type SearchHit, type VerifyProblem } from "./axon/axon.js";
 export { AxonError, isAxonError, type AxonErrorCode } from "./axon/errors.js";
 export { AxonPaths } from "./axon/paths.js";

@@ -81,10 +81,14 @@ struct OrtSessionState {
   OrtSession* session = nullptr;
   std::vector<IoMeta> inputs;
   std::vector<IoMeta> outputs;
-  // Run options of the runs created and not yet finished, with their "terminated" flag, for
+  // The runs created and not yet finished (their run options, "terminated" flag and tag), for
   // terminate().
+  struct InFlightRun {
+    std::atomic<bool>* terminated;
+    const std::string* tag;
+  };
   std::mutex mu;
-  std::map<OrtRunOptions*, std::atomic<bool>*> inFlight;
+  std::map<OrtRunOptions*, InFlightRun> inFlight;
 
   ~OrtSessionState() {
     if (session != nullptr) rt->api->ReleaseSession(session);
@@ -107,46 +111,130 @@ struct OrtSessionState {
 
 namespace {
 
-// Reads one input's or output's metadata. Runs on the JS thread (throws).
-IoMeta ReadIoMeta(Napi::Env env, const OrtApi* api, OrtSession* session, size_t index, bool input) {
-  IoMeta m;
+// Reads one input's or output's metadata; "" or what failed. Touches no JS (any thread).
+std::string ReadIoMeta(const OrtApi* api, OrtSession* session, size_t index, bool input, IoMeta* out) {
+  IoMeta& m = *out;
+#define MLOS_ORT_TRY(expr, call)                                       \
+  do {                                                                 \
+    std::string mlos_msg_ = OrtStatusMessage(api, (expr), (call));     \
+    if (!mlos_msg_.empty()) return mlos_msg_;                          \
+  } while (0)
   OrtAllocator* alloc = nullptr;
-  ThrowIfOrtError(env, api, api->GetAllocatorWithDefaultOptions(&alloc),
-                  "GetAllocatorWithDefaultOptions");
+  MLOS_ORT_TRY(api->GetAllocatorWithDefaultOptions(&alloc), "GetAllocatorWithDefaultOptions");
   char* name = nullptr;
-  ThrowIfOrtError(env, api,
-                  input ? api->SessionGetInputName(session, index, alloc, &name)
-                        : api->SessionGetOutputName(session, index, alloc, &name),
-                  input ? "SessionGetInputName" : "SessionGetOutputName");
+  MLOS_ORT_TRY(input ? api->SessionGetInputName(session, index, alloc, &name)
+                     : api->SessionGetOutputName(session, index, alloc, &name),
+               input ? "SessionGetInputName" : "SessionGetOutputName");
   m.name = name;
   if (OrtStatus* st = api->AllocatorFree(alloc, name)) api->ReleaseStatus(st);
 
   OwnedTypeInfo ti;
-  ThrowIfOrtError(env, api,
-                  input ? api->SessionGetInputTypeInfo(session, index, &ti.p)
-                        : api->SessionGetOutputTypeInfo(session, index, &ti.p),
-                  input ? "SessionGetInputTypeInfo" : "SessionGetOutputTypeInfo");
-  ThrowIfOrtError(env, api, api->GetOnnxTypeFromTypeInfo(ti.p, &m.type), "GetOnnxTypeFromTypeInfo");
-  if (m.type != ONNX_TYPE_TENSOR) return m;
+  MLOS_ORT_TRY(input ? api->SessionGetInputTypeInfo(session, index, &ti.p)
+                     : api->SessionGetOutputTypeInfo(session, index, &ti.p),
+               input ? "SessionGetInputTypeInfo" : "SessionGetOutputTypeInfo");
+  MLOS_ORT_TRY(api->GetOnnxTypeFromTypeInfo(ti.p, &m.type), "GetOnnxTypeFromTypeInfo");
+  if (m.type != ONNX_TYPE_TENSOR) return "";
   const OrtTensorTypeAndShapeInfo* tsi = nullptr;  // owned by ti
-  ThrowIfOrtError(env, api, api->CastTypeInfoToTensorInfo(ti.p, &tsi), "CastTypeInfoToTensorInfo");
-  if (tsi == nullptr) return m;
+  MLOS_ORT_TRY(api->CastTypeInfoToTensorInfo(ti.p, &tsi), "CastTypeInfoToTensorInfo");
+  if (tsi == nullptr) return "";
   ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  ThrowIfOrtError(env, api, api->GetTensorElementType(tsi, &et), "GetTensorElementType");
+  MLOS_ORT_TRY(api->GetTensorElementType(tsi, &et), "GetTensorElementType");
   m.dtype = OrtDtypeByType(et);
   size_t rank = 0;
-  ThrowIfOrtError(env, api, api->GetDimensionsCount(tsi, &rank), "GetDimensionsCount");
+  MLOS_ORT_TRY(api->GetDimensionsCount(tsi, &rank), "GetDimensionsCount");
   m.shape.assign(rank, 0);
-  if (rank > 0) {
-    ThrowIfOrtError(env, api, api->GetDimensions(tsi, m.shape.data(), rank), "GetDimensions");
-  }
+  if (rank > 0) MLOS_ORT_TRY(api->GetDimensions(tsi, m.shape.data(), rank), "GetDimensions");
   std::vector<const char*> sym(rank, nullptr);
-  if (rank > 0) {
-    ThrowIfOrtError(env, api, api->GetSymbolicDimensions(tsi, sym.data(), rank),
-                    "GetSymbolicDimensions");
-  }
+  if (rank > 0) MLOS_ORT_TRY(api->GetSymbolicDimensions(tsi, sym.data(), rank), "GetSymbolicDimensions");
   for (const char* s : sym) m.symbolic.emplace_back(s != nullptr ? s : "");
-  return m;
+#undef MLOS_ORT_TRY
+  return "";
+}
+
+// Session options parsed from JS on the JS thread; applied where the session is created.
+struct SessionConfig {
+  std::string path;
+  int intraOpThreads = -1;
+  int interOpThreads = -1;
+  int graphOptimizationLevel = -1;  // a GraphOptimizationLevel, or -1 for ORT's default
+  int executionMode = -1;           // an ExecutionMode, or -1
+};
+
+// new OrtSession(modelPath, options?) / OrtSession.open(modelPath, options?) arguments.
+SessionConfig ParseSessionConfig(const Napi::CallbackInfo& info, const char* form) {
+  Napi::Env env = info.Env();
+  SessionConfig c;
+  MLOS_REQUIRE_TYPE(info[0].IsString(), env, std::string(form) + ": modelPath must be a string");
+  c.path = info[0].As<Napi::String>().Utf8Value();
+  if (info[1].IsUndefined() || info[1].IsNull()) return c;
+  MLOS_REQUIRE_TYPE(info[1].IsObject(), env, std::string(form) + ": options must be an object");
+  Napi::Object o = info[1].As<Napi::Object>();
+  auto threads = [&](const char* key) -> int {
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined()) return -1;
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    MLOS_REQUIRE_RANGE(std::isfinite(d) && d >= 0 && d <= 1024 && std::floor(d) == d, env,
+                       std::string("options.") + key + " must be an integer from 0 (ORT's default) to 1024");
+    return static_cast<int>(d);
+  };
+  c.intraOpThreads = threads("intraOpThreads");
+  c.interOpThreads = threads("interOpThreads");
+  Napi::Value gol = o.Get("graphOptimizationLevel");
+  if (!gol.IsUndefined()) {
+    const std::string s = gol.IsString() ? gol.As<Napi::String>().Utf8Value() : "";
+    if (s == "disabled") c.graphOptimizationLevel = ORT_DISABLE_ALL;
+    else if (s == "basic") c.graphOptimizationLevel = ORT_ENABLE_BASIC;
+    else if (s == "extended") c.graphOptimizationLevel = ORT_ENABLE_EXTENDED;
+    else if (s == "all") c.graphOptimizationLevel = ORT_ENABLE_ALL;
+    else MLOS_THROW_TYPE(env, "options.graphOptimizationLevel must be \"disabled\", \"basic\", \"extended\" or \"all\"");
+  }
+  Napi::Value mode = o.Get("executionMode");
+  if (!mode.IsUndefined()) {
+    const std::string s = mode.IsString() ? mode.As<Napi::String>().Utf8Value() : "";
+    MLOS_REQUIRE_TYPE(s == "sequential" || s == "parallel", env,
+                      "options.executionMode must be \"sequential\" or \"parallel\"");
+    c.executionMode = s == "parallel" ? ORT_PARALLEL : ORT_SEQUENTIAL;
+  }
+  return c;
+}
+
+// Creates the session and reads its metadata; "" or what failed. Touches no JS (any thread).
+std::string OpenSessionState(const OrtRuntime* rt, const SessionConfig& c,
+                             std::shared_ptr<OrtSessionState>* out) {
+  const OrtApi* api = rt->api;
+  OwnedSessionOptions so;
+  std::string err = OrtStatusMessage(api, api->CreateSessionOptions(&so.p), "CreateSessionOptions");
+  if (err.empty() && c.intraOpThreads >= 0)
+    err = OrtStatusMessage(api, api->SetIntraOpNumThreads(so.p, c.intraOpThreads), "SetIntraOpNumThreads");
+  if (err.empty() && c.interOpThreads >= 0)
+    err = OrtStatusMessage(api, api->SetInterOpNumThreads(so.p, c.interOpThreads), "SetInterOpNumThreads");
+  if (err.empty() && c.graphOptimizationLevel >= 0)
+    err = OrtStatusMessage(api,
+                           api->SetSessionGraphOptimizationLevel(
+                               so.p, static_cast<GraphOptimizationLevel>(c.graphOptimizationLevel)),
+                           "SetSessionGraphOptimizationLevel");
+  if (err.empty() && c.executionMode >= 0)
+    err = OrtStatusMessage(api, api->SetSessionExecutionMode(so.p, static_cast<ExecutionMode>(c.executionMode)),
+                           "SetSessionExecutionMode");
+  if (!err.empty()) return err;
+  auto state = std::make_shared<OrtSessionState>();
+  state->rt = rt;
+  err = OrtStatusMessage(api, api->CreateSession(rt->env, c.path.c_str(), so.p, &state->session),
+                         "CreateSession");
+  if (!err.empty()) return err;
+  size_t nIn = 0, nOut = 0;
+  err = OrtStatusMessage(api, api->SessionGetInputCount(state->session, &nIn), "SessionGetInputCount");
+  if (err.empty()) err = OrtStatusMessage(api, api->SessionGetOutputCount(state->session, &nOut), "SessionGetOutputCount");
+  for (size_t i = 0; err.empty() && i < nIn; ++i) {
+    state->inputs.emplace_back();
+    err = ReadIoMeta(api, state->session, i, true, &state->inputs.back());
+  }
+  for (size_t i = 0; err.empty() && i < nOut; ++i) {
+    state->outputs.emplace_back();
+    err = ReadIoMeta(api, state->session, i, false, &state->outputs.back());
+  }
+  if (err.empty()) *out = std::move(state);
+  return err;
 }
 
 Napi::Array IoMetaToJs(Napi::Env env, const std::vector<IoMeta>& list) {
@@ -250,7 +338,9 @@ struct RunPlan {
   double timeoutMs = 0;
   bool debugAddresses = false;
   std::atomic<bool> terminated{false};
+  std::string tag;  // runOptions.tag: terminate(tag) stops only the runs with this tag
   bool timedOut = false;
+  double runMicros = 0;  // how long Session::Run took
   std::string error;
   const char* errorCode = "ORT_FAIL";
 
@@ -373,6 +463,11 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
       MLOS_REQUIRE_TYPE(dbg.IsBoolean(), env, "run: runOptions.debugAddresses must be a boolean");
       plan->debugAddresses = dbg.As<Napi::Boolean>().Value();
     }
+    Napi::Value tag = info[3].As<Napi::Object>().Get("tag");
+    if (!tag.IsUndefined()) {
+      MLOS_REQUIRE_TYPE(tag.IsString(), env, "run: runOptions.tag must be a string");
+      plan->tag = tag.As<Napi::String>().Utf8Value();
+    }
     Napi::Value t = info[3].As<Napi::Object>().Get("timeoutMs");
     if (!t.IsUndefined()) {
       const double ms = t.IsNumber() ? t.As<Napi::Number>().DoubleValue() : -1;
@@ -385,7 +480,7 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
   ThrowIfOrtError(env, api, api->CreateRunOptions(&plan->runOptions), "CreateRunOptions");
   {
     std::lock_guard<std::mutex> lock(state->mu);
-    state->inFlight.emplace(plan->runOptions, &plan->terminated);
+    state->inFlight.emplace(plan->runOptions, OrtSessionState::InFlightRun{&plan->terminated, &plan->tag});
   }
   return plan;
 }
@@ -409,10 +504,13 @@ void ExecutePlan(RunPlan& plan) {
       }
     });
   }
+  const auto started = std::chrono::steady_clock::now();
   OrtStatus* status =
       api->Run(st.session, plan.runOptions, plan.inputNames.data(), plan.inputs.data(),
                plan.inputs.size(), plan.outputNames.data(), plan.outputNames.size(),
                plan.outputs.data());
+  plan.runMicros =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
   if (watchdog.joinable()) {
     {
       std::lock_guard<std::mutex> lock(m);
@@ -459,9 +557,14 @@ Napi::Value DataAddress(Napi::Env env, const OrtApi* api, OrtValue* value) {
   return Napi::BigInt::New(env, static_cast<uint64_t>(reinterpret_cast<uintptr_t>(data)));
 }
 
-Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::Value>& preData) {
+// `kept`: the JS objects BuildPlan collected, in its order (inputs, then preallocated outputs).
+Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::Value>& kept) {
   const OrtApi* api = plan.state->rt->api;
+  const size_t firstPrealloc = kept.size() - plan.preallocArgs.size();
   Napi::Object result = Napi::Object::New(env);
+  // How long Session::Run itself took: what a caller measures to choose between run and runSync.
+  result.DefineProperty(Napi::PropertyDescriptor::Value(
+      "runMicros", Napi::Number::New(env, plan.runMicros), napi_default));
   if (plan.debugAddresses) {
     // The data pointers of the input OrtValues ORT read: proof that they were the caller's memory.
     Napi::Object in = Napi::Object::New(env);
@@ -480,7 +583,7 @@ Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::V
       const TensorArg& t = plan.preallocArgs[plan.prealloc[i]];
       o.Set("dtype", t.dtype->name);
       o.Set("shape", ShapeToJs(env, t.shape));
-      o.Set("data", preData[plan.prealloc[i]]);
+      o.Set("data", kept[firstPrealloc + plan.prealloc[i]]);
       result.Set(name, o);
       continue;
     }
@@ -554,7 +657,9 @@ class RunWorker : public Napi::AsyncWorker {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     try {
-      deferred_.Resolve(BuildResult(env, *plan_, PreData()));
+      std::vector<Napi::Value> kept;
+      for (const auto& ref : keep_) kept.push_back(ref.Value());
+      deferred_.Resolve(BuildResult(env, *plan_, kept));
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
     }
@@ -567,15 +672,6 @@ class RunWorker : public Napi::AsyncWorker {
   }
 
  private:
-  // The JS data objects of the preallocated outputs, in preallocArgs order (they follow the
-  // inputs in keep_).
-  std::vector<Napi::Value> PreData() {
-    std::vector<Napi::Value> v;
-    const size_t first = keep_.size() - plan_->preallocArgs.size();
-    for (size_t i = first; i < keep_.size(); ++i) v.push_back(keep_[i].Value());
-    return v;
-  }
-
   Napi::Promise::Deferred deferred_;
   std::unique_ptr<RunPlan> plan_;
   Napi::ObjectReference session_;
@@ -585,6 +681,10 @@ class RunWorker : public Napi::AsyncWorker {
 }  // namespace
 
 // ---- class ------------------------------------------------------------------------------------
+
+namespace {
+Napi::Value OpenSession(const Napi::CallbackInfo& info);  // OrtSession.open, below
+}  // namespace
 
 void OrtSessionWrap::Init(Napi::Env env, Napi::Object exports, AddonData* data) {
   Napi::Function ctor = DefineClass(env, "OrtSession", {}, data);
@@ -599,6 +699,8 @@ void OrtSessionWrap::Init(Napi::Env env, Napi::Object exports, AddonData* data) 
       method("release", Checked<&OrtSessionWrap::Release>),
       method("isReleased", Checked<&OrtSessionWrap::IsReleased>),
   });
+  ctor.Set("open", Napi::Function::New(env, OpenSession, "open"));
+  data->ortSessionConstructor = Napi::Persistent(ctor);
   exports.Set("OrtSession", ctor);
   exports.Set("ortInit", Napi::Function::New(env, OrtInit, "ortInit"));
 }
@@ -615,61 +717,18 @@ OrtSessionWrap::OrtSessionWrap(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<OrtSessionWrap>(info) {
   Napi::Env env = info.Env();
   MLOS_REQUIRE_TYPE(info.IsConstructCall(), env, "OrtSession must be called with new");
-  const OrtRuntime* rt = RequireRuntime(env);
-  const OrtApi* api = rt->api;
-  MLOS_REQUIRE_TYPE(info[0].IsString(), env, "new OrtSession(modelPath, options?): modelPath must be a string");
-  path_ = info[0].As<Napi::String>().Utf8Value();
-
-  OwnedSessionOptions so;
-  ThrowIfOrtError(env, api, api->CreateSessionOptions(&so.p), "CreateSessionOptions");
-  if (!info[1].IsUndefined() && !info[1].IsNull()) {
-    MLOS_REQUIRE_TYPE(info[1].IsObject(), env, "new OrtSession(modelPath, options?): options must be an object");
-    Napi::Object o = info[1].As<Napi::Object>();
-    auto threads = [&](const char* key) -> int {
-      Napi::Value v = o.Get(key);
-      if (v.IsUndefined()) return -1;
-      const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-      MLOS_REQUIRE_RANGE(std::isfinite(d) && d >= 0 && d <= 1024 && std::floor(d) == d, env,
-                         std::string("options.") + key + " must be an integer from 0 (ORT's default) to 1024");
-      return static_cast<int>(d);
-    };
-    const int intra = threads("intraOpThreads");
-    if (intra >= 0) ThrowIfOrtError(env, api, api->SetIntraOpNumThreads(so.p, intra), "SetIntraOpNumThreads");
-    const int inter = threads("interOpThreads");
-    if (inter >= 0) ThrowIfOrtError(env, api, api->SetInterOpNumThreads(so.p, inter), "SetInterOpNumThreads");
-    Napi::Value gol = o.Get("graphOptimizationLevel");
-    if (!gol.IsUndefined()) {
-      const std::string s = gol.IsString() ? gol.As<Napi::String>().Utf8Value() : "";
-      GraphOptimizationLevel level;
-      if (s == "disabled") level = ORT_DISABLE_ALL;
-      else if (s == "basic") level = ORT_ENABLE_BASIC;
-      else if (s == "extended") level = ORT_ENABLE_EXTENDED;
-      else if (s == "all") level = ORT_ENABLE_ALL;
-      else MLOS_THROW_TYPE(env, "options.graphOptimizationLevel must be \"disabled\", \"basic\", \"extended\" or \"all\"");
-      ThrowIfOrtError(env, api, api->SetSessionGraphOptimizationLevel(so.p, level),
-                      "SetSessionGraphOptimizationLevel");
-    }
-    Napi::Value mode = o.Get("executionMode");
-    if (!mode.IsUndefined()) {
-      const std::string s = mode.IsString() ? mode.As<Napi::String>().Utf8Value() : "";
-      MLOS_REQUIRE_TYPE(s == "sequential" || s == "parallel", env,
-                        "options.executionMode must be \"sequential\" or \"parallel\"");
-      ThrowIfOrtError(env, api,
-                      api->SetSessionExecutionMode(so.p, s == "parallel" ? ORT_PARALLEL : ORT_SEQUENTIAL),
-                      "SetSessionExecutionMode");
-    }
+  AddonData* data = GetAddonData(env);
+  if (data->pendingSession != nullptr && info[0].IsExternal()) {
+    // OrtSession.open: the session was created on a worker thread.
+    state_ = std::move(data->pendingSession);
+    path_ = info[1].As<Napi::String>().Utf8Value();
+  } else {
+    const OrtRuntime* rt = RequireRuntime(env);
+    SessionConfig config = ParseSessionConfig(info, "new OrtSession(modelPath, options?)");
+    path_ = config.path;
+    std::string err = OpenSessionState(rt, config, &state_);
+    MLOS_REQUIRE(err.empty(), env, "ORT_FAIL", err + " (model " + path_ + ")");
   }
-
-  auto state = std::make_shared<OrtSessionState>();
-  state->rt = rt;
-  ThrowIfOrtError(env, api, api->CreateSession(rt->env, path_.c_str(), so.p, &state->session),
-                  "CreateSession");
-  size_t nIn = 0, nOut = 0;
-  ThrowIfOrtError(env, api, api->SessionGetInputCount(state->session, &nIn), "SessionGetInputCount");
-  ThrowIfOrtError(env, api, api->SessionGetOutputCount(state->session, &nOut), "SessionGetOutputCount");
-  for (size_t i = 0; i < nIn; ++i) state->inputs.push_back(ReadIoMeta(env, api, state->session, i, true));
-  for (size_t i = 0; i < nOut; ++i) state->outputs.push_back(ReadIoMeta(env, api, state->session, i, false));
-  state_ = std::move(state);
 
   Napi::Object self = info.This().As<Napi::Object>();
   self.TypeTag(&kOrtSessionTag);
@@ -679,6 +738,69 @@ OrtSessionWrap::OrtSessionWrap(const Napi::CallbackInfo& info)
       Napi::PropertyDescriptor::Value("outputs", IoMetaToJs(env, state_->outputs), napi_enumerable),
   });
 }
+
+namespace {
+
+// OrtSession.open(modelPath, options?): CreateSession (which reads and optimises the model: up to
+// seconds for a large one) on a libuv worker thread, so that loading never blocks the event loop.
+class OpenWorker : public Napi::AsyncWorker {
+ public:
+  OpenWorker(Napi::Env env, const OrtRuntime* rt, SessionConfig config)
+      : Napi::AsyncWorker(env, "mlos.OrtSession.open"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        rt_(rt),
+        config_(std::move(config)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    error_ = OpenSessionState(rt_, config_, &state_);
+    if (!error_.empty()) SetError(error_);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    AddonData* data = GetAddonData(env);
+    try {
+      data->pendingSession = std::move(state_);
+      Napi::Object obj = data->ortSessionConstructor.New(
+          {Napi::External<void>::New(env, nullptr), Napi::String::New(env, config_.path)});
+      data->pendingSession.reset();
+      deferred_.Resolve(obj);
+    } catch (const Napi::Error& e) {
+      data->pendingSession.reset();
+      deferred_.Reject(e.Value());
+    }
+  }
+
+  void OnError(const Napi::Error& /*unused*/) override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    deferred_.Reject(
+        MakeJsError(env, JsErrorKind::kError, "ORT_FAIL", error_ + " (model " + config_.path + ")").Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  const OrtRuntime* rt_;
+  SessionConfig config_;
+  std::shared_ptr<OrtSessionState> state_;
+  std::string error_;
+};
+
+Napi::Value OpenSession(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const OrtRuntime* rt = RequireRuntime(env);
+  SessionConfig config = ParseSessionConfig(info, "OrtSession.open(modelPath, options?)");
+  auto* worker = new OpenWorker(env, rt, std::move(config));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();  // deletes itself when done
+  return promise;
+}
+
+}  // namespace
 
 OrtSessionWrap::~OrtSessionWrap() = default;
 
@@ -703,21 +825,25 @@ Napi::Value OrtSessionWrap::RunSync(const Napi::CallbackInfo& info) {
   std::unique_ptr<RunPlan> plan = BuildPlan(info, Open(env), &keep);
   ExecutePlan(*plan);
   if (!plan->error.empty()) MLOS_THROW_CODE(env, plan->errorCode, plan->error);
-  std::vector<Napi::Value> preData;
-  const size_t first = keep.size() - plan->preallocArgs.size();
-  for (size_t i = first; i < keep.size(); ++i) preData.push_back(keep[i]);
-  return BuildResult(env, *plan, preData);
+  return BuildResult(env, *plan, std::vector<Napi::Value>(keep.begin(), keep.end()));
 }
 
+// terminate(tag?): every run in flight, or only those whose runOptions.tag is `tag`.
 Napi::Value OrtSessionWrap::Terminate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<OrtSessionState> st = Open(env);
+  const bool all = info[0].IsUndefined() || info[0].IsNull();
+  MLOS_REQUIRE_TYPE(all || info[0].IsString(), env, "terminate(tag?): tag must be a string");
+  const std::string tag = all ? std::string() : info[0].As<Napi::String>().Utf8Value();
   std::lock_guard<std::mutex> lock(st->mu);
-  for (auto& [ro, flag] : st->inFlight) {
-    flag->store(true);
+  size_t n = 0;
+  for (auto& [ro, run] : st->inFlight) {
+    if (!all && *run.tag != tag) continue;
+    run.terminated->store(true);
     ThrowIfOrtError(env, st->rt->api, st->rt->api->RunOptionsSetTerminate(ro), "RunOptionsSetTerminate");
+    ++n;
   }
-  return Napi::Number::New(env, static_cast<double>(st->inFlight.size()));
+  return Napi::Number::New(env, static_cast<double>(n));
 }
 
 Napi::Value OrtSessionWrap::Release(const Napi::CallbackInfo& info) {

@@ -8,7 +8,9 @@
 //   .run(feeds, outputNames?, preallocatedOutputs?, runOptions?) -> Promise<outputs>
 //                             Session::Run on a libuv worker thread; many may be in flight
 //   .runSync(feeds, outputNames?, preallocatedOutputs?, runOptions?) -> outputs   on this thread
-//   .terminate()              asks every run in flight to stop (they reject with ORT_TERMINATED)
+//   .terminate(tag?)          asks every run in flight (or those with runOptions.tag == tag) to
+//                             stop (they reject with ORT_TERMINATED)
+//   OrtSession.open(modelPath, options?) -> Promise<OrtSession>   CreateSession on a worker thread
 //   .release()                releases the session once the runs in flight are done; later
 //                             calls throw CLOSED
 //
@@ -19,7 +21,8 @@
 // OrtValue is passed in Run's outputs array) and the result carries the caller's own `data`
 // object. Other outputs are allocated by ORT and returned as external ArrayBuffers over the
 // OrtValue's data, whose finaliser releases the OrtValue (no copy).
-// runOptions: { timeoutMs?, tag? }: a run still going after timeoutMs is terminated.
+// runOptions: { timeoutMs?, tag?, debugAddresses? }: a run still going after timeoutMs is
+// terminated. Results carry a non-enumerable runMicros: how long Session::Run took.
 #pragma once
 
 #include <napi.h>

@@ -1,0 +1,64 @@
+/**
+ * Errors of MLOS Core (the runtime, its plugins and the library). Like `AxonError`, each carries a
+ * stable `code` and a one-line message that says what was wrong and where; input errors also say
+ * which input, what the model expects and what it received.
+ */
+export type MlosErrorCode =
+  | "TENSOR_INVALID" // a Tensor constructed with a bad dtype, shape or data
+  | "TENSOR_DISPOSED" // a disposed tensor was read or passed to a model
+  | "INPUT_INVALID" // the inputs argument is not an object of tensors
+  | "INPUT_UNKNOWN" // an input the model does not have
+  | "INPUT_MISSING" // an input the model needs was not given
+  | "INPUT_DTYPE" // wrong element type
+  | "INPUT_RANK" // wrong number of dimensions
+  | "INPUT_SHAPE" // a dimension that does not match the signature (or another input's)
+  | "INPUT_SIZE" // data whose length does not match the shape
+  | "OUTPUT_UNKNOWN" // an output the model does not have
+  | "OUTPUT_INVALID" // a preallocated output that does not fit
+  | "MODEL_NOT_FOUND" // a path or reference that names no model
+  | "MODEL_INVALID" // a model folder that cannot be loaded (no entrypoint, bad manifest ...)
+  | "MODEL_DISPOSED" // infer on a disposed model
+  | "PLUGIN_NOT_FOUND" // no plugin serves the model's framework/format
+  | "PLUGIN_UNAVAILABLE" // the plugin exists but cannot run here (native part missing ...)
+  | "RUN_FAILED" // the framework failed while running the model
+  | "RUN_ABORTED" // cancelled through an AbortSignal
+  | "RUN_TIMEOUT" // exceeded its timeoutMs
+  | "POOL_EXHAUSTED"; // the tensor pool has no room for the allocation
+
+export class MlosError extends Error {
+  readonly code: MlosErrorCode;
+  /** Extra machine-readable context (input, expected, received, model, ...). */
+  readonly details: Record<string, unknown>;
+
+  constructor(code: MlosErrorCode, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "MlosError";
+    this.code = code;
+    this.details = details;
+  }
+
+  toJSON(): { error: string; code: MlosErrorCode; details: Record<string, unknown> } {
+    return { error: this.message, code: this.code, details: this.details };
+  }
+}
+
+/**
+ * An input that does not match the model's signature: `input` names it, `expected` and
+ * `received` say how (dtype, shape or rank, as strings).
+ */
+export class InputError extends MlosError {
+  readonly input: string;
+  readonly expected: string;
+  readonly received: string;
+  constructor(code: MlosErrorCode, input: string, expected: string, received: string, message: string) {
+    super(code, message, { input, expected, received });
+    this.name = "InputError";
+    this.input = input;
+    this.expected = expected;
+    this.received = received;
+  }
+}
+
+export function isMlosError(e: unknown): e is MlosError {
+  return e instanceof MlosError;
+}

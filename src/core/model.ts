@@ -1,0 +1,157 @@
+import type { AxonManifest } from "../axon/manifest/types.js";
+import { Tensor } from "../tensor/tensor.js";
+import { MlosError } from "./errors.js";
+import type { RunResult } from "./plugin.js";
+import type { LoadedEntry, ResolvedSource, Runtime } from "./runtime.js";
+import { checkInputs, concreteShape, formatShape, type TensorInfo } from "./signature.js";
+
+export interface InferOptions {
+  /**
+   * Which outputs to return: names (default: all), or tensors to write them into (returned as
+   * they are; with a pool tensor of the right shape, a run allocates and copies nothing).
+   */
+  outputs?: readonly string[] | Readonly<Record<string, Tensor>>;
+  /** Cancels the run (it rejects with RUN_ABORTED). */
+  signal?: AbortSignal;
+  /** Stops a run that takes longer (it rejects with RUN_TIMEOUT). */
+  timeoutMs?: number;
+  /** Debugging: attach the native data pointers the framework read and wrote (see `nativeAddresses`). */
+  debugAddresses?: boolean;
+}
+
+/**
+ * A loaded model. `inputs` and `outputs` are its signature (the framework's, with the dynamic
+ * dimensions the manifest names); `infer` checks every input against it before anything runs.
+ * Several handles may share one loaded model; it stays loaded until the last is disposed.
+ *
+ * ```ts
+ * await using model = await load("demo/mlp@1");
+ * const { y } = await model.infer({ x: Tensor.float32([2, 4], data) });
+ * ```
+ */
+export class Model {
+  readonly #entry: LoadedEntry;
+  readonly #source: ResolvedSource;
+  readonly #runtime: Runtime;
+  readonly #allOutputs: readonly string[];
+  #disposed = false;
+
+  /** @internal Use `load()` or `runtime.load()`. */
+  constructor(entry: LoadedEntry, source: ResolvedSource, runtime: Runtime) {
+    this.#entry = entry;
+    this.#source = source;
+    this.#runtime = runtime;
+    this.#allOutputs = entry.model.signature.outputs.map((o) => o.name);
+  }
+
+  /** The model's name: its manifest's `metadata.name`, or the file's name. */
+  get name(): string {
+    return this.#source.name;
+  }
+
+  /** The resolved Axon reference (`demo/mlp@1.0.0`), when it was loaded by reference. */
+  get reference(): string | undefined {
+    return this.#source.reference;
+  }
+
+  /** The file the framework opened. */
+  get path(): string {
+    return this.#source.entrypoint;
+  }
+
+  get manifest(): AxonManifest | undefined {
+    return this.#source.manifest;
+  }
+
+  /** The plugin serving it (`onnxruntime`). */
+  get plugin(): string {
+    return this.#entry.plugin.id;
+  }
+
+  get inputs(): readonly TensorInfo[] {
+    return this.#entry.model.signature.inputs;
+  }
+
+  get outputs(): readonly TensorInfo[] {
+    return this.#entry.model.signature.outputs;
+  }
+
+  /** Estimated memory of the loaded model, in bytes. */
+  get memoryBytes(): number {
+    return this.#entry.model.memoryBytes;
+  }
+
+  /** Plugin facts: run mode and what was measured to choose it, the file, ... */
+  describe(): Record<string, unknown> {
+    return this.#entry.model.describe?.() ?? {};
+  }
+
+  get disposed(): boolean {
+    return this.#disposed;
+  }
+
+  /**
+   * Runs the model. Inputs are checked first: an unknown or missing input, a wrong dtype, rank or
+   * dimension, or data that does not fit the shape rejects with an `InputError` naming the input,
+   * the expected and the received, and nothing runs.
+   */
+  async infer(inputs: Readonly<Record<string, Tensor>>, options: InferOptions = {}): Promise<RunResult> {
+    if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
+    const signature = this.#entry.model.signature;
+    const bindings = checkInputs(signature, inputs);
+    let outputs = this.#allOutputs;
+    let preallocated: Record<string, Tensor> = {};
+    const wanted = options.outputs;
+    if (wanted !== undefined) {
+      if (Array.isArray(wanted)) {
+        outputs = this.#checkOutputNames(wanted);
+      } else if (wanted !== null && typeof wanted === "object") {
+        preallocated = this.#checkPreallocated(wanted as Record<string, Tensor>, bindings);
+        outputs = Object.keys(preallocated);
+      } else {
+        throw new MlosError("OUTPUT_INVALID", "options.outputs must be an array of output names or an object { name: Tensor }");
+      }
+    }
+    return this.#entry.model.run({ inputs, bindings, outputs, preallocated, signal: options.signal, timeoutMs: options.timeoutMs, debugAddresses: options.debugAddresses });
+  }
+
+  #checkOutputNames(names: readonly unknown[]): string[] {
+    const seen = new Set<string>();
+    for (const n of names) {
+      if (typeof n !== "string" || !this.#allOutputs.includes(n)) {
+        throw new MlosError("OUTPUT_UNKNOWN", `unknown output ${JSON.stringify(n)}; the model's outputs are: ${this.#allOutputs.join(", ")}`, { output: n });
+      }
+      if (seen.has(n)) throw new MlosError("OUTPUT_INVALID", `output "${n}" is named twice`, { output: n });
+      seen.add(n);
+    }
+    return [...seen];
+  }
+
+  #checkPreallocated(given: Record<string, unknown>, bindings: Map<string, number>): Record<string, Tensor> {
+    const out: Record<string, Tensor> = {};
+    for (const [name, t] of Object.entries(given)) {
+      const info = this.outputs.find((o) => o.name === name);
+      if (!info) throw new MlosError("OUTPUT_UNKNOWN", `unknown output "${name}"; the model's outputs are: ${this.#allOutputs.join(", ")}`, { output: name });
+      if (!(t instanceof Tensor) || t.disposed) throw new MlosError("OUTPUT_INVALID", `output "${name}" must be a live Tensor to write into`, { output: name });
+      if (t.dtype !== info.dtype) throw new MlosError("OUTPUT_INVALID", `output "${name}": the model writes ${info.dtype}, the tensor given is ${t.dtype}`, { output: name, expected: info.dtype, received: t.dtype });
+      const shape = concreteShape(info, bindings);
+      const fits = shape ? shape.length === t.shape.length && shape.every((d, i) => d === t.shape[i]) : info.shape.length === t.shape.length;
+      if (!fits) {
+        throw new MlosError("OUTPUT_INVALID", `output "${name}": the model writes ${shape ? formatShape(shape) : formatShape(info.shape)} for these inputs, the tensor given is ${formatShape(t.shape)}`, { output: name, expected: formatShape(shape ?? info.shape), received: formatShape(t.shape) });
+      }
+      out[name] = t;
+    }
+    return out;
+  }
+
+  /** Releases this handle; the model unloads when no handle references it. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    await this.#runtime.release(this.#entry, this);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}

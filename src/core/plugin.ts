@@ -1,0 +1,84 @@
+/**
+ * The plugin interface: how MLOS Core hosts a framework. A plugin loads a model folder (with its
+ * manifest, when it has one), reports the model's signature and memory, runs requests, and unloads.
+ * Built-in: `onnxruntime` (src/plugins/onnxruntime). A third party implements this interface in a
+ * JS module and registers it with `runtime.registerPlugin(plugin)`.
+ */
+import type { AxonManifest } from "../axon/manifest/types.js";
+import type { TensorPool } from "../tensor/pool.js";
+import type { Tensor } from "../tensor/tensor.js";
+import type { DimBindings, Signature } from "./signature.js";
+
+/** What a plugin is asked to load. */
+export interface ModelSource {
+  /** The model folder (an installed view, or a folder the caller named); undefined for a bare file. */
+  readonly dir: string | undefined;
+  /** The file the framework opens: the manifest's `spec.format.entrypoint`, its first file, or the file given. */
+  readonly entrypoint: string;
+  /** The manifest, when the model has one. */
+  readonly manifest: AxonManifest | undefined;
+  /** Format of the model file (`onnx`, `torchscript`, `tfjs-graph` ...). */
+  readonly format: string;
+}
+
+/** Options a caller may give for loading; plugins ignore what does not apply to them. */
+export interface PluginLoadOptions {
+  /** Threads inside one operator (ONNX Runtime intra-op); 0 or absent: the framework's default. */
+  intraOpThreads?: number;
+  /** Threads across operators (ONNX Runtime inter-op, used with executionMode "parallel"). */
+  interOpThreads?: number;
+  graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
+  executionMode?: "sequential" | "parallel";
+  /**
+   * Where runs execute: "async" on a native worker thread (never on the event loop), "inline" on
+   * the calling thread, or "auto" (the default): decided per model from measured run times.
+   */
+  runMode?: "auto" | "inline" | "async";
+  /** Pool for outputs whose shape is known before the run; default: the process-wide pool. */
+  pool?: TensorPool;
+}
+
+/** One request, already checked against the signature. */
+export interface RunRequest {
+  readonly inputs: Readonly<Record<string, Tensor>>;
+  /** Symbolic dimensions the inputs bind (`batch` -> 8). */
+  readonly bindings: DimBindings;
+  /** Outputs to return, in order. */
+  readonly outputs: readonly string[];
+  /** Caller-provided output tensors to write in place (already checked to fit). */
+  readonly preallocated: Readonly<Record<string, Tensor>>;
+  readonly signal?: AbortSignal;
+  readonly timeoutMs?: number;
+  /** Debugging: report native data pointers of what the framework read and wrote. */
+  readonly debugAddresses?: boolean;
+}
+
+/** What a run returns: one tensor per requested output. */
+export type RunResult = Record<string, Tensor>;
+
+/** A loaded model, as a plugin holds it. */
+export interface LoadedModel {
+  readonly signature: Signature;
+  /** Estimate of the memory the loaded model holds, in bytes. */
+  readonly memoryBytes: number;
+  run(request: RunRequest): Promise<RunResult>;
+  /** Releases the model once the runs in flight are done. */
+  unload(): Promise<void>;
+  /** Plugin-specific facts for `ps`/metrics/debugging (run mode, measured timings ...). */
+  describe?(): Record<string, unknown>;
+}
+
+export type PluginAvailability = { available: true } | { available: false; reason: string };
+
+export interface Plugin {
+  /** Stable id: `onnxruntime`, `torch`, `tensorflow`, or a third party's. */
+  readonly id: string;
+  readonly version: string;
+  /** Manifest `spec.framework.name`s it serves. */
+  readonly frameworks: readonly string[];
+  /** Manifest `spec.format.type`s (and file extensions, without the dot) it opens. */
+  readonly formats: readonly string[];
+  /** Whether it can run here, and why not. */
+  availability(): PluginAvailability;
+  load(source: ModelSource, options: PluginLoadOptions): Promise<LoadedModel>;
+}

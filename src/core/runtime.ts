@@ -1,0 +1,232 @@
+/**
+ * The runtime: resolves a model (an Axon reference, installed when missing, or a path), picks the
+ * plugin that serves it, loads it once however many handles share it, and hands out {@link Model}s.
+ * A loaded model stays loaded while any handle references it; the last `dispose()` (or the garbage
+ * collection of the last forgotten handle) unloads it.
+ */
+import { existsSync } from "node:fs";
+import { readdir, readFile, stat } from "node:fs/promises";
+import path from "node:path";
+import { Axon } from "../axon/axon.js";
+import { assertSafeRelativePath } from "../axon/manifest/index.js";
+import { parseManifest } from "../axon/manifest/parse.js";
+import { MANIFEST_FILENAME, type AxonManifest } from "../axon/manifest/types.js";
+import { OnnxRuntimePlugin } from "../plugins/onnxruntime/index.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { MlosError } from "./errors.js";
+import { Model, type InferOptions } from "./model.js";
+import type { LoadedModel, ModelSource, Plugin, PluginLoadOptions } from "./plugin.js";
+
+export interface LoadOptions extends PluginLoadOptions {
+  /** Use this plugin (by id) instead of the one the manifest or the file's format names. */
+  plugin?: string;
+  /** Install a reference that is not installed yet (default true). */
+  install?: boolean;
+  /** The Axon instance references resolve through (default: the runtime's, on $AXON_HOME). */
+  axon?: Axon;
+}
+
+/** What a target resolved to: the model source, and the reference and name it goes by. */
+export type ResolvedSource = ModelSource & { readonly reference: string | undefined; readonly name: string };
+
+/** A loaded model shared by every handle that references it. */
+export interface LoadedEntry {
+  readonly key: string;
+  readonly plugin: Plugin;
+  /** The source it was first loaded from (handles keep their own). */
+  readonly source: ResolvedSource;
+  readonly model: LoadedModel;
+  refs: number;
+}
+
+const EXTENSION_FORMATS: Record<string, string> = { ".onnx": "onnx", ".ort": "onnx", ".pt": "torchscript", ".pth": "torchscript" };
+
+function looksLikePath(target: string): boolean {
+  return target.startsWith("/") || target.startsWith("./") || target.startsWith("../") || target === "." || target === ".." || existsSync(target);
+}
+
+export class Runtime {
+  readonly #plugins = new Map<string, Plugin>();
+  readonly #loading = new Map<string, Promise<LoadedEntry>>();
+  readonly #loaded = new Map<string, LoadedEntry>();
+  readonly #oneShot = new Map<string, Promise<Model>>();
+  #axon: Axon | undefined;
+  readonly #forgotten = new FinalizationRegistry<LoadedEntry>((entry) => void this.release(entry));
+
+  constructor(options: { axon?: Axon; plugins?: Plugin[] } = {}) {
+    this.#axon = options.axon;
+    this.registerPlugin(new OnnxRuntimePlugin());
+    for (const p of options.plugins ?? []) this.registerPlugin(p);
+  }
+
+  /** Adds a plugin (replacing one with the same id for models loaded from now on). */
+  registerPlugin(plugin: Plugin): void {
+    this.#plugins.set(plugin.id, plugin);
+  }
+
+  plugins(): Plugin[] {
+    return [...this.#plugins.values()];
+  }
+
+  /** Models loaded now: what they are, how many handles hold them, their memory. */
+  loaded(): Array<{ name: string; reference: string | undefined; path: string; plugin: string; refs: number; memoryBytes: number; details: Record<string, unknown> }> {
+    return [...this.#loaded.values()].map((e) => ({
+      name: e.source.name,
+      reference: e.source.reference,
+      path: e.source.entrypoint,
+      plugin: e.plugin.id,
+      refs: e.refs,
+      memoryBytes: e.model.memoryBytes,
+      details: e.model.describe?.() ?? {},
+    }));
+  }
+
+  /**
+   * Loads a model: `target` is an Axon reference (`demo/mlp@^1`, installed through the configured
+   * registries when missing) or a path (a model folder with an `axon.yaml`, or a model file).
+   */
+  async load(target: string, options: LoadOptions = {}): Promise<Model> {
+    if (typeof target !== "string" || target.length === 0) throw new MlosError("MODEL_NOT_FOUND", "load(target): target must be a model reference or a path");
+    const source = await this.#resolve(target, options);
+    const plugin = this.#choosePlugin(source, options.plugin);
+    const pluginOptions: PluginLoadOptions = {
+      intraOpThreads: options.intraOpThreads,
+      interOpThreads: options.interOpThreads,
+      graphOptimizationLevel: options.graphOptimizationLevel,
+      executionMode: options.executionMode,
+      runMode: options.runMode,
+      pool: options.pool,
+    };
+    const poolKey = options.pool ? options.pool.name : "";
+    const key = [plugin.id, source.entrypoint, JSON.stringify({ ...pluginOptions, pool: poolKey })].join("\0");
+    let entry = this.#loaded.get(key);
+    if (!entry) {
+      let pending = this.#loading.get(key);
+      if (!pending) {
+        pending = plugin.load(source, pluginOptions).then((model) => {
+          const e: LoadedEntry = { key, plugin, source, model, refs: 0 };
+          this.#loaded.set(key, e);
+          return e;
+        });
+        this.#loading.set(key, pending);
+        pending.then(
+          () => this.#loading.delete(key),
+          () => this.#loading.delete(key),
+        );
+      }
+      entry = await pending;
+    }
+    entry.refs++;
+    const model = new Model(entry, source, this);
+    this.#forgotten.register(model, entry, model);
+    return model;
+  }
+
+  /** Runs `target` once on `inputs`; the model stays loaded in this runtime for later calls. */
+  async infer(target: string, inputs: Record<string, Tensor>, options?: InferOptions & { load?: LoadOptions }): Promise<Record<string, Tensor>> {
+    let pending = this.#oneShot.get(target);
+    if (!pending) {
+      pending = this.load(target, options?.load);
+      this.#oneShot.set(target, pending);
+      pending.catch(() => this.#oneShot.delete(target));
+    }
+    return (await pending).infer(inputs, options);
+  }
+
+  /** @internal Drops one handle's reference (Model.dispose); unloads on the last one. */
+  async release(entry: LoadedEntry, handle?: Model): Promise<void> {
+    if (handle) this.#forgotten.unregister(handle);
+    entry.refs--;
+    if (entry.refs > 0 || this.#loaded.get(entry.key) !== entry) return;
+    this.#loaded.delete(entry.key);
+    await entry.model.unload();
+  }
+
+  /** Unloads every model this runtime's one-shot `infer` holds. Handles from `load` stay valid. */
+  async close(): Promise<void> {
+    const models = await Promise.allSettled(this.#oneShot.values());
+    this.#oneShot.clear();
+    for (const m of models) if (m.status === "fulfilled") await m.value.dispose();
+    await this.#axon?.close();
+  }
+
+  #choosePlugin(source: ModelSource, explicit: string | undefined): Plugin {
+    const wanted = explicit ?? source.manifest?.spec.serving?.plugin;
+    let plugin: Plugin | undefined;
+    if (wanted) {
+      plugin = this.#plugins.get(wanted);
+      if (!plugin) throw new MlosError("PLUGIN_NOT_FOUND", `no plugin "${wanted}" is registered (registered: ${[...this.#plugins.keys()].join(", ")})`, { plugin: wanted });
+    } else {
+      const framework = source.manifest?.spec.framework.name;
+      const all = [...this.#plugins.values()];
+      plugin = all.find((p) => p.formats.includes(source.format)) ?? (framework ? all.find((p) => p.frameworks.includes(framework)) : undefined);
+      if (!plugin) {
+        throw new MlosError("PLUGIN_NOT_FOUND", `no plugin serves ${source.format} models${framework ? ` (framework ${framework})` : ""}: ${source.entrypoint} (registered: ${all.map((p) => `${p.id} [${p.formats.join(", ")}]`).join("; ")})`, { format: source.format, framework });
+      }
+    }
+    const a = plugin.availability();
+    if (!a.available) throw new MlosError("PLUGIN_UNAVAILABLE", `the ${plugin.id} plugin cannot run here: ${a.reason}`, { plugin: plugin.id });
+    return plugin;
+  }
+
+  async #resolve(target: string, options: LoadOptions): Promise<ResolvedSource> {
+    if (looksLikePath(target)) return this.#resolvePath(path.resolve(target), undefined);
+    const axon = options.axon ?? (this.#axon ??= new Axon());
+    let dir: string;
+    let reference: string;
+    if (options.install === false) {
+      const [record] = await axon.findInstalled(target);
+      if (!record) throw new MlosError("MODEL_NOT_FOUND", `${target} is not installed (install it with 'axon install ${target}')`, { reference: target });
+      dir = record.path;
+      reference = `${record.namespace}/${record.name}@${record.version}`;
+    } else {
+      const installed = await axon.install(target);
+      dir = installed.record.path;
+      reference = installed.reference;
+    }
+    return this.#resolvePath(dir, reference);
+  }
+
+  async #resolvePath(target: string, reference: string | undefined): Promise<ResolvedSource> {
+    let st;
+    try {
+      st = await stat(target);
+    } catch {
+      throw new MlosError("MODEL_NOT_FOUND", `${target}: no such model file or folder`, { path: target });
+    }
+    if (st.isFile()) {
+      const ext = path.extname(target).toLowerCase();
+      return { dir: undefined, entrypoint: target, manifest: undefined, format: EXTENSION_FORMATS[ext] ?? ext.slice(1), reference, name: path.basename(target, ext) };
+    }
+    const manifestFile = path.join(target, MANIFEST_FILENAME);
+    let manifest: AxonManifest | undefined;
+    let text: string | undefined;
+    try {
+      text = await readFile(manifestFile, "utf8");
+    } catch {
+      // no manifest: look for the one model file in the folder
+    }
+    if (text !== undefined) {
+      manifest = parseManifest(text, manifestFile);
+      const rel = manifest.spec.format.entrypoint ?? manifest.spec.format.files[0]?.path;
+      if (!rel) throw new MlosError("MODEL_INVALID", `${manifestFile}: spec.format lists no files and no entrypoint`, { path: manifestFile });
+      assertSafeRelativePath(rel, `${manifestFile} spec.format.entrypoint`);
+      const entrypoint = path.join(target, rel);
+      return { dir: target, entrypoint, manifest, format: manifest.spec.format.type, reference, name: manifest.metadata.name };
+    }
+    const candidates = (await readdir(target)).filter((f) => EXTENSION_FORMATS[path.extname(f).toLowerCase()]);
+    if (candidates.length !== 1) {
+      throw new MlosError("MODEL_INVALID", `${target}: no ${MANIFEST_FILENAME}, and ${candidates.length === 0 ? "no model file" : `several model files (${candidates.join(", ")})`} to load`, { path: target });
+    }
+    const file = candidates[0]!;
+    const ext = path.extname(file).toLowerCase();
+    return { dir: target, entrypoint: path.join(target, file), manifest: undefined, format: EXTENSION_FORMATS[ext]!, reference, name: path.basename(target) };
+  }
+}
+
+let defaultRuntime: Runtime | undefined;
+
+/** The process-wide runtime behind the library's `load` and `infer`. */
+export function getDefaultRuntime(): Runtime {
+  return (defaultRuntime ??= new Runtime());
+}

@@ -1,0 +1,193 @@
+/**
+ * The `onnxruntime` plugin: ONNX models through the native addon's ONNX Runtime sessions
+ * (native/src/ort_session.cc, the C API over the library onnxruntime-node ships).
+ *
+ * The data path copies nothing: input tensors are handed to ONNX Runtime over their own memory,
+ * outputs whose shape the inputs determine are written by ONNX Runtime straight into slices of the
+ * tensor pool, and the others are returned over ONNX Runtime's own buffers.
+ */
+import { stat } from "node:fs/promises";
+import { loadOrt, ortLoadError, tryLoadOrt, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
+import { MlosError } from "../../core/errors.js";
+import type { LoadedModel, ModelSource, Plugin, PluginAvailability, PluginLoadOptions, RunRequest, RunResult } from "../../core/plugin.js";
+import { concreteShape, mergeSignature, type Signature, type TensorInfo } from "../../core/signature.js";
+import { isDType, type DType } from "../../tensor/dtype.js";
+import { getDefaultPool, type TensorPool } from "../../tensor/pool.js";
+import { Tensor } from "../../tensor/tensor.js";
+import { RunPolicy } from "./run-policy.js";
+
+/** Native data pointers a debugging run reports (see `InferOptions.debugAddresses`). */
+export interface NativeAddresses {
+  inputs: Record<string, bigint>;
+  outputs: Record<string, bigint>;
+}
+
+/** The debugging addresses attached (non-enumerable) to a run's result. */
+export const ADDRESSES = Symbol("mlos.nativeAddresses");
+
+function frameworkInfo(io: NativeOrtIoInfo, where: string): TensorInfo {
+  if (io.type !== "tensor" || !io.dtype || !isDType(io.dtype)) {
+    throw new MlosError("MODEL_INVALID", `${where}: "${io.name}" is a ${io.type}${io.dtype ? ` of ${io.dtype}` : ""}; only tensors are supported`);
+  }
+  return { name: io.name, dtype: io.dtype as DType, shape: io.shape.map((d, i) => (d >= 0 ? d : (io.symbolicShape[i] ?? -1))) };
+}
+
+let runTags = 0;
+
+class OrtLoadedModel implements LoadedModel {
+  readonly signature: Signature;
+  readonly memoryBytes: number;
+  readonly #session: NativeOrtSession;
+  readonly #pool: TensorPool | undefined;
+  readonly #policy: RunPolicy;
+  readonly #outputInfo = new Map<string, TensorInfo>();
+  /** Outputs whose preallocation ONNX Runtime refused once (their declared shape was wrong). */
+  readonly #noPrealloc = new Set<string>();
+
+  constructor(session: NativeOrtSession, signature: Signature, memoryBytes: number, options: PluginLoadOptions) {
+    this.#session = session;
+    this.signature = signature;
+    this.memoryBytes = memoryBytes;
+    this.#pool = options.pool;
+    this.#policy = new RunPolicy(options.runMode ?? "auto");
+    for (const o of signature.outputs) this.#outputInfo.set(o.name, o);
+  }
+
+  async run(req: RunRequest): Promise<RunResult> {
+    const pre: Record<string, Tensor> = { ...req.preallocated };
+    const allocated: Tensor[] = [];
+    const pool = this.#pool ?? getDefaultPool();
+    for (const name of req.outputs) {
+      if (pre[name] || this.#noPrealloc.has(name)) continue;
+      const info = this.#outputInfo.get(name)!;
+      const shape = info.dtype === "string" ? undefined : concreteShape(info, req.bindings);
+      if (!shape) continue;
+      try {
+        const t = pool.tensor(info.dtype as Exclude<DType, "string">, shape);
+        pre[name] = t;
+        allocated.push(t);
+      } catch (e) {
+        if ((e as MlosError).code !== "POOL_EXHAUSTED") throw e;
+        // No room: ONNX Runtime allocates this output itself.
+      }
+    }
+    try {
+      return await this.#execute(req, pre);
+    } catch (e) {
+      if (allocated.length > 0 && (e as MlosError).code === "RUN_FAILED" && /shape|dimension/i.test((e as Error).message)) {
+        // A declared output shape that the model does not produce: ONNX Runtime refuses the
+        // preallocated buffer. Let it allocate those outputs from now on, and run again.
+        for (const t of allocated) {
+          t.dispose();
+          for (const [k, v] of Object.entries(pre)) if (v === t) { delete pre[k]; this.#noPrealloc.add(k); }
+        }
+        return this.#execute(req, pre);
+      }
+      for (const t of allocated) t.dispose();
+      throw e;
+    }
+  }
+
+  async #execute(req: RunRequest, pre: Record<string, Tensor>): Promise<RunResult> {
+    const session = this.#session;
+    const signal = req.signal;
+    if (signal?.aborted) throw new MlosError("RUN_ABORTED", "the run was aborted before it started", {}, { cause: signal.reason });
+    const tag = signal ? `r${++runTags}` : undefined;
+    const options = req.timeoutMs !== undefined || req.debugAddresses || tag ? { timeoutMs: req.timeoutMs, debugAddresses: req.debugAddresses, tag } : undefined;
+    const inputs = req.inputs as unknown as Record<string, { dtype: "float32"; shape: readonly number[]; data: ArrayBufferView }>;
+    let result: NativeOrtResult;
+    try {
+      if (this.#policy.inline && !signal && req.timeoutMs === undefined) {
+        result = session.runSync(inputs, req.outputs, pre as never, options);
+        this.#policy.recordInline(result.runMicros);
+      } else {
+        const onAbort = tag ? () => session.terminate(tag) : undefined;
+        if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
+        const started = performance.now();
+        try {
+          result = await session.run(inputs, req.outputs, pre as never, options);
+        } finally {
+          if (onAbort) signal!.removeEventListener("abort", onAbort);
+        }
+        this.#policy.recordAsync(result.runMicros, (performance.now() - started) * 1000);
+      }
+    } catch (e) {
+      throw runError(e, signal, req.timeoutMs);
+    }
+    const out: RunResult = {};
+    for (const name of req.outputs) {
+      const given = pre[name];
+      const r = result[name]!;
+      out[name] = given ?? new Tensor(r.dtype as DType, r.shape, r.data as ArrayBuffer);
+    }
+    if (req.debugAddresses) {
+      const addresses: NativeAddresses = { inputs: { ...(result.inputAddresses ?? {}) }, outputs: {} };
+      for (const name of req.outputs) if (result[name]?.address !== undefined) addresses.outputs[name] = result[name]!.address!;
+      Object.defineProperty(out, ADDRESSES, { value: addresses, enumerable: false });
+    }
+    return out;
+  }
+
+  async unload(): Promise<void> {
+    this.#session.release();
+  }
+
+  describe(): Record<string, unknown> {
+    return { path: this.#session.path, ...this.#policy.describe() };
+  }
+}
+
+function runError(e: unknown, signal: AbortSignal | undefined, timeoutMs: number | undefined): Error {
+  const code = (e as { code?: string }).code;
+  const message = e instanceof Error ? e.message : String(e);
+  if (code === "ORT_TIMEOUT") return new MlosError("RUN_TIMEOUT", `the run took longer than its ${timeoutMs} ms timeout and was stopped`, { timeoutMs }, { cause: e });
+  if (code === "ORT_TERMINATED" && signal?.aborted) return new MlosError("RUN_ABORTED", "the run was aborted", {}, { cause: signal.reason ?? e });
+  if (code === "BAD_ARGUMENT") return new MlosError("INPUT_INVALID", message, {}, { cause: e });
+  return new MlosError("RUN_FAILED", `ONNX Runtime: ${message}`, {}, { cause: e });
+}
+
+/** The built-in ONNX Runtime plugin. */
+export class OnnxRuntimePlugin implements Plugin {
+  readonly id = "onnxruntime";
+  readonly frameworks = ["onnx"] as const;
+  readonly formats = ["onnx", "ort"] as const;
+
+  get version(): string {
+    return tryLoadOrt()?.ort.version ?? "unavailable";
+  }
+
+  availability(): PluginAvailability {
+    return tryLoadOrt() ? { available: true } : { available: false, reason: ortLoadError()?.message ?? "ONNX Runtime could not be loaded" };
+  }
+
+  async load(source: ModelSource, options: PluginLoadOptions): Promise<LoadedModel> {
+    let addon;
+    try {
+      addon = loadOrt();
+    } catch (e) {
+      throw new MlosError("PLUGIN_UNAVAILABLE", `the onnxruntime plugin cannot run here: ${(e as Error).message}`, { plugin: this.id }, { cause: e });
+    }
+    let session: NativeOrtSession;
+    try {
+      session = await addon.OrtSession.open(source.entrypoint, {
+        intraOpThreads: options.intraOpThreads,
+        interOpThreads: options.interOpThreads,
+        graphOptimizationLevel: options.graphOptimizationLevel,
+        executionMode: options.executionMode,
+      });
+    } catch (e) {
+      throw new MlosError("MODEL_INVALID", `${source.entrypoint}: ONNX Runtime cannot load it: ${(e as Error).message}`, { path: source.entrypoint }, { cause: e });
+    }
+    try {
+      const where = source.entrypoint;
+      const framework: Signature = { inputs: session.inputs.map((i) => frameworkInfo(i, where)), outputs: session.outputs.map((o) => frameworkInfo(o, where)) };
+      const io = source.manifest?.spec.io;
+      const signature = mergeSignature(framework, io, source.dir ? `${source.dir}/axon.yaml` : where);
+      const size = (await stat(source.entrypoint)).size;
+      return new OrtLoadedModel(session, signature, size, options);
+    } catch (e) {
+      session.release();
+      throw e;
+    }
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Where a model's runs execute: on a native worker thread ("async", the event loop stays free) or
+ * inline on the calling thread. For a model whose whole run takes a few microseconds, handing it to
+ * a worker thread and back costs more than the run itself (on the demo MLP, ~50 µs of hand-off for
+ * a 10 µs run), so running it inline is both faster and harmless to the event loop.
+ *
+ * "auto" decides per model from measurements: the first runs go async, and each reports how long
+ * Session::Run took (`runMicros`) next to the wall time of the whole hand-off. Once `SAMPLES` runs
+ * are in, the model runs inline when its median run is shorter than the median hand-off overhead
+ * and under `INLINE_MAX_US` (so an inline run never holds the event loop for long). An inline run
+ * that takes longer than `INLINE_EVICT_US` (a bigger batch, a loaded machine) sends the model back
+ * to async and to measuring.
+ */
+export const SAMPLES = 16;
+export const INLINE_MAX_US = 200;
+export const INLINE_EVICT_US = 1000;
+
+export type RunMode = "auto" | "inline" | "async";
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s[s.length >> 1]!;
+};
+
+export class RunPolicy {
+  readonly mode: RunMode;
+  #inline: boolean;
+  #run: number[] = [];
+  #hop: number[] = [];
+  #decisions = 0;
+
+  constructor(mode: RunMode = "auto") {
+    this.mode = mode;
+    this.#inline = mode === "inline";
+  }
+
+  /** True when the next run should execute on the calling thread. */
+  get inline(): boolean {
+    return this.#inline;
+  }
+
+  /** Records an async run: Session::Run's own time and the caller-observed wall time, in µs. */
+  recordAsync(runMicros: number, wallMicros: number): void {
+    if (this.mode !== "auto" || this.#inline) return;
+    this.#run.push(runMicros);
+    this.#hop.push(Math.max(0, wallMicros - runMicros));
+    if (this.#run.length < SAMPLES) return;
+    const run = median(this.#run);
+    const hop = median(this.#hop);
+    this.#run = [];
+    this.#hop = [];
+    this.#decisions++;
+    this.#inline = run < hop && run < INLINE_MAX_US;
+    this.#last = { runMicros: run, hopMicros: hop };
+  }
+
+  /** Records an inline run's duration (µs); a slow one returns the model to async runs. */
+  recordInline(runMicros: number): void {
+    if (this.mode === "auto" && runMicros > INLINE_EVICT_US) this.#inline = false;
+  }
+
+  #last: { runMicros: number; hopMicros: number } | undefined;
+
+  /** What was measured and decided, for `describe()`. */
+  describe(): Record<string, unknown> {
+    return { runMode: this.mode, inline: this.#inline, decisions: this.#decisions, measured: this.#last };
+  }
+}
