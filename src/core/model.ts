@@ -5,6 +5,8 @@ import type { RunResult } from "./plugin.js";
 import type { LoadedEntry, ResolvedSource, Runtime } from "./runtime.js";
 import { checkInputs, concreteShape, formatShape, type TensorInfo } from "./signature.js";
 
+const NO_OUTPUTS: Readonly<Record<string, Tensor>> = Object.freeze({});
+
 export interface InferOptions {
   /**
    * Which outputs to return: names (default: all), or tensors to write them into (returned as
@@ -95,24 +97,29 @@ export class Model {
    * dimension, or data that does not fit the shape rejects with an `InputError` naming the input,
    * the expected and the received, and nothing runs.
    */
-  async infer(inputs: Readonly<Record<string, Tensor>>, options: InferOptions = {}): Promise<RunResult> {
-    if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
-    const signature = this.#entry.model.signature;
-    const bindings = checkInputs(signature, inputs);
-    let outputs = this.#allOutputs;
-    let preallocated: Record<string, Tensor> = {};
-    const wanted = options.outputs;
-    if (wanted !== undefined) {
-      if (Array.isArray(wanted)) {
-        outputs = this.#checkOutputNames(wanted);
-      } else if (wanted !== null && typeof wanted === "object") {
-        preallocated = this.#checkPreallocated(wanted as Record<string, Tensor>, bindings);
-        outputs = Object.keys(preallocated);
-      } else {
-        throw new MlosError("OUTPUT_INVALID", "options.outputs must be an array of output names or an object { name: Tensor }");
+  infer(inputs: Readonly<Record<string, Tensor>>, options?: InferOptions): Promise<RunResult> {
+    // Not `async`: the plugin's promise is returned as it is (one less promise per call, which
+    // shows on microsecond models). Synchronous failures become rejections all the same.
+    try {
+      if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
+      const bindings = checkInputs(this.#entry.model.signature, inputs);
+      let outputs = this.#allOutputs;
+      let preallocated: Readonly<Record<string, Tensor>> = NO_OUTPUTS;
+      const wanted = options?.outputs;
+      if (wanted !== undefined) {
+        if (Array.isArray(wanted)) {
+          outputs = this.#checkOutputNames(wanted);
+        } else if (wanted !== null && typeof wanted === "object") {
+          preallocated = this.#checkPreallocated(wanted as Record<string, Tensor>, bindings);
+          outputs = Object.keys(preallocated);
+        } else {
+          throw new MlosError("OUTPUT_INVALID", "options.outputs must be an array of output names or an object { name: Tensor }");
+        }
       }
+      return this.#entry.model.run({ inputs, bindings, outputs, preallocated, signal: options?.signal, timeoutMs: options?.timeoutMs, debugAddresses: options?.debugAddresses });
+    } catch (e) {
+      return Promise.reject(e);
     }
-    return this.#entry.model.run({ inputs, bindings, outputs, preallocated, signal: options.signal, timeoutMs: options.timeoutMs, debugAddresses: options.debugAddresses });
   }
 
   #checkOutputNames(names: readonly unknown[]): string[] {

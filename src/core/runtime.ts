@@ -207,8 +207,9 @@ export class Runtime {
       // no manifest: look for the one model file in the folder
     }
     if (text !== undefined) {
-      manifest = parseManifest(text, manifestFile);
-      const rel = manifest.spec.format.entrypoint ?? manifest.spec.format.files[0]?.path;
+      // A folder named by path may be an author's, before `axon pack` filled in sizes and digests.
+      manifest = (reference ? parseManifest(text, manifestFile) : parseManifest(text, manifestFile, { draft: true })) as AxonManifest;
+      const rel = manifest.spec.format.entrypoint ?? manifest.spec.format.files?.[0]?.path;
       if (!rel) throw new MlosError("MODEL_INVALID", `${manifestFile}: spec.format lists no files and no entrypoint`, { path: manifestFile });
       assertSafeRelativePath(rel, `${manifestFile} spec.format.entrypoint`);
       const entrypoint = path.join(target, rel);

@@ -30,58 +30,59 @@ export type DimBindings = Map<string, number>;
  * anything (a caller's mistake is an error, never a crash).
  */
 export function checkInputs(signature: Signature, inputs: unknown): DimBindings {
-  const names = signature.inputs.map((i) => i.name).join(", ");
+  // The hot path of every request: no strings are built unless something is wrong.
+  const names = (): string => signature.inputs.map((i) => i.name).join(", ");
   if (inputs === null || typeof inputs !== "object" || Array.isArray(inputs) || inputs instanceof Tensor) {
-    throw new MlosError("INPUT_INVALID", `inputs must be an object { name: Tensor }; the model's inputs are: ${names}`);
+    throw new MlosError("INPUT_INVALID", `inputs must be an object { name: Tensor }; the model's inputs are: ${names()}`);
   }
   const given = inputs as Record<string, unknown>;
-  for (const key of Object.keys(given)) {
+  for (const key in given) {
+    if (!Object.prototype.hasOwnProperty.call(given, key)) continue;
     if (!signature.inputs.some((i) => i.name === key)) {
-      throw new InputError("INPUT_UNKNOWN", key, names, key, `unknown input "${key}"; the model's inputs are: ${names}`);
+      throw new InputError("INPUT_UNKNOWN", key, names(), key, `unknown input "${key}"; the model's inputs are: ${names()}`);
     }
   }
   const bindings: DimBindings = new Map();
-  const boundBy = new Map<string, string>();
   for (const spec of signature.inputs) {
-    const t = given[spec.name];
-    const expected = `${spec.dtype} ${formatShape(spec.shape)}`;
+    const t = Object.prototype.hasOwnProperty.call(given, spec.name) ? given[spec.name] : undefined;
+    const expected = (): string => `${spec.dtype} ${formatShape(spec.shape)}`;
     if (t === undefined) {
-      throw new InputError("INPUT_MISSING", spec.name, expected, "nothing", `input "${spec.name}" is missing: the model expects ${expected}`);
+      throw new InputError("INPUT_MISSING", spec.name, expected(), "nothing", `input "${spec.name}" is missing: the model expects ${expected()}`);
     }
     if (!(t instanceof Tensor)) {
-      throw new InputError("INPUT_INVALID", spec.name, `a Tensor of ${expected}`, describeValue(t), `input "${spec.name}" must be a Tensor of ${expected}, got ${describeValue(t)}`);
+      throw new InputError("INPUT_INVALID", spec.name, `a Tensor of ${expected()}`, describeValue(t), `input "${spec.name}" must be a Tensor of ${expected()}, got ${describeValue(t)}`);
     }
     if (t.disposed) {
-      throw new InputError("INPUT_INVALID", spec.name, expected, "a disposed tensor", `input "${spec.name}" is a disposed tensor`);
+      throw new InputError("INPUT_INVALID", spec.name, expected(), "a disposed tensor", `input "${spec.name}" is a disposed tensor`);
     }
-    const received = `${t.dtype} ${formatShape(t.shape)}`;
     if (t.dtype !== spec.dtype) {
       throw new InputError("INPUT_DTYPE", spec.name, spec.dtype, t.dtype, `input "${spec.name}": expected dtype ${spec.dtype}, received ${t.dtype}`);
     }
-    if (t.shape.length !== spec.shape.length) {
-      throw new InputError("INPUT_RANK", spec.name, formatShape(spec.shape), formatShape(t.shape), `input "${spec.name}": expected rank ${spec.shape.length} ${formatShape(spec.shape)}, received rank ${t.shape.length} ${formatShape(t.shape)}`);
+    const shape = t.shape;
+    if (shape.length !== spec.shape.length) {
+      throw new InputError("INPUT_RANK", spec.name, formatShape(spec.shape), formatShape(shape), `input "${spec.name}": expected rank ${spec.shape.length} ${formatShape(spec.shape)}, received rank ${shape.length} ${formatShape(shape)}`);
     }
-    for (let d = 0; d < spec.shape.length; d++) {
+    for (let d = 0; d < shape.length; d++) {
       const want = spec.shape[d]!;
-      const got = t.shape[d]!;
+      const got = shape[d]!;
       if (typeof want === "number") {
         if (want >= 0 && want !== got) {
-          throw new InputError("INPUT_SHAPE", spec.name, formatShape(spec.shape), formatShape(t.shape), `input "${spec.name}": dimension ${d} must be ${want}, received ${got} (expected ${formatShape(spec.shape)}, received ${formatShape(t.shape)})`);
+          throw new InputError("INPUT_SHAPE", spec.name, formatShape(spec.shape), formatShape(shape), `input "${spec.name}": dimension ${d} must be ${want}, received ${got} (expected ${formatShape(spec.shape)}, received ${formatShape(shape)})`);
         }
       } else {
         const bound = bindings.get(want);
         if (bound === undefined) {
           bindings.set(want, got);
-          boundBy.set(want, spec.name);
         } else if (bound !== got) {
-          throw new InputError("INPUT_SHAPE", spec.name, formatShape(spec.shape), formatShape(t.shape), `input "${spec.name}": dimension ${d} ("${want}") is ${got}, but input "${boundBy.get(want)}" has ${want} = ${bound}`);
+          const other = signature.inputs.find((i) => i.shape.includes(want))!.name;
+          throw new InputError("INPUT_SHAPE", spec.name, formatShape(spec.shape), formatShape(shape), `input "${spec.name}": dimension ${d} ("${want}") is ${got}, but input "${other}" has ${want} = ${bound}`);
         }
       }
     }
-    const data = t.data as ArrayLike<unknown>;
+    const length = (t.data as ArrayLike<unknown>).length;
     const need = arrayLength(t.dtype, t.size);
-    if (data.length !== need) {
-      throw new InputError("INPUT_SIZE", spec.name, `${need} values`, `${data.length}`, `input "${spec.name}": ${received} needs ${need} values, its data has ${data.length}`);
+    if (length !== need) {
+      throw new InputError("INPUT_SIZE", spec.name, `${need} values`, `${length}`, `input "${spec.name}": ${expected()} needs ${need} values, its data has ${length}`);
     }
   }
   return bindings;

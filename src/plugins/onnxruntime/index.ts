@@ -53,72 +53,92 @@ class OrtLoadedModel implements LoadedModel {
     for (const o of signature.outputs) this.#outputInfo.set(o.name, o);
   }
 
-  async run(req: RunRequest): Promise<RunResult> {
-    const pre: Record<string, Tensor> = { ...req.preallocated };
-    const allocated: Tensor[] = [];
-    const pool = this.#pool ?? getDefaultPool();
+  run(req: RunRequest): Promise<RunResult> {
+    let pre: Record<string, Tensor> = req.preallocated;
+    let allocated: Tensor[] | undefined;
     for (const name of req.outputs) {
       if (pre[name] || this.#noPrealloc.has(name)) continue;
       const info = this.#outputInfo.get(name)!;
       const shape = info.dtype === "string" ? undefined : concreteShape(info, req.bindings);
       if (!shape) continue;
+      let t: Tensor;
       try {
-        const t = pool.tensor(info.dtype as Exclude<DType, "string">, shape);
-        pre[name] = t;
-        allocated.push(t);
+        t = (this.#pool ?? getDefaultPool()).tensor(info.dtype as Exclude<DType, "string">, shape);
       } catch (e) {
-        if ((e as MlosError).code !== "POOL_EXHAUSTED") throw e;
-        // No room: ONNX Runtime allocates this output itself.
+        if ((e as MlosError).code !== "POOL_EXHAUSTED") return Promise.reject(e);
+        continue; // no room: ONNX Runtime allocates this output itself
+      }
+      if (!allocated) {
+        allocated = [];
+        pre = { ...pre };
+      }
+      pre[name] = t;
+      allocated.push(t);
+    }
+    if (this.#policy.inline && !req.signal && req.timeoutMs === undefined) {
+      // The whole run takes microseconds: no promise chain, no thread hop.
+      try {
+        return Promise.resolve(this.#runInline(req, pre));
+      } catch (e) {
+        return this.#retry(e, req, pre, allocated);
       }
     }
-    try {
-      return await this.#execute(req, pre);
-    } catch (e) {
-      if (allocated.length > 0 && (e as MlosError).code === "RUN_FAILED" && /shape|dimension/i.test((e as Error).message)) {
-        // A declared output shape that the model does not produce: ONNX Runtime refuses the
-        // preallocated buffer. Let it allocate those outputs from now on, and run again.
-        for (const t of allocated) {
-          t.dispose();
-          for (const [k, v] of Object.entries(pre)) if (v === t) { delete pre[k]; this.#noPrealloc.add(k); }
-        }
-        return this.#execute(req, pre);
-      }
-      for (const t of allocated) t.dispose();
-      throw e;
-    }
+    return this.#runAsync(req, pre).catch((e: unknown) => this.#retry(e, req, pre, allocated));
   }
 
-  async #execute(req: RunRequest, pre: Record<string, Tensor>): Promise<RunResult> {
+  /** After a failed run: drop the outputs this call allocated, and run again without them when ORT refused their shape. */
+  #retry(e: unknown, req: RunRequest, pre: Record<string, Tensor>, allocated: Tensor[] | undefined): Promise<RunResult> {
+    if (!allocated) return Promise.reject(e);
+    for (const t of allocated) t.dispose();
+    if ((e as MlosError).code !== "RUN_FAILED" || !/shape|dimension/i.test((e as Error).message)) return Promise.reject(e);
+    // A declared output shape that the model does not produce: ONNX Runtime refuses the
+    // preallocated buffer. Let it allocate those outputs from now on, and run again.
+    const kept: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(pre)) {
+      if (allocated.includes(v)) this.#noPrealloc.add(k);
+      else kept[k] = v;
+    }
+    return this.#runAsync(req, kept);
+  }
+
+  #runInline(req: RunRequest, pre: Record<string, Tensor>): RunResult {
+    const options = req.debugAddresses ? { debugAddresses: true } : undefined;
+    let result: NativeOrtResult;
+    try {
+      result = this.#session.runSync(req.inputs as never, req.outputs, pre as never, options);
+    } catch (e) {
+      throw runError(e, undefined, undefined);
+    }
+    this.#policy.recordInline(result.runMicros);
+    return this.#collect(req, pre, result);
+  }
+
+  async #runAsync(req: RunRequest, pre: Record<string, Tensor>): Promise<RunResult> {
     const session = this.#session;
     const signal = req.signal;
     if (signal?.aborted) throw new MlosError("RUN_ABORTED", "the run was aborted before it started", {}, { cause: signal.reason });
     const tag = signal ? `r${++runTags}` : undefined;
     const options = req.timeoutMs !== undefined || req.debugAddresses || tag ? { timeoutMs: req.timeoutMs, debugAddresses: req.debugAddresses, tag } : undefined;
-    const inputs = req.inputs as unknown as Record<string, { dtype: "float32"; shape: readonly number[]; data: ArrayBufferView }>;
+    const onAbort = tag ? () => session.terminate(tag) : undefined;
+    if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
+    const started = performance.now();
     let result: NativeOrtResult;
     try {
-      if (this.#policy.inline && !signal && req.timeoutMs === undefined) {
-        result = session.runSync(inputs, req.outputs, pre as never, options);
-        this.#policy.recordInline(result.runMicros);
-      } else {
-        const onAbort = tag ? () => session.terminate(tag) : undefined;
-        if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
-        const started = performance.now();
-        try {
-          result = await session.run(inputs, req.outputs, pre as never, options);
-        } finally {
-          if (onAbort) signal!.removeEventListener("abort", onAbort);
-        }
-        this.#policy.recordAsync(result.runMicros, (performance.now() - started) * 1000);
-      }
+      result = await session.run(req.inputs as never, req.outputs, pre as never, options);
     } catch (e) {
       throw runError(e, signal, req.timeoutMs);
+    } finally {
+      if (onAbort) signal!.removeEventListener("abort", onAbort);
     }
+    this.#policy.recordAsync(result.runMicros, (performance.now() - started) * 1000);
+    return this.#collect(req, pre, result);
+  }
+
+  #collect(req: RunRequest, pre: Record<string, Tensor>, result: NativeOrtResult): RunResult {
     const out: RunResult = {};
     for (const name of req.outputs) {
-      const given = pre[name];
       const r = result[name]!;
-      out[name] = given ?? new Tensor(r.dtype as DType, r.shape, r.data as ArrayBuffer);
+      out[name] = pre[name] ?? new Tensor(r.dtype as DType, r.shape, r.data as ArrayBuffer);
     }
     if (req.debugAddresses) {
       const addresses: NativeAddresses = { inputs: { ...(result.inputAddresses ?? {}) }, outputs: {} };

@@ -7,13 +7,15 @@
  * "auto" decides per model from measurements: the first runs go async, and each reports how long
  * Session::Run took (`runMicros`) next to the wall time of the whole hand-off. Once `SAMPLES` runs
  * are in, the model runs inline when its median run is shorter than the median hand-off overhead
- * and under `INLINE_MAX_US` (so an inline run never holds the event loop for long). An inline run
- * that takes longer than `INLINE_EVICT_US` (a bigger batch, a loaded machine) sends the model back
- * to async and to measuring.
+ * and under `INLINE_MAX_US` (so an inline run never holds the event loop for long). Inline runs
+ * keep being timed: when their moving average passes `INLINE_MAX_US` (bigger batches, a loaded
+ * machine), or one run takes longer than `INLINE_EVICT_US`, the model goes back to async runs and
+ * to measuring. (One slow run from a preempted thread moves the average little.)
  */
 export const SAMPLES = 16;
 export const INLINE_MAX_US = 200;
-export const INLINE_EVICT_US = 1000;
+export const INLINE_EVICT_US = 5000;
+const EMA_WEIGHT = 1 / 32;
 
 export type RunMode = "auto" | "inline" | "async";
 
@@ -28,6 +30,7 @@ export class RunPolicy {
   #run: number[] = [];
   #hop: number[] = [];
   #decisions = 0;
+  #inlineAverage = 0;
 
   constructor(mode: RunMode = "auto") {
     this.mode = mode;
@@ -51,18 +54,21 @@ export class RunPolicy {
     this.#hop = [];
     this.#decisions++;
     this.#inline = run < hop && run < INLINE_MAX_US;
+    this.#inlineAverage = run;
     this.#last = { runMicros: run, hopMicros: hop };
   }
 
   /** Records an inline run's duration (µs); a slow one returns the model to async runs. */
   recordInline(runMicros: number): void {
-    if (this.mode === "auto" && runMicros > INLINE_EVICT_US) this.#inline = false;
+    if (this.mode !== "auto") return;
+    this.#inlineAverage += (runMicros - this.#inlineAverage) * EMA_WEIGHT;
+    if (runMicros > INLINE_EVICT_US || this.#inlineAverage > INLINE_MAX_US) this.#inline = false;
   }
 
   #last: { runMicros: number; hopMicros: number } | undefined;
 
   /** What was measured and decided, for `describe()`. */
   describe(): Record<string, unknown> {
-    return { runMode: this.mode, inline: this.#inline, decisions: this.#decisions, measured: this.#last };
+    return { runMode: this.mode, inline: this.#inline, decisions: this.#decisions, measured: this.#last, inlineAverageMicros: this.#inline ? this.#inlineAverage : undefined };
   }
 }

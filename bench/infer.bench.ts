@@ -1,0 +1,236 @@
+/**
+ * Native core benchmarks (issue: native core, "Speed"), against onnxruntime-node on the same model
+ * file with the same thread settings, in the same run, alternating, several repetitions; each
+ * figure is the median of the per-repetition ratios.
+ *
+ *   node dist/bench/infer.bench.js [tiny|large|loop|load|all]     (after `npm run build`)
+ *
+ * 1. tiny:  the demo MLP (x: float32 [1, 4], 16 bytes): per-call latency of `model.infer` vs
+ *           `session.run`, both with pool/reused inputs; ours also with outputs written into a
+ *           caller's pool tensor (no per-call allocation) and in the default form.
+ * 2. large: the PaddleOCR detector at 1x3x960x960 (11 MB in): latency, and bytes the library copied
+ *           per call (zero for a pool input and a known-shape output, which the manifest declares),
+ *           with the native pointers checked against the pool slices.
+ * 3. loop:  the event loop's p99 delay while 4 `infer` calls run concurrently on the detector, and
+ *           the same with onnxruntime-node (whose run holds the event loop).
+ * 4. load:  `runtime.load(reference)` (Axon resolve + session create on a worker thread) vs
+ *           `InferenceSession.create` on the same file.
+ *
+ * Environment: BENCH_REPS (default 7), BENCH_THREADS (intra-op threads for the large model,
+ * default 2).
+ */
+import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { monitorEventLoopDelay } from "node:perf_hooks";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import * as ort from "onnxruntime-node";
+import { loadNative } from "../bindings/native.js";
+import { ADDRESSES, Axon, Runtime, Tensor, TensorPool, copyCounter, seedDemoModels, type NativeAddresses } from "../src/index.js";
+import { mulberry32 } from "../src/tools/make-demo-models.js";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const REPS = Number(process.env.BENCH_REPS ?? 7);
+const LARGE_THREADS = Number(process.env.BENCH_THREADS ?? 2);
+const which = process.argv[2] ?? "all";
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+const fmt = (x: number, d = 2) => x.toFixed(d);
+
+function randomFloats(n: number, seed: number): Float32Array {
+  const r = mulberry32(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = r() * 2 - 1;
+  return a;
+}
+
+/** Median per-call latency (µs) of `calls` sequential awaits of `fn`. */
+async function latency(fn: () => Promise<unknown>, calls: number): Promise<number> {
+  const t: number[] = new Array(calls);
+  for (let i = 0; i < calls; i++) {
+    const s = performance.now();
+    await fn();
+    t[i] = (performance.now() - s) * 1000;
+  }
+  return median(t);
+}
+
+const { fetchTestModels } = (await import(pathToFileURL(path.join(ROOT, "scripts", "fetch-test-models.js")).href)) as { fetchTestModels: () => { files: Record<string, string> } };
+
+const home = mkdtempSync(path.join(tmpdir(), "mlos-bench-"));
+const axon = new Axon({ home });
+await seedDemoModels(axon);
+const detectorFile = fetchTestModels().files["ch_PP-OCRv4_det_infer.onnx"]!;
+
+/** The detector packed as an Axon model whose manifest names its dimensions, so the output shape is known from the input's. */
+async function packDetector(): Promise<string> {
+  const dir = mkdtempSync(path.join(tmpdir(), "mlos-bench-det-"));
+  copyFileSync(detectorFile, path.join(dir, "model.onnx"));
+  writeFileSync(
+    path.join(dir, "axon.yaml"),
+    [
+      "apiVersion: axon.mlos.io/v1",
+      "kind: Model",
+      "metadata: { namespace: bench, name: ppocr-det, version: 4.0.0, description: PaddleOCR v4 text detector }",
+      "spec:",
+      "  framework: { name: onnx }",
+      "  format: { type: onnx, files: [{ path: model.onnx }] }",
+      "  io:",
+      "    inputs: [{ name: x, dtype: float32, shape: [batch, 3, height, width] }]",
+      "    outputs: [{ name: sigmoid_0.tmp_0, dtype: float32, shape: [batch, 1, height, width] }]",
+      "",
+    ].join("\n"),
+  );
+  return (await axon.pack(dir)).reference;
+}
+
+async function tiny(): Promise<void> {
+  const [record] = await axon.findInstalled("demo/mlp@1.0.0");
+  const file = path.join(record!.path, "model.onnx");
+  const runtime = new Runtime({ axon });
+  const model = await runtime.load("demo/mlp@1.0.0", { intraOpThreads: 1, interOpThreads: 1 });
+  const session = await ort.InferenceSession.create(file, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const pool = new TensorPool({ size: 1 << 20 });
+  const x = pool.tensor("float32", [1, 4]);
+  (x.data as Float32Array).set([0.1, 0.2, 0.3, 0.4]);
+  const y = pool.tensor("float32", [1, 3]);
+  const ortX = new ort.Tensor("float32", new Float32Array([0.1, 0.2, 0.3, 0.4]), [1, 4]);
+  const calls = 3000;
+  // Warm up both (and let the run policy take its measurements).
+  for (let i = 0; i < 200; i++) {
+    await model.infer({ x }, { outputs: { y } });
+    await session.run({ x: ortX });
+  }
+  const rows: Array<{ ortUs: number; preUs: number; defUs: number }> = [];
+  for (let r = 0; r < REPS; r++) {
+    const ortUs = await latency(() => session.run({ x: ortX }), calls);
+    const preUs = await latency(() => model.infer({ x }, { outputs: { y } }), calls);
+    const defUs = await latency(() => model.infer({ x }), calls);
+    rows.push({ ortUs, preUs, defUs });
+  }
+  const ratioPre = median(rows.map((r) => r.preUs / r.ortUs));
+  const ratioDef = median(rows.map((r) => r.defUs / r.ortUs));
+  console.log(`tiny (demo/mlp, x f32[1,4]), ${REPS} reps x ${calls} calls, median per-call latency:`);
+  console.log(`  onnxruntime-node session.run        ${fmt(median(rows.map((r) => r.ortUs)))} µs`);
+  console.log(`  model.infer, outputs into a pool tensor  ${fmt(median(rows.map((r) => r.preUs)))} µs  ratio ${fmt(ratioPre)}x (per rep ${rows.map((r) => fmt(r.preUs / r.ortUs)).join(" ")})`);
+  console.log(`  model.infer, default (new output)   ${fmt(median(rows.map((r) => r.defUs)))} µs  ratio ${fmt(ratioDef)}x (per rep ${rows.map((r) => fmt(r.defUs / r.ortUs)).join(" ")})`);
+  console.log(`  run policy: ${JSON.stringify(model.describe())}`);
+  console.log(`  target: <= 0.80x ${ratioPre <= 0.8 ? "MET" : "NOT MET"}`);
+  await model.dispose();
+  await session.release();
+  pool.close();
+}
+
+async function large(reference: string): Promise<void> {
+  const runtime = new Runtime({ axon });
+  const pool = new TensorPool({ size: 64 << 20 });
+  const model = await runtime.load(reference, { intraOpThreads: LARGE_THREADS, interOpThreads: 1, pool });
+  const session = await ort.InferenceSession.create(model.path, { intraOpNumThreads: LARGE_THREADS, interOpNumThreads: 1 });
+  const shape = [1, 3, 960, 960];
+  const data = randomFloats(3 * 960 * 960, 1);
+  const x = pool.tensor("float32", shape);
+  (x.data as Float32Array).set(data);
+  const ortX = new ort.Tensor("float32", data, shape);
+  // Zero copy, checked: the pointers ORT read and wrote are the pool slices'.
+  const probe = await model.infer({ x }, { debugAddresses: true });
+  const out = Object.values(probe)[0]!;
+  const addr = (probe as unknown as Record<symbol, NativeAddresses>)[ADDRESSES]!;
+  const native = loadNative();
+  const inPlace = addr.inputs.x === native.addressOf(x.data as Float32Array) && Object.values(addr.outputs)[0] === native.addressOf(out.data as Float32Array) && pool.owns(out.data as Float32Array);
+  out.dispose();
+  await session.run({ x: ortX });
+  const calls = 3;
+  const rows: Array<{ ortMs: number; oursMs: number }> = [];
+  let copied = 0;
+  let ourCalls = 0;
+  for (let r = 0; r < REPS; r++) {
+    const ortMs = (await latency(() => session.run({ x: ortX }), calls)) / 1000;
+    const before = copyCounter.bytes;
+    const oursMs = (await latency(async () => {
+      const o = await model.infer({ x });
+      for (const t of Object.values(o)) t.dispose();
+    }, calls)) / 1000;
+    copied += copyCounter.bytes - before;
+    ourCalls += calls;
+    rows.push({ ortMs, oursMs });
+  }
+  const ratio = median(rows.map((r) => r.oursMs / r.ortMs));
+  console.log(`large (PaddleOCR det, x f32[1,3,960,960], ${LARGE_THREADS} intra-op threads), ${REPS} reps x ${calls} calls, median latency:`);
+  console.log(`  onnxruntime-node session.run  ${fmt(median(rows.map((r) => r.ortMs)), 1)} ms`);
+  console.log(`  model.infer (pool input, output in the pool)  ${fmt(median(rows.map((r) => r.oursMs)), 1)} ms  ratio ${fmt(ratio)}x (per rep ${rows.map((r) => fmt(r.oursMs / r.ortMs)).join(" ")})`);
+  console.log(`  bytes copied by the library per call: ${copied / ourCalls}; ORT read/wrote the pool slices in place: ${inPlace}`);
+  console.log(`  target: <= 1.00x ${ratio <= 1.0 ? "MET" : "NOT MET"}, zero copy ${copied === 0 && inPlace ? "MET" : "NOT MET"}`);
+  await model.dispose();
+  await session.release();
+  pool.close();
+}
+
+async function eventLoop(reference: string): Promise<void> {
+  const runtime = new Runtime({ axon });
+  const model = await runtime.load(reference, { intraOpThreads: 1, interOpThreads: 1 });
+  const session = await ort.InferenceSession.create(model.path, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+  const shape = [1, 3, 640, 640];
+  const data = randomFloats(3 * 640 * 640, 2);
+  const x = Tensor.float32(shape, data);
+  const ortX = new ort.Tensor("float32", data, shape);
+  const RUNS_EACH = 4;
+  async function measure(run: () => Promise<unknown>): Promise<{ p99: number; max: number; ms: number }> {
+    await new Promise((r) => setTimeout(r, 50));
+    const h = monitorEventLoopDelay({ resolution: 1 });
+    h.enable();
+    const t = performance.now();
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      for (let i = 0; i < RUNS_EACH; i++) await run();
+    }));
+    const ms = performance.now() - t;
+    h.disable();
+    return { p99: h.percentile(99) / 1e6, max: h.max / 1e6, ms };
+  }
+  await model.infer({ x });
+  const ours: number[] = [];
+  const theirs: number[] = [];
+  for (let r = 0; r < Math.max(3, Math.ceil(REPS / 2)); r++) {
+    ours.push((await measure(() => model.infer({ x }))).p99);
+    theirs.push((await measure(() => session.run({ x: ortX }))).p99);
+  }
+  const p99 = median(ours);
+  console.log(`event loop (4 concurrent infer loops on PaddleOCR det at 1x3x640x640, 1 intra-op thread each), p99 delay, median of ${ours.length} reps:`);
+  console.log(`  model.infer: ${fmt(p99)} ms (per rep ${ours.map((x) => fmt(x)).join(" ")})`);
+  console.log(`  onnxruntime-node session.run: ${fmt(median(theirs))} ms (per rep ${theirs.map((x) => fmt(x)).join(" ")})`);
+  console.log(`  target: p99 < 2 ms ${p99 < 2 ? "MET" : "NOT MET"}`);
+  await model.dispose();
+  await session.release();
+}
+
+async function loading(reference: string): Promise<void> {
+  const file = (await new Runtime({ axon }).load(reference)).path;
+  const rows: Array<{ ortMs: number; oursMs: number }> = [];
+  for (let r = 0; r < REPS; r++) {
+    let t = performance.now();
+    const s = await ort.InferenceSession.create(file, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    const ortMs = performance.now() - t;
+    await s.release();
+    const runtime = new Runtime({ axon });
+    t = performance.now();
+    const m = await runtime.load(reference, { intraOpThreads: 1, interOpThreads: 1 });
+    const oursMs = performance.now() - t;
+    await m.dispose();
+    rows.push({ ortMs, oursMs });
+  }
+  const ratio = median(rows.map((r) => r.oursMs / r.ortMs));
+  console.log(`load (PaddleOCR det, 4.7 MB), ${REPS} reps:`);
+  console.log(`  InferenceSession.create(file)       ${fmt(median(rows.map((r) => r.ortMs)), 1)} ms`);
+  console.log(`  runtime.load("${reference}")  ${fmt(median(rows.map((r) => r.oursMs)), 1)} ms  ratio ${fmt(ratio)}x (per rep ${rows.map((r) => fmt(r.oursMs / r.ortMs)).join(" ")})`);
+  console.log(`  target: <= 1.10x ${ratio <= 1.1 ? "MET" : "NOT MET"}`);
+}
+
+const reference = which === "tiny" ? "" : await packDetector();
+if (which === "all" || which === "tiny") await tiny();
+if (which === "all" || which === "large") await large(reference);
+if (which === "all" || which === "loop") await eventLoop(reference);
+if (which === "all" || which === "load") await loading(reference);
+await axon.close();
