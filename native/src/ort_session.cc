@@ -749,8 +749,9 @@ OrtSessionWrap::OrtSessionWrap(const Napi::CallbackInfo& info)
   Napi::Env env = info.Env();
   MLOS_REQUIRE_TYPE(info.IsConstructCall(), env, "OrtSession must be called with new");
   AddonData* data = GetAddonData(env);
-  if (data->pendingSession != nullptr && info[0].IsExternal()) {
-    // OrtSession.open: the session was created on a worker thread.
+  if (data->pendingSession != nullptr && info[0].IsUndefined() && info[1].IsString()) {
+    // OrtSession.open: the session was created on a worker thread (pendingSession is set only
+    // around the constructor call below, so user code cannot reach this branch).
     state_ = std::move(data->pendingSession);
     path_ = info[1].As<Napi::String>().Utf8Value();
   } else {
@@ -797,7 +798,7 @@ class OpenWorker : public Napi::AsyncWorker {
     try {
       data->pendingSession = std::move(state_);
       Napi::Object obj = data->ortSessionConstructor.New(
-          {Napi::External<void>::New(env, nullptr), Napi::String::New(env, config_.path)});
+          {env.Undefined(), Napi::String::New(env, config_.path)});
       data->pendingSession.reset();
       deferred_.Resolve(obj);
     } catch (const Napi::Error& e) {
