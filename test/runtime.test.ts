@@ -3,7 +3,8 @@
 // on real models from npm packages, zero copy proven by native addresses, sharing and disposal,
 // run modes, cancellation and timeouts.
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync, mkdirSync, copyFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -12,6 +13,7 @@ import * as ort from "onnxruntime-node";
 import { ADDRESSES, Axon, InputError, MlosError, Runtime, Tensor, TensorPool, seedDemoModels, type Model, type NativeAddresses } from "mlos";
 import { loadNative, ortLoadError, tryLoadOrt } from "../bindings/native.js";
 import { EMBEDDER, mulberry32 } from "../src/tools/make-demo-models.js";
+import { OnnxModelBuilder } from "../src/tools/onnx-builder.js";
 
 const fetchScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "scripts", "fetch-test-models.js");
 const { fetchTestModels } = (await import(pathToFileURL(fetchScript).href)) as { fetchTestModels: () => { files: Record<string, string> } };
@@ -385,6 +387,46 @@ describe("load and infer", { skip }, () => {
     const ms = performance.now() - started;
     clearInterval(timer);
     assert.ok(ticks >= Math.min(5, ms / 10), `the event loop ticked ${ticks} times during a ${ms.toFixed(0)} ms run`);
+  });
+
+  it("feeds and fetches string tensors", async () => {
+    const m = new OnnxModelBuilder({ opset: 17 });
+    m.input("text", "string", ["n"]);
+    m.node("Identity", ["text"], ["same"]);
+    m.node("StringNormalizer", ["text"], ["upper"], { case_change_action: "UPPER", locale: "C" });
+    m.output("same", "string", ["n"]);
+    m.output("upper", "string", ["n"]);
+    const file = path.join(mkdtempSync(path.join(tmpdir(), "mlos-strings-")), "strings.onnx");
+    writeFileSync(file, m.toBytes());
+    await using model = await runtime.load(file, THREADS);
+    assert.deepEqual(model.inputs, [{ name: "text", dtype: "string", shape: ["n"] }]);
+    const words = ["zero-copy", "", "ünïcode ✓", "mlos"];
+    const out = await model.infer({ text: Tensor.string([4], words) });
+    assert.deepEqual(out.same!.data, words);
+    assert.deepEqual(out.upper!.data, ["ZERO-COPY", "", "üNïCODE ✓", "MLOS"], "the C locale upper-cases ASCII only");
+    assert.deepEqual(out.upper!.shape, [4]);
+    await assert.rejects(model.infer({ text: Tensor.float32([4]) }), isCode("INPUT_DTYPE"));
+  });
+
+  it("leaves no shared-memory segment behind when the process exits, normally or by an uncaught error", () => {
+    const mlp = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "demo-models", "mlp");
+    for (const ending of ["normally", "uncaught"]) {
+      const code = [
+        'import { load, Tensor, getDefaultPool } from "mlos";',
+        `const model = await load(${JSON.stringify(mlp)});`,
+        "const { y } = await model.infer({ x: Tensor.float32([2, 4]) });",
+        "const pool = getDefaultPool();",
+        'if (!pool.owns(y.data)) throw new Error("the output is not in the default pool");',
+        "console.log(pool.name);",
+        ending === "uncaught" ? 'setTimeout(() => { throw new Error("boom"); });' : "",
+      ].join("\n");
+      const r = spawnSync(process.execPath, ["--input-type=module", "-e", code], { cwd: path.join(path.dirname(fileURLToPath(import.meta.url)), "..", ".."), encoding: "utf8" });
+      const name = r.stdout.trim();
+      assert.match(name, /^\/mlos-\d+-\d+$/, `the child printed its pool (${r.stderr})`);
+      assert.equal(r.status, ending === "uncaught" ? 1 : 0, r.stderr);
+      if (ending === "uncaught") assert.match(r.stderr, /boom/);
+      assert.equal(existsSync(path.join("/dev/shm", name)), false, `${name} is gone after the child exited ${ending}`);
+    }
   });
 
   it("loads models by the library's own entry points", async () => {

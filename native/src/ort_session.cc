@@ -276,10 +276,13 @@ struct TensorArg {
   void* data = nullptr;
   size_t bytes = 0;
   Napi::Object dataObject;
+  std::vector<std::string> strings;  // string tensors: the elements, copied out of JS
 };
 
+// `allowStrings`: string tensors (data: an array of strings) are accepted for inputs, which ORT
+// copies into a tensor of its own (FillStringTensor); preallocated outputs must be numeric.
 TensorArg ParseTensor(Napi::Env env, Napi::Value v, const std::string& what,
-                      const IoMeta& meta) {
+                      const IoMeta& meta, bool allowStrings = false) {
   MLOS_REQUIRE_TYPE(v.IsObject(), env, what + " must be an object { dtype, shape, data }");
   Napi::Object o = v.As<Napi::Object>();
   TensorArg t;
@@ -288,8 +291,8 @@ TensorArg ParseTensor(Napi::Env env, Napi::Value v, const std::string& what,
   const std::string dtName = dt.As<Napi::String>().Utf8Value();
   t.dtype = OrtDtypeByName(dtName);
   MLOS_REQUIRE_TYPE(t.dtype != nullptr, env, what + ": unknown dtype \"" + dtName + "\"");
-  MLOS_REQUIRE_TYPE(t.dtype->bits != 0, env,
-                    what + ": dtype \"" + dtName + "\" is not supported (no string tensors)");
+  MLOS_REQUIRE_TYPE(t.dtype->bits != 0 || allowStrings, env,
+                    what + ": dtype \"" + dtName + "\" cannot be preallocated");
   if (meta.dtype != nullptr) {
     MLOS_REQUIRE_TYPE(meta.dtype == t.dtype, env,
                       what + ": the model expects dtype " + meta.dtype->name + ", got " + dtName);
@@ -313,6 +316,21 @@ TensorArg ParseTensor(Napi::Env env, Napi::Value v, const std::string& what,
   }
   MLOS_REQUIRE_RANGE(!overflow, env, what + ": the shape has too many elements");
   Napi::Value data = o.Get("data");
+  if (t.dtype->bits == 0) {
+    MLOS_REQUIRE_TYPE(data.IsArray(), env, what + ": a string tensor's data must be an array of strings");
+    Napi::Array arr = data.As<Napi::Array>();
+    MLOS_REQUIRE_TYPE(arr.Length() == elements, env,
+                      what + ": data has " + std::to_string(arr.Length()) + " strings, the shape needs " +
+                          std::to_string(elements));
+    t.strings.reserve(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); ++i) {
+      Napi::Value e = arr.Get(i);
+      MLOS_REQUIRE_TYPE(e.IsString(), env, what + ": data[" + std::to_string(i) + "] is not a string");
+      t.strings.push_back(e.As<Napi::String>().Utf8Value());
+    }
+    t.dataObject = arr;
+    return t;
+  }
   MLOS_REQUIRE_TYPE(data.IsArrayBuffer() || data.IsTypedArray() || data.IsDataView(), env,
                     what + ": data must be an ArrayBuffer, a typed array or a DataView");
   uint8_t* ptr = nullptr;
@@ -394,8 +412,24 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
                       "unknown input \"" + name + "\"; the model's inputs are: " +
                           OrtSessionState::Names(state->inputs));
     const IoMeta& meta = state->inputs[idx];
-    TensorArg t = ParseTensor(env, feeds.Get(name), "input \"" + name + "\"", meta);
+    TensorArg t = ParseTensor(env, feeds.Get(name), "input \"" + name + "\"", meta, true);
     OrtValue* value = nullptr;
+    if (t.dtype->bits == 0) {
+      // Strings have no shared layout with JS: ORT keeps its own copy.
+      OrtAllocator* alloc = nullptr;
+      ThrowIfOrtError(env, api, api->GetAllocatorWithDefaultOptions(&alloc), "GetAllocatorWithDefaultOptions");
+      ThrowIfOrtError(env, api,
+                      api->CreateTensorAsOrtValue(alloc, t.shape.data(), t.shape.size(), t.dtype->type, &value),
+                      "CreateTensorAsOrtValue");
+      plan->inputs.push_back(value);  // released with the plan, also if filling fails
+      std::vector<const char*> cstrs;
+      cstrs.reserve(t.strings.size());
+      for (const auto& str : t.strings) cstrs.push_back(str.c_str());
+      ThrowIfOrtError(env, api, api->FillStringTensor(value, cstrs.data(), cstrs.size()), "FillStringTensor");
+      plan->inputNames.push_back(meta.name.c_str());
+      keep->push_back(t.dataObject);
+      continue;
+    }
     ThrowIfOrtError(env, api,
                     api->CreateTensorWithDataAsOrtValue(state->rt->cpuMemory, t.data, t.bytes,
                                                         t.shape.data(), t.shape.size(),
@@ -607,7 +641,7 @@ Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::V
     ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
     ThrowIfOrtError(env, api, api->GetTensorElementType(info.p, &et), "GetTensorElementType");
     const OrtDtypeInfo* dtype = OrtDtypeByType(et);
-    MLOS_REQUIRE(dtype != nullptr && dtype->bits != 0, env, "ORT_FAIL",
+    MLOS_REQUIRE(dtype != nullptr, env, "ORT_FAIL",
                  std::string("output \"") + name + "\" has an unsupported element type " +
                      std::to_string(static_cast<int>(et)));
     size_t rank = 0;
@@ -617,6 +651,29 @@ Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::V
     size_t elements = 0;
     ThrowIfOrtError(env, api, api->GetTensorShapeElementCount(info.p, &elements),
                     "GetTensorShapeElementCount");
+    if (dtype->bits == 0) {
+      // A string output: its elements become a JS array of strings (the one copy strings need).
+      size_t total = 0;
+      ThrowIfOrtError(env, api, api->GetStringTensorDataLength(value, &total), "GetStringTensorDataLength");
+      std::vector<char> chars(total + 1);
+      std::vector<size_t> offsets(elements + 1);
+      if (elements > 0) {
+        ThrowIfOrtError(env, api,
+                        api->GetStringTensorContent(value, chars.data(), total, offsets.data(), elements),
+                        "GetStringTensorContent");
+      }
+      offsets[elements] = total;
+      Napi::Array strings = Napi::Array::New(env, elements);
+      for (size_t e = 0; e < elements; ++e) {
+        strings.Set(static_cast<uint32_t>(e),
+                    Napi::String::New(env, chars.data() + offsets[e], offsets[e + 1] - offsets[e]));
+      }
+      o.Set("dtype", dtype->name);
+      o.Set("shape", ShapeToJs(env, shape));
+      o.Set("data", strings);
+      result.Set(name, o);
+      continue;
+    }
     const size_t bytes = static_cast<size_t>(OrtDtypeBytes(*dtype, elements));
     void* data = nullptr;
     ThrowIfOrtError(env, api, api->GetTensorMutableData(value, &data), "GetTensorMutableData");
