@@ -5,6 +5,10 @@
 //                                           unit tests in build/native-tests/*_test
 //   node scripts/build-native.js --debug    the same, Debug (build/Debug/mlos_native.node)
 //   node scripts/build-native.js --sanitize unit tests with ASan + UBSan (the addon is unchanged)
+//   node scripts/build-native.js --sanitize-tree
+//                                           the unit tests with ASan + UBSan in a tree of their own,
+//                                           build/asan/native-tests/ (no addon), beside the regular
+//                                           ones; `npm test` runs both
 //   node scripts/build-native.js --no-tests skip the unit tests
 //   node scripts/build-native.js --gyp      node-gyp instead, built in build/gyp/ (so cmake-js's
 //                                           build/ is left alone): build/gyp/build/Release/mlos_native.node
@@ -199,10 +203,22 @@ function buildGyp() {
   console.log(`mlos: built ${path.relative(root, out)} with node-gyp`);
 }
 
+/** The C++ unit tests alone, sanitized, in build/asan (plain cmake: no addon, no ORT). */
+function buildSanitizeTree() {
+  const dir = path.join(root, "build", "asan");
+  const configure = spawnSync("cmake", ["-S", path.join(root, "native"), "-B", dir, "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DMLOS_SANITIZE=ON", "-DMLOS_NATIVE_TESTS=ON"], { stdio: "inherit" });
+  if (configure.status !== 0) fail(`cmake configure of ${dir} exited with ${configure.status ?? configure.signal}`);
+  const build = spawnSync("cmake", ["--build", dir, "-j", String(jobs)], { stdio: "inherit" });
+  if (build.status !== 0) fail(`cmake --build ${dir} exited with ${build.status ?? build.signal}`);
+  console.log(`mlos: built the sanitized C++ tests in ${path.relative(root, dir)}/native-tests`);
+}
+
 if (process.env.MLOS_SKIP_NATIVE === "1") {
   console.log("mlos: MLOS_SKIP_NATIVE=1, native build skipped");
 } else if (args.has("--gyp")) {
   buildGyp();
+} else if (args.has("--sanitize-tree")) {
+  buildSanitizeTree();
 } else {
   await buildCmake();
 }
