@@ -181,6 +181,11 @@ export interface NativeOrtRunOptions {
   tag?: string;
 }
 
+/** An opaque run prepared by NativeOrtSession.bind (a type-tagged napi External). */
+export interface NativeOrtBoundRun {
+  readonly __brand: "NativeOrtBoundRun";
+}
+
 /** An ONNX Runtime inference session (native/src/ort_session.h). */
 export interface NativeOrtSession {
   readonly path: string;
@@ -205,6 +210,18 @@ export interface NativeOrtSession {
     preallocatedOutputs?: Record<string, NativeOrtTensorArg> | null,
     options?: NativeOrtRunOptions,
   ): NativeOrtResult;
+  /**
+   * Prepares a run once: OrtValues over the feeds' and the preallocated outputs' buffers (every
+   * output in `outputNames` must be preallocated; no string inputs). The buffers stay referenced
+   * while the bound run lives. The caller must not reuse it once a buffer was freed.
+   */
+  bind(
+    feeds: Record<string, NativeOrtTensorArg>,
+    outputNames: readonly string[],
+    preallocatedOutputs: Record<string, NativeOrtTensorArg>,
+  ): NativeOrtBoundRun;
+  /** Session::Run on a bound run's buffers, on this thread; returns how long it took (µs). */
+  runBound(bound: NativeOrtBoundRun): number;
   /** Asks every run created and not finished (queued ones too), or those tagged `tag`, to stop; returns how many. */
   terminate(tag?: string): number;
   /** Releases the session once the runs in flight are done; later calls throw CLOSED. */

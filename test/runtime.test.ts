@@ -277,6 +277,29 @@ describe("load and infer", { skip }, () => {
     assert.equal(pool.stats().live, before - 1, "disposing the output returns its slice");
   });
 
+  it("reruns the same pool tensors through a bound run with the same results as fresh calls", async () => {
+    const pool = new TensorPool({ size: 1 << 20 });
+    await using bound = await runtime.load("demo/mlp@1", { ...THREADS, runMode: "inline", pool });
+    await using fresh = await runtime.load("demo/mlp@1", { ...THREADS, runMode: "async" });
+    const x = pool.tensor("float32", [2, 4]);
+    const y = pool.tensor("float32", [2, 3]);
+    for (let i = 0; i < 20; i++) {
+      (x.data as Float32Array).set(randomFloats(8, 500 + i)); // new data in the same slice
+      const out = await bound.infer({ x }, { outputs: { y } });
+      assert.equal(out.y, y);
+      const expected = await fresh.infer({ x: Tensor.float32([2, 4], Float32Array.from(x.data as Float32Array)) });
+      assert.deepEqual([...y.data], [...expected.y!.data as Float32Array], `call ${i}`);
+    }
+    // A disposed tensor's slice is never run over again: the call is rejected, not executed.
+    x.dispose();
+    await assert.rejects(bound.infer({ x }, { outputs: { y } }), isCode("INPUT_INVALID"));
+    const x2 = pool.tensor("float32", [2, 4]);
+    (x2.data as Float32Array).set(randomFloats(8, 9));
+    const again = await bound.infer({ x: x2 }, { outputs: { y } });
+    const expected = await fresh.infer({ x: Tensor.float32([2, 4], Float32Array.from(x2.data as Float32Array)) });
+    assert.deepEqual([...again.y!.data as Float32Array], [...expected.y!.data as Float32Array]);
+  });
+
   it("shares one loaded model between handles and unloads it with the last", async () => {
     const rt = new Runtime({ axon });
     const a = await rt.load("demo/mlp@1.0.0", THREADS);

@@ -783,6 +783,8 @@ void OrtSessionWrap::Init(Napi::Env env, Napi::Object exports, AddonData* data) 
   ctor.Get("prototype").As<Napi::Object>().DefineProperties({
       method("run", Checked<&OrtSessionWrap::Run>),
       method("runSync", Checked<&OrtSessionWrap::RunSync>),
+      method("bind", Checked<&OrtSessionWrap::Bind>),
+      method("runBound", Checked<&OrtSessionWrap::RunBound>),
       method("terminate", Checked<&OrtSessionWrap::Terminate>),
       method("release", Checked<&OrtSessionWrap::Release>),
       method("isReleased", Checked<&OrtSessionWrap::IsReleased>),
@@ -915,6 +917,59 @@ Napi::Value OrtSessionWrap::RunSync(const Napi::CallbackInfo& info) {
   ExecutePlan(*plan);
   if (!plan->error.empty()) MLOS_THROW_CODE(env, plan->errorCode, plan->error);
   return BuildResult(env, *plan, std::vector<Napi::Value>(keep.begin(), keep.end()));
+}
+
+namespace {
+
+constexpr napi_type_tag kBoundRunTag = {0x6d6c6f73'626e6472ULL, 0x5c0e2a91'77d3b4e6ULL};
+
+// A run prepared once and executed many times (bind / runBound): the input and output OrtValues
+// over the caller's buffers are created once, and every output is preallocated, so a run is
+// Session::Run and nothing else: no allocation, no result object. For microsecond models called
+// again and again with the same pool tensors, that is most of the per-call cost.
+struct BoundRun {
+  std::unique_ptr<RunPlan> plan;
+  std::vector<Napi::ObjectReference> keep;  // the buffers the OrtValues point into stay alive
+};
+
+}  // namespace
+
+// bind(feeds, outputNames, preallocatedOutputs) -> an opaque bound run for runBound().
+Napi::Value OrtSessionWrap::Bind(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<Napi::Object> keep;
+  std::unique_ptr<RunPlan> plan = BuildPlan(info, Open(env), &keep, true);
+  for (size_t i = 0; i < plan->outputs.size(); ++i) {
+    MLOS_REQUIRE_TYPE(plan->prealloc[i] >= 0, env,
+                      std::string("bind: output \"") + plan->outputNames[i] + "\" must be preallocated");
+  }
+  for (OrtValue* v : plan->inputs) {
+    ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    OwnedShapeInfo si;
+    ThrowIfOrtError(env, plan->state->rt->api, plan->state->rt->api->GetTensorTypeAndShape(v, &si.p), "GetTensorTypeAndShape");
+    ThrowIfOrtError(env, plan->state->rt->api, plan->state->rt->api->GetTensorElementType(si.p, &et), "GetTensorElementType");
+    MLOS_REQUIRE_TYPE(et != ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING, env, "bind: string inputs cannot be bound");
+  }
+  auto* bound = new BoundRun{std::move(plan), {}};
+  for (const auto& o : keep) bound->keep.push_back(Napi::Persistent(o));
+  Napi::External<BoundRun> ext =
+      Napi::External<BoundRun>::New(env, bound, [](Napi::Env, BoundRun* b) { delete b; });
+  ext.TypeTag(&kBoundRunTag);
+  return ext;
+}
+
+// runBound(bound) -> runMicros: Session::Run on the bound buffers, on this thread.
+Napi::Value OrtSessionWrap::RunBound(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<OrtSessionState> st = Open(env);
+  MLOS_REQUIRE_TYPE(info[0].IsExternal() && info[0].As<Napi::Object>().CheckTypeTag(&kBoundRunTag), env,
+                    "runBound(bound): bound must come from bind()");
+  BoundRun* bound = info[0].As<Napi::External<BoundRun>>().Data();
+  MLOS_REQUIRE_TYPE(bound->plan->state == st, env, "runBound(bound): bound belongs to another session");
+  bound->plan->error.clear();
+  ExecutePlan(*bound->plan);
+  if (!bound->plan->error.empty()) MLOS_THROW_CODE(env, bound->plan->errorCode, bound->plan->error);
+  return Napi::Number::New(env, bound->plan->runMicros);
 }
 
 // terminate(tag?): every run in flight, or only those whose runOptions.tag is `tag`.

@@ -8,6 +8,9 @@
 //   .run(feeds, outputNames?, preallocatedOutputs?, runOptions?) -> Promise<outputs>
 //                             Session::Run on a libuv worker thread; many may be in flight
 //   .runSync(feeds, outputNames?, preallocatedOutputs?, runOptions?) -> outputs   on this thread
+//   .bind(feeds, outputNames, preallocatedOutputs) -> bound    a run prepared once (all outputs
+//                             preallocated): its OrtValues over the buffers are made once
+//   .runBound(bound) -> runMicros   Session::Run on a bound run's buffers, on this thread
 //   .terminate(tag?)          asks every run in flight (or those with runOptions.tag == tag) to
 //                             stop (they reject with ORT_TERMINATED)
 //   OrtSession.open(modelPath, options?) -> Promise<OrtSession>   CreateSession on a worker thread
@@ -51,6 +54,8 @@ class OrtSessionWrap : public Napi::ObjectWrap<OrtSessionWrap> {
 
   Napi::Value Run(const Napi::CallbackInfo& info);
   Napi::Value RunSync(const Napi::CallbackInfo& info);
+  Napi::Value Bind(const Napi::CallbackInfo& info);
+  Napi::Value RunBound(const Napi::CallbackInfo& info);
   Napi::Value Terminate(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
   Napi::Value IsReleased(const Napi::CallbackInfo& info);

@@ -7,7 +7,7 @@
  * tensor pool, and the others are returned over ONNX Runtime's own buffers.
  */
 import { stat } from "node:fs/promises";
-import { loadOrt, ortLoadError, tryLoadOrt, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
+import { loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
 import { MlosError } from "../../core/errors.js";
 import type { LoadedModel, ModelSource, Plugin, PluginAvailability, PluginLoadOptions, RunRequest, RunResult } from "../../core/plugin.js";
 import { concreteShape, mergeSignature, type Signature, type TensorInfo } from "../../core/signature.js";
@@ -34,6 +34,17 @@ function frameworkInfo(io: NativeOrtIoInfo, where: string): TensorInfo {
 
 let runTags = 0;
 
+/** Bound runs are kept only for small tensors: a binding holds its buffers alive. */
+const BIND_MAX_BYTES = 64 * 1024;
+
+/** A run prepared once (NativeOrtSession.bind) for the same input and output tensors. */
+interface Bound {
+  readonly run: NativeOrtBoundRun | undefined;
+  readonly inputs: readonly Tensor[];
+  readonly outputNames: readonly string[];
+  readonly outputs: readonly Tensor[];
+}
+
 class OrtLoadedModel implements LoadedModel {
   readonly signature: Signature;
   readonly memoryBytes: number;
@@ -43,6 +54,9 @@ class OrtLoadedModel implements LoadedModel {
   readonly #outputInfo = new Map<string, TensorInfo>();
   /** Outputs whose preallocation ONNX Runtime refused once (their declared shape was wrong). */
   readonly #noPrealloc = new Set<string>();
+  readonly #inputNames: readonly string[];
+  /** The last inline call's tensors with every output given, and its binding once they repeat. */
+  #bound: Bound | undefined;
 
   constructor(session: NativeOrtSession, signature: Signature, memoryBytes: number, options: PluginLoadOptions) {
     this.#session = session;
@@ -51,9 +65,18 @@ class OrtLoadedModel implements LoadedModel {
     this.#pool = options.pool;
     this.#policy = new RunPolicy(options.runMode ?? "auto");
     for (const o of signature.outputs) this.#outputInfo.set(o.name, o);
+    this.#inputNames = signature.inputs.map((i) => i.name);
   }
 
   run(req: RunRequest): Promise<RunResult> {
+    if (this.#policy.inline && !req.signal && req.timeoutMs === undefined && !req.debugAddresses && req.outputs.every((n) => req.preallocated[n] !== undefined)) {
+      try {
+        const out = this.#runBound(req);
+        if (out) return Promise.resolve(out);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
     let pre: Record<string, Tensor> = req.preallocated;
     let allocated: Tensor[] | undefined;
     for (const name of req.outputs) {
@@ -99,6 +122,46 @@ class OrtLoadedModel implements LoadedModel {
       else kept[k] = v;
     }
     return this.#runAsync(req, kept);
+  }
+
+  /**
+   * The same tensors again (a caller looping over pool tensors): run the bound plan, which costs
+   * Session::Run and nothing else. The first call with new tensors only remembers them; the second
+   * binds them. Returns undefined when the call is not eligible.
+   */
+  #runBound(req: RunRequest): RunResult | undefined {
+    const inputs = this.#inputNames.map((n) => req.inputs[n]!);
+    const outputs = req.outputs.map((n) => req.preallocated[n]!);
+    const last = this.#bound;
+    const same =
+      last !== undefined &&
+      last.outputNames.length === req.outputs.length &&
+      last.inputs.every((t, i) => t === inputs[i]) &&
+      last.outputs.every((t, i) => t === outputs[i] && last.outputNames[i] === req.outputs[i]);
+    if (!same || !last.run) {
+      let bytes = 0;
+      for (const t of inputs) bytes += t.dtype === "string" ? Infinity : t.byteLength;
+      for (const t of outputs) bytes += t.byteLength;
+      if (bytes > BIND_MAX_BYTES) return undefined;
+      if (!same) {
+        this.#bound = { run: undefined, inputs, outputNames: req.outputs, outputs };
+        return undefined;
+      }
+      this.#bound = { run: this.#session.bind(req.inputs as never, req.outputs, req.preallocated as never), inputs, outputNames: req.outputs, outputs };
+    }
+    // A disposed tensor's memory went back to its pool: never run over it.
+    for (const t of this.#bound!.inputs) if (t.disposed) return (this.#bound = undefined);
+    for (const t of this.#bound!.outputs) if (t.disposed) return (this.#bound = undefined);
+    let micros: number;
+    try {
+      micros = this.#session.runBound(this.#bound!.run!);
+    } catch (e) {
+      throw runError(e, undefined, undefined);
+    }
+    this.#policy.recordInline(micros);
+    const out: RunResult = {};
+    for (let i = 0; i < outputs.length; i++) out[req.outputs[i]!] = outputs[i]!;
+    return out;
   }
 
   #runInline(req: RunRequest, pre: Record<string, Tensor>): RunResult {
@@ -149,6 +212,7 @@ class OrtLoadedModel implements LoadedModel {
   }
 
   async unload(): Promise<void> {
+    this.#bound = undefined;
     this.#session.release();
   }
 
