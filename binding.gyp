@@ -1,4 +1,6 @@
 # node-gyp build of the mlos CPU core (the shared-memory pool) as build/Release/mlos_native.node.
+# The CUDA allocators are compiled here without CUDA (no MLOS_WITH_CUDA): cudaInfo() reports
+# "compiled without CUDA" and their constructors throw CUDA_UNAVAILABLE; cmake-js builds them with it.
 # The main build is cmake-js (native/CMakeLists.txt, run by `npm install`); this file keeps the
 # same core building for node-gyp users. `npm run build:gyp` builds it in build/gyp/ so that it
 # does not replace cmake-js's build/; a plain `npx node-gyp rebuild` here builds into build/.
@@ -14,7 +16,9 @@
       "sources": [
         "<(mlos_root)/native/src/addon.cc",
         "<(mlos_root)/native/src/shm_pool_binding.cc",
-        "<(mlos_root)/native/src/shm_pool.cc"
+        "<(mlos_root)/native/src/shm_pool.cc",
+        "<(mlos_root)/native/src/cuda_alloc_binding.cc",
+        "<(mlos_root)/native/src/cuda_alloc.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

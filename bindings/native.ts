@@ -17,7 +17,10 @@ export type NativeErrorCode =
   | "ORT_FAIL"
   | "ORT_UNAVAILABLE"
   | "ORT_TERMINATED"
-  | "ORT_TIMEOUT";
+  | "ORT_TIMEOUT"
+  | "CUDA_UNAVAILABLE"
+  | "CUDA_FAIL"
+  | "CUDA_OOM";
 
 /**
  * The class of coded errors thrown by the addon (handed to it at load). Argument errors are
@@ -107,6 +110,134 @@ export interface NativeShmPoolConstructor {
   /** Unlinks /dev/shm/mlos-<pid>-* of processes that no longer exist; returns how many. */
   cleanupStale(): number;
 }
+
+// ---- CUDA allocators (native/src/cuda_alloc.h, cuda_alloc_binding.h) ------------------------------
+
+/** One CUDA device, as cudaInfo() reports it. */
+export interface NativeCudaDeviceInfo {
+  index: number;
+  /** cudaDeviceProp.name, e.g. "NVIDIA H200". */
+  name: string;
+  /** Bytes. */
+  totalMemory: number;
+  /** Bytes free now (cudaMemGetInfo, read on every cudaInfo() call); null when that query failed. */
+  freeMemory: number | null;
+  /** "major.minor", e.g. "9.0". */
+  computeCapability: string;
+}
+
+/** What cudaInfo() returns. Detection runs once per process, on the first call. */
+export interface NativeCudaInfo {
+  /** True when the addon was compiled against the CUDA runtime (a toolkit was found at build time). */
+  compiled: boolean;
+  /** True when compiled, a driver is loaded and at least one device is visible. */
+  available: boolean;
+  /**
+   * Why not available, e.g. "no GPU: cudaGetDeviceCount failed: cudaErrorInsufficientDriver (35): ..."
+   * or "compiled without CUDA: ..."; absent when available. Callers then use the CPU ShmPool.
+   */
+  reason?: string;
+  deviceCount: number;
+  devices: NativeCudaDeviceInfo[];
+  /** cudaRuntimeGetVersion (13000 = 13.0); 0 when not compiled. */
+  runtimeVersion: number;
+  /** cudaDriverGetVersion; 0 when no driver is loaded. */
+  driverVersion: number;
+  /** The CUDA error that made it unavailable (cudaGetErrorName), when there was one. */
+  errorName?: string;
+  errorNumber?: number;
+}
+
+/** Statistics of a caching allocator (all sizes in bytes); see CudaAllocatorStats in cuda_alloc.h. */
+export interface NativeCudaAllocatorStats {
+  /** Size classes of live blocks. */
+  allocatedBytes: number;
+  /** Bytes asked for by live blocks. */
+  requestedBytes: number;
+  /** Free blocks held in the cache. */
+  cachedBytes: number;
+  /** allocatedBytes + cachedBytes: what the allocator holds from CUDA. */
+  reservedBytes: number;
+  peakAllocatedBytes: number;
+  peakReservedBytes: number;
+  liveBlocks: number;
+  cachedBlocks: number;
+  allocCount: number;
+  freeCount: number;
+  /** Allocations served from the cache / that went to cudaMalloc (cudaHostAlloc). */
+  cacheHits: number;
+  cacheMisses: number;
+  /** Successful cudaMalloc / cudaFree (cudaHostAlloc / cudaFreeHost) calls. */
+  backendAllocs: number;
+  backendFrees: number;
+  /** Allocations that failed with CUDA_OOM. */
+  oomCount: number;
+  /** The limit; 0 = none. */
+  limitBytes: number;
+}
+
+export interface NativeCudaAllocatorOptions {
+  /** Most bytes the allocator holds from CUDA (live + cached); past it alloc() throws CUDA_OOM. Default 0: no limit. */
+  limitBytes?: number;
+}
+
+/**
+ * A block of device memory from CudaDeviceAllocator.alloc(): a frozen, type-tagged object (not
+ * constructible from JS). When it is collected without free() its block returns to the cache.
+ */
+export interface NativeCudaDeviceBuffer {
+  /** The device pointer. */
+  readonly address: bigint;
+  /** Bytes asked for. */
+  readonly byteLength: number;
+  /** Bytes reserved: the size class (512 B steps up to 1 MiB, then 2 MiB steps). */
+  readonly size: number;
+  readonly device: number;
+}
+
+/** A caching allocator of one GPU's memory (cudaMalloc/cudaFree). */
+export interface NativeCudaDeviceAllocator {
+  readonly device: number;
+  readonly limitBytes: number;
+  /** A cached block of the request's size class, or a new one; throws CUDA_OOM. */
+  alloc(bytes: number): NativeCudaDeviceBuffer;
+  /** Returns the block to the cache now; RangeError BAD_ARGUMENT when it was freed already. */
+  free(buffer: NativeCudaDeviceBuffer): void;
+  /** Synchronous cudaMemcpy of all of `src` into the block at `offset` (default 0). */
+  copyToDevice(buffer: NativeCudaDeviceBuffer, src: ArrayBuffer | ArrayBufferView, offset?: number): void;
+  /** Synchronous cudaMemcpy from the block at `offset` (default 0) filling all of `dst`. */
+  copyFromDevice(buffer: NativeCudaDeviceBuffer, dst: ArrayBuffer | ArrayBufferView, offset?: number): void;
+  /** cudaFree of every cached block; returns the bytes given back. */
+  emptyCache(): number;
+  stats(): NativeCudaAllocatorStats;
+}
+
+export interface NativeCudaDeviceAllocatorConstructor {
+  /** Throws NativeError CUDA_UNAVAILABLE (the message says why) where there is no GPU. */
+  new (device?: number, options?: NativeCudaAllocatorOptions): NativeCudaDeviceAllocator;
+  readonly prototype: NativeCudaDeviceAllocator;
+  /** The size class of a request (0 for 0); works without a GPU. */
+  roundSize(bytes: number): number;
+}
+
+/** A caching allocator of pinned (page-locked, cudaHostAlloc) host memory. */
+export interface NativePinnedHostAllocator {
+  readonly limitBytes: number;
+  /** An ArrayBuffer of `bytes` over pinned memory (zero copy); its finaliser returns the block to the cache. */
+  alloc(bytes: number): ArrayBuffer;
+  /** Returns the block behind an ArrayBuffer from alloc() now, and detaches the buffer. */
+  free(buffer: ArrayBuffer | ArrayBufferView): void;
+  /** cudaFreeHost of every cached block; returns the bytes given back. */
+  emptyCache(): number;
+  stats(): NativeCudaAllocatorStats;
+}
+
+export interface NativePinnedHostAllocatorConstructor {
+  /** Throws NativeError CUDA_UNAVAILABLE where there is no GPU: use a ShmPool (CPU memory) instead. */
+  new (options?: NativeCudaAllocatorOptions): NativePinnedHostAllocator;
+  readonly prototype: NativePinnedHostAllocator;
+}
+// ---- end of CUDA allocators ------------------------------------------------------------------------
 
 /** ONNX element type names (ONNX's TensorProto types, as onnxruntime-node spells them). */
 export type NativeOrtDtype =
@@ -250,6 +381,11 @@ export interface NativeOrtInfo {
 /** The whole native surface (native/src/addon.cc). */
 export interface NativeAddon {
   ShmPool: NativeShmPoolConstructor;
+  /** CUDA detection; present in every build (see NativeCudaInfo.compiled). */
+  cudaInfo(): NativeCudaInfo;
+  /** Present in every build; constructing throws CUDA_UNAVAILABLE without a GPU. */
+  CudaDeviceAllocator: NativeCudaDeviceAllocatorConstructor;
+  PinnedHostAllocator: NativePinnedHostAllocatorConstructor;
   /** True when the addon was built with ONNX Runtime sessions (MLOS_WITH_ORT). */
   readonly ortCompiled: boolean;
   /** Present when ortCompiled. */

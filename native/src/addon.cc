@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "addon.h"
+#include "cuda_alloc_binding.h"
 #include "errors.h"
 #include "shm_pool.h"
 #include "shm_pool_binding.h"
@@ -37,6 +38,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.AddCleanupHook(CleanupEnv, data);
 
   ShmPoolWrap::Init(env, exports, data);
+  InitCudaAlloc(env, exports);  // cudaInfo, CudaDeviceAllocator, PinnedHostAllocator (every build)
 #ifdef MLOS_WITH_ORT
   OrtSessionWrap::Init(env, exports, data);
   exports.Set("ortCompiled", Napi::Boolean::New(env, true));
