@@ -18,6 +18,9 @@ export type MlosErrorCode =
   | "MODEL_NOT_FOUND" // a path or reference that names no model
   | "MODEL_INVALID" // a model folder that cannot be loaded (no entrypoint, bad manifest ...)
   | "MODEL_DISPOSED" // infer on a disposed model
+  | "MODEL_EXISTS" // a served name (and version) that another model holds
+  | "MODEL_NOT_READY" // a registered model that is loading, unloaded or failed
+  | "QUEUE_FULL" // the model's request queue is at its maximum depth
   | "PLUGIN_NOT_FOUND" // no plugin serves the model's framework/format
   | "PLUGIN_UNAVAILABLE" // the plugin exists but cannot run here (native part missing ...)
   | "RUN_FAILED" // the framework failed while running the model

@@ -1,0 +1,248 @@
+/**
+ * The server's model table: models registered by Axon reference or by path, under a served name
+ * (`model_id`), with versions side by side (`name` resolves to the highest, `name@1.2.0` to that
+ * one), each with a state: registering -> loading -> ready, unloading, or failed (with its error).
+ * A registered model can be unloaded and loaded again (KServe's repository load/unload) without
+ * losing its registration.
+ */
+import path from "node:path";
+import semver from "semver";
+import { parseReference } from "../axon/reference.js";
+import { MlosError } from "./errors.js";
+import type { Model } from "./model.js";
+import type { LoadOptions, Runtime } from "./runtime.js";
+
+export type ModelState = "registering" | "loading" | "ready" | "unloading" | "unloaded" | "failed";
+
+export interface RegisterSpec {
+  /** The served name; default: the reference's NAME, or the folder's / file's name. */
+  id?: string;
+  /** An Axon reference or a path. */
+  target: string;
+  /** Force a plugin by id. */
+  plugin?: string;
+  /** Accepted for the seed's API; the plugin is chosen from the manifest or the format. */
+  framework?: string;
+  load?: LoadOptions;
+}
+
+export interface ModelEntry {
+  readonly name: string;
+  /** The model's version (its manifest's, or "1" for a bare file). */
+  version: string;
+  readonly target: string;
+  readonly spec: RegisterSpec;
+  state: ModelState;
+  error: string | undefined;
+  model: Model | undefined;
+  readonly registeredAt: Date;
+  lastUsed: Date | undefined;
+  /** Requests admitted and not answered yet (queued or running). */
+  pending: number;
+}
+
+/** The public view of an entry (`GET /api/v1/models`, `axon ps`). */
+export interface ModelSummary {
+  id: string;
+  name: string;
+  version: string;
+  state: ModelState;
+  error?: string;
+  target: string;
+  reference?: string;
+  plugin?: string;
+  path?: string;
+  memoryBytes?: number;
+  registeredAt: string;
+  lastUsed?: string;
+  pending: number;
+  inputs?: unknown;
+  outputs?: unknown;
+  details?: Record<string, unknown>;
+}
+
+/** The served name a target gets when none is given: the reference's NAME, or the path's base name. */
+export function defaultModelName(target: string): string {
+  if (target.startsWith("/") || target.startsWith(".")) return path.basename(target, path.extname(target));
+  try {
+    const ref = parseReference(target);
+    if (ref.kind === "path") return path.basename(ref.path, path.extname(ref.path));
+    return ref.name;
+  } catch {
+    return path.basename(target, path.extname(target));
+  }
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export class ModelTable {
+  readonly #runtime: Runtime;
+  readonly #models = new Map<string, Map<string, ModelEntry>>();
+
+  constructor(runtime: Runtime) {
+    this.#runtime = runtime;
+  }
+
+  /**
+   * Registers and loads a model. A name that is taken by another target is MODEL_EXISTS; the same
+   * target registered again under its name returns the existing entry (idempotent).
+   */
+  async register(spec: RegisterSpec): Promise<ModelEntry> {
+    if (typeof spec.target !== "string" || spec.target.length === 0) throw new MlosError("MODEL_NOT_FOUND", "register: give a model reference or path");
+    const name = spec.id ?? defaultModelName(spec.target);
+    if (!NAME.test(name)) throw new MlosError("MODEL_INVALID", `model name ${JSON.stringify(name)} must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    const versions = this.#models.get(name);
+    for (const e of versions?.values() ?? []) {
+      if (e.target === spec.target && e.state !== "failed") return e;
+      if (e.target !== spec.target && e.state === "registering") {
+        throw new MlosError("MODEL_EXISTS", `model "${name}" is being registered from ${e.target}`, { name });
+      }
+    }
+    const entry: ModelEntry = { name, version: "?", target: spec.target, spec, state: "registering", error: undefined, model: undefined, registeredAt: new Date(), lastUsed: undefined, pending: 0 };
+    const pendingKey = `registering:${spec.target}`;
+    const table = versions ?? new Map<string, ModelEntry>();
+    table.set(pendingKey, entry);
+    this.#models.set(name, table);
+    try {
+      entry.state = "loading";
+      const model = await this.#runtime.load(spec.target, { ...spec.load, plugin: spec.plugin ?? spec.load?.plugin });
+      const version = model.manifest?.metadata.version ?? "1";
+      const existing = table.get(version);
+      if (existing && existing.target !== spec.target && existing.state !== "failed") {
+        await model.dispose();
+        throw new MlosError("MODEL_EXISTS", `model "${name}" version ${version} is already registered from ${existing.target}; unregister it first or register under another model_id`, { name, version });
+      }
+      entry.version = version;
+      entry.model = model;
+      entry.state = "ready";
+      table.delete(pendingKey);
+      if (existing) await this.#dispose(existing);
+      table.set(version, entry);
+      return entry;
+    } catch (e) {
+      table.delete(pendingKey);
+      if (table.size === 0) this.#models.delete(name);
+      throw e;
+    }
+  }
+
+  /** The entry `name` or `name@version` names (highest version when none is given); MODEL_NOT_FOUND otherwise. */
+  get(name: string, version?: string): ModelEntry {
+    let n = name;
+    let v = version;
+    if (v === undefined && name.includes("@")) [n, v] = [name.slice(0, name.lastIndexOf("@")), name.slice(name.lastIndexOf("@") + 1)];
+    const table = this.#models.get(n);
+    if (!table || table.size === 0) throw new MlosError("MODEL_NOT_FOUND", `no model named "${n}" is registered`, { name: n });
+    if (v !== undefined && v !== "") {
+      const e = table.get(v);
+      if (!e) throw new MlosError("MODEL_NOT_FOUND", `model "${n}" has no version ${v} (registered: ${[...table.keys()].filter((k) => !k.startsWith("registering:")).join(", ")})`, { name: n, version: v });
+      return e;
+    }
+    const settled = [...table.values()].filter((e) => e.version !== "?");
+    if (settled.length === 0) return [...table.values()][0]!;
+    return settled.sort((a, b) => compareVersions(b.version, a.version))[0]!;
+  }
+
+  /** Every registered version of every model. */
+  list(): ModelEntry[] {
+    return [...this.#models.values()].flatMap((t) => [...t.values()]);
+  }
+
+  /** Removes a model (every version, or one); disposes what was loaded. Returns what was removed. */
+  async unregister(name: string, version?: string): Promise<ModelEntry[]> {
+    const removed: ModelEntry[] = [];
+    if (version !== undefined || name.includes("@")) {
+      const e = this.get(name, version);
+      this.#models.get(e.name)!.delete(e.version);
+      if (this.#models.get(e.name)!.size === 0) this.#models.delete(e.name);
+      removed.push(e);
+    } else {
+      const table = this.#models.get(name);
+      if (!table) throw new MlosError("MODEL_NOT_FOUND", `no model named "${name}" is registered`, { name });
+      this.#models.delete(name);
+      removed.push(...table.values());
+    }
+    for (const e of removed) await this.#dispose(e);
+    return removed;
+  }
+
+  /** Unloads a model's session(s) but keeps it registered (KServe repository unload). */
+  async unload(name: string, version?: string): Promise<ModelEntry> {
+    const e = this.get(name, version);
+    await this.#dispose(e);
+    e.state = "unloaded";
+    return e;
+  }
+
+  /** Loads a registered model again (KServe repository load); registers it by reference when it is not registered. */
+  async load(name: string, version?: string): Promise<ModelEntry> {
+    let e: ModelEntry;
+    try {
+      e = this.get(name, version);
+    } catch (err) {
+      if ((err as MlosError).code === "MODEL_NOT_FOUND" && version === undefined) return this.register({ target: name });
+      throw err;
+    }
+    if (e.state === "ready") return e;
+    e.state = "loading";
+    try {
+      e.model = await this.#runtime.load(e.target, { ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
+      e.state = "ready";
+      e.error = undefined;
+    } catch (err) {
+      e.state = "failed";
+      e.error = (err as Error).message;
+      throw err;
+    }
+    return e;
+  }
+
+  /** The ready model `name[@version]` serves, for a request; MODEL_NOT_READY when it is not ready. */
+  ready(name: string, version?: string): ModelEntry & { model: Model } {
+    const e = this.get(name, version);
+    if (e.state !== "ready" || !e.model) {
+      throw new MlosError("MODEL_NOT_READY", `model "${e.name}" version ${e.version} is ${e.state}${e.error ? `: ${e.error}` : ""}`, { name: e.name, state: e.state });
+    }
+    return e as ModelEntry & { model: Model };
+  }
+
+  summary(e: ModelEntry): ModelSummary {
+    const m = e.model;
+    return {
+      id: e.name,
+      name: e.name,
+      version: e.version,
+      state: e.state,
+      ...(e.error ? { error: e.error } : {}),
+      target: e.target,
+      ...(m?.reference ? { reference: m.reference } : {}),
+      ...(m ? { plugin: m.plugin, path: m.path, memoryBytes: m.memoryBytes, inputs: m.inputs, outputs: m.outputs, details: m.describe() } : {}),
+      registeredAt: e.registeredAt.toISOString(),
+      ...(e.lastUsed ? { lastUsed: e.lastUsed.toISOString() } : {}),
+      pending: e.pending,
+    };
+  }
+
+  async close(): Promise<void> {
+    for (const e of this.list()) await this.#dispose(e);
+    this.#models.clear();
+  }
+
+  async #dispose(e: ModelEntry): Promise<void> {
+    const m = e.model;
+    if (!m) return;
+    e.state = "unloading";
+    e.model = undefined;
+    await m.dispose();
+    e.state = "unloaded";
+  }
+}
+
+function compareVersions(a: string, b: string): number {
+  const va = semver.valid(a);
+  const vb = semver.valid(b);
+  if (va && vb) return semver.compare(va, vb);
+  if (va) return 1;
+  if (vb) return -1;
+  return a.localeCompare(b, "en", { numeric: true });
+}

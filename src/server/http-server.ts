@@ -1,0 +1,499 @@
+/**
+ * MLOS Core's HTTP front door on uWebSockets.js: the MLOS v1 API (the seed's), KServe v2 / Open
+ * Inference Protocol (JSON tensors and the binary tensor extension, model metadata, health,
+ * repository index/load/unload), `/health` and `/metrics`.
+ *
+ * uWS rules kept here: `onAborted` is attached before anything asynchronous; everything needed from
+ * the request is copied synchronously; body chunks are copied (their memory is reused); responses
+ * are written inside `cork`, and never after the client went away.
+ */
+import { createRequire } from "node:module";
+import type { Model } from "../core/model.js";
+import type { ModelEntry, ModelTable, RegisterSpec } from "../core/model-table.js";
+import type { Runtime } from "../core/runtime.js";
+import type { TensorInfo } from "../core/signature.js";
+import type { DType } from "../tensor/dtype.js";
+import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
+import { Tensor } from "../tensor/tensor.js";
+import { HttpError, toHttpError } from "./http-error.js";
+import { binaryData, datatypeOf, jsonData, tensorFromBinary, tensorFromJson } from "./kserve-codec.js";
+import { ServerMetrics } from "./metrics.js";
+import { loadUws, type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from "./uws.js";
+
+export interface HttpServerOptions {
+  table: ModelTable;
+  runtime: Runtime;
+  /** Default 8080; 0 picks a free port (see `port` on the result). */
+  port?: number;
+  host?: string;
+  pool?: TensorPool;
+  /** Largest request body accepted, in bytes (default 64 MiB); larger ones get 413. */
+  maxBodyBytes?: number;
+  /** Requests admitted per model before 429 (default 1024). */
+  maxQueueDepth?: number;
+  /** When set, every route but health needs `Authorization: Bearer <apiKey>` (or the admin key). */
+  apiKey?: string;
+  /** When set, register/unregister/load/unload/plugins need `Authorization: Bearer <adminKey>`. */
+  adminKey?: string;
+  /** TLS: PEM certificate and key files. */
+  tls?: { certFile: string; keyFile: string; passphrase?: string };
+}
+
+export interface HttpServer {
+  readonly port: number;
+  readonly metrics: ServerMetrics;
+  close(): void;
+}
+
+const VERSION = (createRequire(import.meta.url)("../../../package.json") as { version: string }).version;
+const JSON_TYPE = "application/json";
+
+interface Ctx {
+  aborted: boolean;
+  readonly controller: AbortController;
+  readonly method: string;
+  readonly url: string;
+  readonly headers: Record<string, string>;
+  readonly params: string[];
+}
+
+/** Starts the server; resolves once it listens. */
+export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
+  const uws = loadUws();
+  const { table, runtime } = options;
+  const pool = options.pool ?? getDefaultPool();
+  const maxBody = options.maxBodyBytes ?? 64 * 1024 * 1024;
+  const maxQueue = options.maxQueueDepth ?? 1024;
+  const metrics = new ServerMetrics(table, pool);
+  const app: TemplatedApp = options.tls
+    ? uws.SSLApp({ cert_file_name: options.tls.certFile, key_file_name: options.tls.keyFile, passphrase: options.tls.passphrase })
+    : uws.App();
+
+  type Handler = (ctx: Ctx, body: Buffer | undefined) => Promise<Reply>;
+  interface Reply {
+    status?: number;
+    body?: unknown;
+    /** Pre-encoded body parts (binary tensor responses). */
+    parts?: Uint8Array[];
+    headers?: Record<string, string>;
+    after?: () => void;
+  }
+
+  function authorize(ctx: Ctx, admin: boolean): void {
+    const key = admin ? options.adminKey ?? options.apiKey : options.apiKey;
+    if (!key) return;
+    const auth = ctx.headers.authorization ?? "";
+    const given = auth.startsWith("Bearer ") ? auth.slice(7) : undefined;
+    if (given === undefined) throw new HttpError(401, "UNAUTHORIZED", "this route needs Authorization: Bearer <key>", { "WWW-Authenticate": 'Bearer realm="mlos"' });
+    const ok = given === key || (!admin && options.adminKey !== undefined && given === options.adminKey);
+    if (!ok) throw new HttpError(admin ? 403 : 401, admin ? "FORBIDDEN" : "UNAUTHORIZED", admin ? "this route needs the admin key" : "the API key is not valid");
+  }
+
+  function send(res: HttpResponse, ctx: Ctx, reply: Reply): void {
+    if (ctx.aborted) return;
+    const status = reply.status ?? 200;
+    res.cork(() => {
+      res.writeStatus(`${status} ${STATUS_TEXT[status] ?? ""}`.trim());
+      for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
+      if (reply.parts) {
+        const total = reply.parts.reduce((a, p) => a + p.byteLength, 0);
+        if (!reply.headers?.["Content-Type"]) res.writeHeader("Content-Type", "application/octet-stream");
+        const body = Buffer.allocUnsafe(total);
+        let at = 0;
+        for (const p of reply.parts) {
+          body.set(p, at);
+          at += p.byteLength;
+        }
+        res.end(body);
+      } else if (reply.body === undefined) {
+        res.end();
+      } else {
+        res.writeHeader("Content-Type", JSON_TYPE);
+        res.end(JSON.stringify(reply.body));
+      }
+    });
+    reply.after?.();
+  }
+
+  function route(method: "get" | "post" | "del", pattern: string, withBody: boolean, handler: Handler, admin?: boolean): void {
+    const paramCount = (pattern.match(/:/g) ?? []).length;
+    app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
+      const controller = new AbortController();
+      const headers: Record<string, string> = {};
+      req.forEach((k, v) => {
+        headers[k] = v;
+      });
+      const params: string[] = [];
+      for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i) ?? ""));
+      const ctx: Ctx = { aborted: false, controller, method: req.getMethod(), url: req.getUrl(), headers, params };
+      res.onAborted(() => {
+        ctx.aborted = true;
+        controller.abort(new Error("the client went away"));
+      });
+      const fail = (e: unknown): void => {
+        const h = toHttpError(e);
+        send(res, ctx, { status: h.status, body: { error: h.message, code: h.code }, headers: h.headers });
+      };
+      try {
+        if (admin !== undefined) authorize(ctx, admin);
+      } catch (e) {
+        fail(e);
+        return;
+      }
+      const run = (body: Buffer | undefined): void => {
+        handler(ctx, body).then((reply) => send(res, ctx, reply), fail);
+      };
+      if (!withBody) {
+        run(undefined);
+        return;
+      }
+      const declared = headers["content-length"] !== undefined ? Number(headers["content-length"]) : undefined;
+      if (declared !== undefined && (!Number.isSafeInteger(declared) || declared < 0)) {
+        fail(new HttpError(400, "BAD_REQUEST", `Content-Length ${headers["content-length"]} is not a byte count`));
+        return;
+      }
+      if (declared !== undefined && declared > maxBody) {
+        fail(new HttpError(413, "BODY_TOO_LARGE", `the body is ${declared} bytes; the limit is ${maxBody}`));
+        return;
+      }
+      let buf = declared !== undefined ? Buffer.allocUnsafe(declared) : Buffer.alloc(0);
+      let got = 0;
+      let done = false;
+      res.onData((chunk, last) => {
+        if (done) return;
+        const c = new Uint8Array(chunk);
+        if (got + c.byteLength > (declared ?? maxBody)) {
+          done = true;
+          fail(new HttpError(declared !== undefined ? 400 : 413, declared !== undefined ? "BAD_REQUEST" : "BODY_TOO_LARGE", declared !== undefined ? `the body is longer than its Content-Length ${declared}` : `the body is larger than the limit of ${maxBody} bytes`));
+          return;
+        }
+        if (declared === undefined) {
+          const grown = Buffer.allocUnsafe(got + c.byteLength);
+          buf.copy(grown, 0, 0, got);
+          buf = grown;
+        }
+        buf.set(c, got); // the chunk's memory is reused by uWS: copy it now
+        got += c.byteLength;
+        if (last) {
+          done = true;
+          run(buf.subarray(0, got));
+        }
+      });
+    });
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------------
+
+  function parseJson(body: Buffer | undefined, what: string): Record<string, unknown> {
+    if (!body || body.byteLength === 0) throw new HttpError(400, "BAD_REQUEST", `${what}: the body is empty; send a JSON object`);
+    let v: unknown;
+    try {
+      v = JSON.parse(body.toString("utf8"));
+    } catch (e) {
+      throw new HttpError(400, "BAD_JSON", `${what}: the body is not valid JSON (${(e as Error).message})`);
+    }
+    if (v === null || typeof v !== "object" || Array.isArray(v)) throw new HttpError(400, "BAD_REQUEST", `${what}: the body must be a JSON object`);
+    return v as Record<string, unknown>;
+  }
+
+  /** Runs one request through a model's admission limit; counts and times it. */
+  async function infer(entry: ModelEntry & { model: Model }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[]): Promise<Record<string, Tensor>> {
+    const label = `${entry.name}@${entry.version}`;
+    if (entry.pending >= maxQueue) {
+      metrics.requests.inc({ model: label, route: routeName, outcome: "rejected" });
+      throw new HttpError(429, "QUEUE_FULL", `model "${entry.name}" has ${entry.pending} requests waiting (the limit is ${maxQueue}); retry later`, { "Retry-After": "1" });
+    }
+    entry.pending++;
+    entry.lastUsed = new Date();
+    const started = performance.now();
+    try {
+      const out = await entry.model.infer(inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
+      const seconds = (performance.now() - started) / 1000;
+      metrics.latency.observe({ model: label, phase: "compute" }, seconds);
+      metrics.requests.inc({ model: label, route: routeName, outcome: "ok" });
+      return out;
+    } catch (e) {
+      const h = toHttpError(e);
+      metrics.requests.inc({ model: label, route: routeName, outcome: h.status >= 500 ? "server_error" : "client_error" });
+      throw e;
+    } finally {
+      entry.pending--;
+    }
+  }
+
+  const disposeAll = (ts: Iterable<Tensor>): void => {
+    for (const t of ts) t.dispose();
+  };
+
+  const kserveTensorInfo = (t: TensorInfo) => ({ name: t.name, datatype: datatypeOf(t.dtype), shape: t.shape.map((d) => (typeof d === "number" ? d : -1)) });
+
+  function platformOf(m: Model): string {
+    return m.plugin === "onnxruntime" ? "onnxruntime_onnx" : m.plugin === "torch" ? "pytorch_libtorch" : m.plugin === "tensorflow" ? "tensorflow_tfjs" : m.plugin;
+  }
+
+  // ---- health, metadata, metrics ----------------------------------------------------------------------
+
+  route("get", "/health", false, async () => ({ body: { status: "ok", models: table.list().length, ready: table.list().filter((e) => e.state === "ready").length } }));
+  route("get", "/v2/health/live", false, async () => ({ body: { live: true } }));
+  route("get", "/v2/health/ready", false, async () => {
+    const ready = table.list().every((e) => e.state === "ready" || e.state === "unloaded" || e.state === "failed");
+    return { status: ready ? 200 : 503, body: { ready } };
+  });
+  route("get", "/metrics", false, async () => {
+    const text = await metrics.registry.metrics();
+    return { parts: [Buffer.from(text)], headers: { "Content-Type": metrics.registry.contentType } };
+  }, false);
+  route("get", "/v2", false, async () => ({ body: { name: "mlos", version: VERSION, extensions: ["binary_tensor_data", "model_repository"] } }), false);
+
+  const modelMetadata = async (ctx: Ctx) => {
+    const e = table.get(ctx.params[0]!, ctx.params[1]);
+    const versions = table.list().filter((x) => x.name === e.name).map((x) => x.version);
+    if (!e.model) throw new HttpError(503, "MODEL_NOT_READY", `model "${e.name}" version ${e.version} is ${e.state}`);
+    return { body: { name: e.name, versions, platform: platformOf(e.model), inputs: e.model.inputs.map(kserveTensorInfo), outputs: e.model.outputs.map(kserveTensorInfo) } };
+  };
+  route("get", "/v2/models/:name", false, modelMetadata, false);
+  route("get", "/v2/models/:name/versions/:version", false, modelMetadata, false);
+  const modelReady = async (ctx: Ctx) => {
+    const e = table.get(ctx.params[0]!, ctx.params[1]);
+    const ready = e.state === "ready";
+    return { status: ready ? 200 : 503, body: { name: e.name, version: e.version, ready } };
+  };
+  route("get", "/v2/models/:name/ready", false, modelReady, false);
+  route("get", "/v2/models/:name/versions/:version/ready", false, modelReady, false);
+
+  // ---- KServe v2 inference ----------------------------------------------------------------------------
+
+  const kserveInfer = async (ctx: Ctx, body: Buffer | undefined): Promise<Reply> => {
+    const total = performance.now();
+    const entry = table.ready(ctx.params[0]!, ctx.params[1]);
+    const headerLength = ctx.headers["inference-header-content-length"];
+    let jsonPart = body;
+    let binary: Buffer | undefined;
+    if (headerLength !== undefined) {
+      const n = Number(headerLength);
+      if (!Number.isSafeInteger(n) || n < 0 || !body || n > body.byteLength) {
+        throw new HttpError(400, "BAD_REQUEST", `Inference-Header-Content-Length ${headerLength} does not fit the ${body?.byteLength ?? 0}-byte body`);
+      }
+      jsonPart = body.subarray(0, n);
+      binary = body.subarray(n);
+    }
+    const request = parseJson(jsonPart, "infer");
+    if (!Array.isArray(request.inputs)) throw new HttpError(400, "BAD_REQUEST", 'infer: "inputs" must be an array of tensors');
+    const inputs: Record<string, Tensor> = {};
+    let at = 0;
+    try {
+      request.inputs.forEach((raw: unknown, i: number) => {
+        const t = raw as { name?: unknown; datatype?: unknown; shape?: unknown; parameters?: { binary_data_size?: unknown } };
+        const name = typeof t?.name === "string" ? t.name : `inputs[${i}]`;
+        if (typeof t?.name === "string" && inputs[t.name]) throw new HttpError(400, "BAD_REQUEST", `input "${t.name}" is given twice`);
+        const size = t?.parameters?.binary_data_size;
+        if (size !== undefined) {
+          if (!binary) throw new HttpError(400, "BAD_REQUEST", `input "${name}" has binary_data_size but the request has no Inference-Header-Content-Length`);
+          if (!Number.isSafeInteger(size) || (size as number) < 0 || at + (size as number) > binary.byteLength) {
+            throw new HttpError(400, "BAD_DATA", `input "${name}": binary_data_size ${JSON.stringify(size)} runs past the ${binary.byteLength} bytes of binary data`);
+          }
+          inputs[name] = tensorFromBinary(name, t.datatype, t.shape, binary.subarray(at, at + (size as number)), pool);
+          at += size as number;
+        } else {
+          inputs[name] = tensorFromJson(raw, pool, i);
+        }
+      });
+      if (binary && at !== binary.byteLength) throw new HttpError(400, "BAD_DATA", `the request has ${binary.byteLength} bytes of binary data, its inputs use ${at}`);
+    } catch (e) {
+      disposeAll(Object.values(inputs));
+      throw e;
+    }
+    const wanted = Array.isArray(request.outputs) ? (request.outputs as Array<{ name?: unknown; parameters?: { binary_data?: unknown } }>) : undefined;
+    const defaultBinary = (request.parameters as { binary_data_output?: unknown } | undefined)?.binary_data_output === true;
+    const names = wanted?.map((o, i) => {
+      if (typeof o?.name !== "string") throw new HttpError(400, "BAD_REQUEST", `outputs[${i}].name must be a string`);
+      return o.name;
+    });
+    let outputs: Record<string, Tensor>;
+    try {
+      outputs = await infer(entry, inputs, "kserve", ctx, names);
+    } finally {
+      disposeAll(Object.values(inputs));
+    }
+    const binaryOut = (name: string) => {
+      const o = wanted?.find((w) => w.name === name);
+      const b = o?.parameters?.binary_data;
+      return b === undefined ? defaultBinary : b === true;
+    };
+    const parts: Uint8Array[] = [];
+    const json = {
+      model_name: entry.name,
+      model_version: entry.version,
+      ...(typeof request.id === "string" ? { id: request.id } : {}),
+      outputs: Object.entries(outputs).map(([name, t]) => {
+        if (binaryOut(name)) {
+          const bytes = binaryData(t);
+          parts.push(bytes);
+          return { name, datatype: datatypeOf(t.dtype), shape: [...t.shape], parameters: { binary_data_size: bytes.byteLength } };
+        }
+        return { name, datatype: datatypeOf(t.dtype), shape: [...t.shape], data: jsonData(t) };
+      }),
+    };
+    const label = `${entry.name}@${entry.version}`;
+    const after = () => {
+      disposeAll(Object.values(outputs));
+      metrics.latency.observe({ model: label, phase: "total" }, (performance.now() - total) / 1000);
+    };
+    if (parts.length === 0) return { body: json, after };
+    const header = Buffer.from(JSON.stringify(json));
+    return { parts: [header, ...parts], headers: { "Inference-Header-Content-Length": String(header.byteLength), "Content-Type": "application/octet-stream" }, after };
+  };
+  route("post", "/v2/models/:name/infer", true, kserveInfer, false);
+  route("post", "/v2/models/:name/versions/:version/infer", true, kserveInfer, false);
+
+  // ---- KServe v2 repository --------------------------------------------------------------------------
+
+  route("post", "/v2/repository/index", true, async () => ({
+    body: table.list().map((e) => ({ name: e.name, version: e.version, state: e.state === "ready" ? "READY" : e.state === "failed" ? "UNAVAILABLE" : e.state.toUpperCase(), reason: e.error ?? "" })),
+  }), false);
+  route("post", "/v2/repository/models/:name/load", true, async (ctx) => {
+    const e = await table.load(ctx.params[0]!);
+    return { body: { name: e.name, version: e.version, state: e.state } };
+  }, true);
+  route("post", "/v2/repository/models/:name/unload", true, async (ctx) => {
+    const e = await table.unload(ctx.params[0]!);
+    return { body: { name: e.name, version: e.version, state: e.state } };
+  }, true);
+
+  // ---- MLOS v1 ------------------------------------------------------------------------------------------
+
+  route("post", "/api/v1/models/register", true, async (_ctx, body) => {
+    const req = parseJson(body, "register");
+    const { model_id: id, path, plugin_id: plugin, framework } = req as { model_id?: unknown; path?: unknown; plugin_id?: unknown; framework?: unknown };
+    if (typeof id !== "string" || id === "") throw new HttpError(400, "BAD_REQUEST", 'register: "model_id" must be a non-empty string (a name, or an Axon reference when no "path" is given)');
+    if (path !== undefined && typeof path !== "string") throw new HttpError(400, "BAD_REQUEST", 'register: "path" must be a string');
+    if (plugin !== undefined && typeof plugin !== "string") throw new HttpError(400, "BAD_REQUEST", 'register: "plugin_id" must be a string');
+    const spec: RegisterSpec = path ? { id, target: path, plugin: plugin as string | undefined, framework: framework as string | undefined } : { target: id, plugin: plugin as string | undefined };
+    const entry = await table.register(spec);
+    return { status: 201, body: { model_id: entry.name, status: entry.state, ...table.summary(entry) } };
+  }, true);
+  route("get", "/api/v1/models", false, async () => ({ body: { models: table.list().map((e) => table.summary(e)) } }), false);
+  route("get", "/api/v1/models/:id", false, async (ctx) => ({ body: table.summary(table.get(ctx.params[0]!)) }), false);
+  route("del", "/api/v1/models/:id", false, async (ctx) => {
+    const removed = await table.unregister(ctx.params[0]!);
+    return { body: { removed: removed.map((e) => `${e.name}@${e.version}`) } };
+  }, true);
+  route("get", "/api/v1/plugins", false, async () => ({
+    body: {
+      plugins: runtime.plugins().map((p) => {
+        const a = p.availability();
+        return { id: p.id, version: p.version, frameworks: p.frameworks, formats: p.formats, available: a.available, ...(a.available ? {} : { reason: a.reason }) };
+      }),
+    },
+  }), false);
+  route("post", "/api/v1/inference", true, async (ctx, body) => {
+    const req = parseJson(body, "inference");
+    const id = req.model_id;
+    if (typeof id !== "string" || id === "") throw new HttpError(400, "BAD_REQUEST", 'inference: "model_id" must be the name a model was registered with');
+    const entry = table.ready(id);
+    const inputs = mlosInputs(entry.model, req.inputs ?? req.input, pool);
+    let outputs: Record<string, Tensor>;
+    try {
+      outputs = await infer(entry, inputs, "mlos", ctx, Array.isArray(req.outputs) ? (req.outputs as string[]) : undefined);
+    } finally {
+      disposeAll(Object.values(inputs));
+    }
+    const out: Record<string, unknown> = {};
+    for (const [name, t] of Object.entries(outputs)) out[name] = { dtype: t.dtype, shape: [...t.shape], data: jsonData(t) };
+    return { body: { model_id: entry.name, model_version: entry.version, outputs: out }, after: () => disposeAll(Object.values(outputs)) };
+  }, false);
+
+  app.any("/*", (res, req) => {
+    const url = req.getUrl();
+    const method = req.getMethod().toUpperCase();
+    res.cork(() => {
+      res.writeStatus("404 Not Found").writeHeader("Content-Type", JSON_TYPE).end(JSON.stringify({ error: `no route ${method} ${url}`, code: "NOT_FOUND" }));
+    });
+  });
+
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+    const cb = (s: us_listen_socket | false) => (s ? resolve(s) : reject(new HttpError(500, "LISTEN_FAILED", `cannot listen on ${options.host ?? "0.0.0.0"}:${options.port ?? 8080} (in use, or not permitted)`)));
+    if (options.host) app.listen(options.host, options.port ?? 8080, cb);
+    else app.listen(options.port ?? 8080, cb);
+  });
+  const port = uws.us_socket_local_port(listenSocket);
+  return {
+    port,
+    metrics,
+    close() {
+      uws.us_listen_socket_close(listenSocket);
+      (app as unknown as { close?: () => void }).close?.();
+    },
+  };
+}
+
+/**
+ * The seed's inference body: `inputs` as `{name: nested array}` (dtype and shape from the model's
+ * signature and the array's nesting), `{name: {data, shape?, dtype?}}`, or a KServe-style list; or
+ * `input`, one nested array, for a model with a single input.
+ */
+function mlosInputs(model: Model, raw: unknown, pool: TensorPool): Record<string, Tensor> {
+  const out: Record<string, Tensor> = {};
+  const sig = model.inputs;
+  try {
+    if (Array.isArray(raw) && raw.length > 0 && raw.every((x) => x !== null && typeof x === "object" && !Array.isArray(x) && "name" in x)) {
+      raw.forEach((t, i) => {
+        const tensor = tensorFromJson(t, pool, i);
+        out[(t as { name: string }).name] = tensor;
+      });
+      return out;
+    }
+    let named: Record<string, unknown>;
+    if (Array.isArray(raw) || typeof raw === "number") {
+      if (sig.length !== 1) throw new HttpError(400, "BAD_REQUEST", `inference: "input" (one array) needs a single-input model; this one has inputs ${sig.map((s) => s.name).join(", ")}: use "inputs": {name: array}`);
+      named = { [sig[0]!.name]: raw };
+    } else if (raw !== null && typeof raw === "object") {
+      named = raw as Record<string, unknown>;
+    } else {
+      throw new HttpError(400, "BAD_REQUEST", 'inference: give "inputs" ({name: array}) or "input" (an array)');
+    }
+    for (const [name, value] of Object.entries(named)) {
+      const spec = sig.find((s) => s.name === name);
+      const v = value !== null && typeof value === "object" && !Array.isArray(value) ? (value as { data?: unknown; shape?: unknown; dtype?: unknown }) : { data: value };
+      const dtype = (typeof v.dtype === "string" ? v.dtype : spec?.dtype) as DType | undefined;
+      if (!dtype) throw new HttpError(400, "BAD_REQUEST", `input "${name}": the model has no such input (its inputs are ${sig.map((s) => s.name).join(", ")}) and no dtype was given`);
+      const shape = Array.isArray(v.shape) ? v.shape : shapeOf(v.data);
+      out[name] = tensorFromJson({ name, datatype: datatypeOf(dtype), shape, data: v.data }, pool, 0);
+    }
+    return out;
+  } catch (e) {
+    for (const t of Object.values(out)) t.dispose();
+    throw e;
+  }
+}
+
+/** The shape of a nested array ([[1,2],[3,4]] -> [2, 2]); a scalar is []. */
+function shapeOf(data: unknown): number[] {
+  const shape: number[] = [];
+  let d = data;
+  while (Array.isArray(d)) {
+    shape.push(d.length);
+    d = d[0];
+  }
+  return shape;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  200: "OK",
+  201: "Created",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  409: "Conflict",
+  413: "Payload Too Large",
+  422: "Unprocessable Entity",
+  429: "Too Many Requests",
+  499: "Client Closed Request",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+};
+
