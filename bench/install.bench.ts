@@ -67,7 +67,9 @@ async function bigInstall(): Promise<void> {
     await publisher.close();
     const blobs = packed.manifest.spec.format.files.map((f) => f.sha256);
     const total = packed.manifest.spec.format.files.reduce((s, f) => s + f.size, 0);
-    console.log(`model: ${FILES} files, ${(total / 2 ** 30).toFixed(2)} GiB, registry ${registry.host}; ${REPS} repetitions, alternating`);
+    const { nativeBlobFetch } = await import("../src/axon/registry/native-blob-fetch.js");
+    const via = nativeBlobFetch() ? "native (BlobFetch: receive, SHA-256 and write on native threads)" : "JS (MLOS_NATIVE_FETCH=0, or no native fetcher)";
+    console.log(`model: ${FILES} files, ${(total / 2 ** 30).toFixed(2)} GiB, registry ${registry.host}; ${REPS} repetitions, alternating; download path: ${via}`);
 
     const curlMs: number[] = [];
     const axonMs: number[] = [];

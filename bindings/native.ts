@@ -20,7 +20,9 @@ export type NativeErrorCode =
   | "ORT_TIMEOUT"
   | "CUDA_UNAVAILABLE"
   | "CUDA_FAIL"
-  | "CUDA_OOM";
+  | "CUDA_OOM"
+  | "BAD_STATE"
+  | "BLOB_FETCH_FAIL";
 
 /**
  * The class of coded errors thrown by the addon (handed to it at load). Argument errors are
@@ -378,6 +380,69 @@ export interface NativeOrtInfo {
   path: string;
 }
 
+// ---- native blob fetch (native/src/blob_fetch.h, blob_fetch_binding.h) -----------------------------
+
+export interface NativeBlobFetchOptions {
+  /** Host name or IP address (IPv6 without brackets) of a plain-HTTP server. */
+  host: string;
+  port: number;
+  /** Request target, e.g. "/v2/ns/name/blobs/sha256:...". */
+  path: string;
+  /** The destination file. With offset > 0 it must hold at least `offset` bytes. */
+  file: string;
+  /** Extra request headers (User-Agent, Authorization, Accept); Host, Range, Connection and Accept-Encoding are the fetcher's. */
+  headers?: Record<string, string>;
+  /** Bytes of `file` to keep: hashed first, and asked for with `Range: bytes=<offset>-`. A 200 answer restarts the file from 0. */
+  offset?: number;
+  /** The blob's total size: a longer body fails with code ETOOLONG and nothing past it is written. */
+  expectedSize?: number | null;
+  /** Fail with ETIMEDOUT when no byte arrives for this long (default 60000). */
+  stallTimeoutMs?: number;
+  /** Default 30000. */
+  connectTimeoutMs?: number;
+  /** Size of each buffer of the ring (default 1 MiB) and how many (default 4). */
+  bufferBytes?: number;
+  buffers?: number;
+}
+
+/** What a transfer did; transport failures are results too (`code`), never rejections. */
+export interface NativeBlobFetchResult {
+  /** HTTP status; 0 when no response arrived. */
+  status: number;
+  /** Response headers, names lower-cased; a repeated header is an array. */
+  headers: Record<string, string | string[]>;
+  /** Up to 1 KiB of a 4xx/5xx body (empty for 3xx and 416). */
+  errorBody: Buffer;
+  /** For 200/206: where the body went in the file (offset, or 0 when a 200 answered a range request). */
+  bodyOffset: number;
+  /** Body bytes written by this transfer. */
+  received: number;
+  /** Length of the file's content now (every byte that arrived is written, failures included). */
+  bytes: number;
+  /** The whole body arrived and was written (or a 416): `sha256` is then the digest of the file's first `bytes` bytes. */
+  complete: boolean;
+  /** Lower-case hex, when complete. */
+  sha256?: string;
+  /** On failure: ECONNREFUSED, ENOTFOUND, ETIMEDOUT, ECONNRESET, EPIPE, EPROTO, ETOOLONG, ENOSPC, EDQUOT, EIO, ENOENT, EACCES, ECANCELED, EINVAL. */
+  code?: string;
+  errno?: number;
+  message?: string;
+}
+
+/** One download on two native threads (receive; hash and write); see native/src/blob_fetch_binding.h. */
+export interface NativeBlobFetch {
+  /** Starts the transfer (once). `onProgress(bytesInFile)` runs on the JS thread, coalesced. */
+  start(onProgress?: (bytes: number) => void): Promise<NativeBlobFetchResult>;
+  /** Stops it soon; the result then has code ECANCELED. */
+  abort(): void;
+  isRunning(): boolean;
+}
+
+export interface NativeBlobFetchConstructor {
+  new (options: NativeBlobFetchOptions): NativeBlobFetch;
+  readonly prototype: NativeBlobFetch;
+}
+
 /** The whole native surface (native/src/addon.cc). */
 export interface NativeAddon {
   ShmPool: NativeShmPoolConstructor;
@@ -392,6 +457,10 @@ export interface NativeAddon {
   OrtSession?: NativeOrtSessionConstructor;
   /** Opens the ONNX Runtime library (once per process; later calls return the first). Present when ortCompiled. */
   ortInit?(libraryPath: string): NativeOrtInfo;
+  /** True when the addon was built with the native blob fetcher (OpenSSL headers were found). */
+  readonly blobFetchCompiled?: boolean;
+  /** Present when blobFetchCompiled and the process's OpenSSL (Node's) offers SHA-256. */
+  BlobFetch?: NativeBlobFetchConstructor;
   /** The data pointer of an ArrayBuffer or view (byteOffset applied). */
   addressOf(buffer: ArrayBuffer | ArrayBufferView): bigint;
   /** Sets the class of coded errors; the loader calls it with NativeError. */

@@ -9,6 +9,9 @@
 #ifdef MLOS_WITH_ORT
 #include "ort_session.h"
 #endif
+#ifdef MLOS_WITH_BLOB_FETCH
+#include "blob_fetch_binding.h"
+#endif
 
 namespace mlos {
 namespace {
@@ -44,6 +47,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ortCompiled", Napi::Boolean::New(env, true));
 #else
   exports.Set("ortCompiled", Napi::Boolean::New(env, false));
+#endif
+#ifdef MLOS_WITH_BLOB_FETCH
+  BlobFetchWrap::Init(env, exports);  // BlobFetch (when Node's OpenSSL resolves), blobFetchCompiled
+#else
+  exports.Set("blobFetchCompiled", Napi::Boolean::New(env, false));
 #endif
   exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));

@@ -239,6 +239,7 @@ export class Axon {
             retries,
             signal: controller.signal,
             open: (offset, signal) => client.openBlob(repo, d.digest, offset, signal),
+            direct: client.directBlobFetcher(repo, d.digest),
             onBytes: (delta) => opts.onProgress?.({ file: name, delta, total: d.size }),
           });
           transferred += r.transferred;

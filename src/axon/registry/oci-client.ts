@@ -11,6 +11,8 @@ import { Agent, request, type Dispatcher } from "undici";
 import { AxonError } from "../errors.js";
 import { RegistryAuth, repoScope } from "./auth.js";
 import type { CredentialProvider } from "./credentials.js";
+import type { DirectFetcher, DirectFetchRequest, DirectFetchResult } from "../store/blob-store.js";
+import { FILE_ERROR_CODES, nativeBlobFetch, nativeGet } from "./native-blob-fetch.js";
 import {
   backoffDelay,
   describeNetworkError,
@@ -20,6 +22,7 @@ import {
   parseRetryAfter,
   readBody,
   sleep,
+  type Headers,
 } from "./http.js";
 
 export const MEDIA_TYPE_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
@@ -187,6 +190,9 @@ export class OciRegistryClient {
   private readonly retryBaseMs: number;
   private readonly maxDelayMs: number;
   private readonly pageSize: number;
+  private readonly timeoutMs: number;
+  /** Set when the registry redirected a blob: the native fetcher does not follow redirects. */
+  private nativeOff = false;
 
   constructor(opts: OciRegistryClientOptions) {
     let raw = opts.url.trim().replace(/\/+$/, "");
@@ -213,6 +219,7 @@ export class OciRegistryClient {
     this.maxDelayMs = opts.maxRetryDelayMs ?? 30_000;
     this.pageSize = Math.max(1, Math.floor(opts.pageSize ?? 1000));
     const timeout = opts.timeoutMs ?? 60_000;
+    this.timeoutMs = timeout;
     if (opts.dispatcher) {
       this.dispatcher = opts.dispatcher;
       this.ownsDispatcher = false;
@@ -381,6 +388,86 @@ export class OciRegistryClient {
       });
     }
     return { body, offset: Number(m[1]), size: m[3] === "*" ? undefined : Number(m[3]) };
+  }
+
+  /**
+   * A {@link DirectFetcher} for one blob: the native fetcher (native-blob-fetch.ts) GETs it
+   * straight into the partial file, with this client's auth (a 401 runs the usual challenge flow
+   * and the request is repeated with the header it yields), retries of 5xx and 429 and the same
+   * errors as openBlob. Undefined when it does not apply: an https registry, a dispatcher of the
+   * caller's, no native fetcher, or `MLOS_NATIVE_FETCH=0`. On a redirect it steps aside (resolves
+   * undefined, and is not offered again by this client): the JS path follows redirects.
+   */
+  directBlobFetcher(repo: string, digest: string): DirectFetcher | undefined {
+    if (this.base.protocol !== "http:" || !this.ownsDispatcher || this.nativeOff || !nativeBlobFetch()) return undefined;
+    return (req) => this.fetchBlobNative(repo, digest, req);
+  }
+
+  private async fetchBlobNative(repo: string, digest: string, req: DirectFetchRequest): Promise<DirectFetchResult | undefined> {
+    const scopes = [repoScope(repo)];
+    const path = `/v2/${repo}/blobs/${digest}`;
+    const what = `blob ${repo}@${digest}`;
+    let authHeader = await this.auth.headerFor(scopes);
+    let fresh = false;
+    let authRounds = 0;
+    for (let attempt = 0; ; ) {
+      const headers: Record<string, string> = { "user-agent": this.userAgent };
+      if (authHeader) headers.authorization = authHeader;
+      const r = await nativeGet({
+        host: this.base.hostname.replace(/^\[(.*)\]$/, "$1"),
+        port: Number(this.base.port || 80),
+        path,
+        headers,
+        file: req.file,
+        offset: req.offset,
+        expectedSize: req.size,
+        stallTimeoutMs: this.timeoutMs,
+        connectTimeoutMs: Math.min(this.timeoutMs, 30_000),
+        signal: req.signal,
+        onLength: req.onLength,
+      });
+      const st = r.status;
+      if (r.complete && (st === 200 || st === 206 || st === 416)) return { size: r.bytes, digest: `sha256:${r.sha256}`, transferred: r.received };
+      if (r.code) {
+        if (r.code === "ECANCELED") throw req.signal?.reason ?? Object.assign(new Error("the download was aborted"), { name: "AbortError" });
+        if (r.code === "ETOOLONG") {
+          throw new AxonError("SIZE_MISMATCH", `received more than the expected ${req.size} bytes for ${digest}`, { digest, expected: req.size });
+        }
+        if (r.code === "EPROTO") throw new AxonError("REGISTRY_ERROR", `registry ${this.host} sent an invalid response for ${what}: ${r.message}`, { host: this.host, path });
+        // The blob store retries the rest (resets, truncations, stalls) from what reached the file,
+        // and turns a full disk into DISK_FULL; `transferred` counts what did arrive.
+        const e = Object.assign(new Error(`${r.message ?? r.code} (${this.host}, ${path})`), { code: r.code, errno: r.errno, transferred: r.received });
+        if (st === 0 && !FILE_ERROR_CODES.has(r.code)) {
+          // No answer at all: retried here like any request (send), then a NETWORK error.
+          const transient = isTransientNetworkError(e);
+          if (transient && attempt < this.retries) {
+            await sleep(this.delayFor(attempt++), req.signal);
+            continue;
+          }
+          throw this.networkError(e, path, transient);
+        }
+        throw e;
+      }
+      if (st >= 300 && st < 400) {
+        this.nativeOff = true;
+        return undefined;
+      }
+      if (st === 401 && authRounds < 2 && !fresh) {
+        if (authHeader) this.auth.invalidate(scopes);
+        authHeader = await this.auth.respond(r.headers["www-authenticate"], scopes);
+        fresh = true;
+        authRounds++;
+        continue;
+      }
+      if ((st === 429 || st >= 500) && attempt < this.retries) {
+        await sleep(this.delayFor(attempt++, parseRetryAfter(header(r.headers, "retry-after"))), req.signal);
+        continue;
+      }
+      if (st === 200 || st === 206 || st === 416) {
+        throw new AxonError("REGISTRY_ERROR", `registry ${this.host} sent an incomplete answer for ${what}`, { host: this.host, path });
+      }
+      throw await this.statusError({ what, method: "GET" }, st, r.headers, r.errorBody, path);
+    }
   }
 
   // ---------------------------------------------------------------- writes
@@ -600,40 +687,44 @@ export class OciRegistryClient {
         continue;
       }
       const body = await readBody(res.body, 64 * 1024).catch(() => Buffer.alloc(0));
-      const err = parseErrors(body);
-      const detail = err?.message ? `: ${oneLine(err.message, 200)}` : "";
-      const details: Record<string, unknown> = { host: this.host, status: st, path, registryCode: err?.code };
-      if (st === 401 || st === 403) {
-        const why = st === 403 ? "denied access" : (await this.auth.hasCredentials()) ? "rejected the credentials" : "requires authentication";
-        throw new AxonError("REGISTRY_AUTH", `registry ${this.host} ${why} for ${o.what} (HTTP ${st}); run \`axon registry login ${this.host}\``, details);
+      if ((st === 429 || st >= 500) && o.retry && attempt < this.retries) {
+        await sleep(this.delayFor(attempt++, parseRetryAfter(header(res.headers, "retry-after"))), o.signal);
+        continue;
       }
-      if (st === 404) {
-        throw new AxonError("NOT_FOUND", `${o.what} not found on ${this.host}`, details);
-      }
-      if (st === 429 || st >= 500) {
-        const retryAfterMs = parseRetryAfter(header(res.headers, "retry-after"));
-        if (o.retry && attempt < this.retries) {
-          await sleep(this.delayFor(attempt++, retryAfterMs), o.signal);
-          continue;
-        }
-        details.retryable = true;
-        details.retryAfterMs = retryAfterMs;
-        if (st === 429) {
-          throw new AxonError("REGISTRY_RATE_LIMIT", `registry ${this.host} is rate-limiting requests (HTTP 429 on ${o.method} ${path})${detail}`, details);
-        }
-        throw new AxonError("REGISTRY_ERROR", `registry ${this.host} failed with HTTP ${st} on ${o.method} ${path}${detail}`, details);
-      }
-      if (st === 400 && err?.code === "DIGEST_INVALID") {
-        throw new AxonError("DIGEST_MISMATCH", `registry ${this.host} says the uploaded bytes do not match for ${o.what}${detail}`, details);
-      }
-      if (st === 400 && err?.code === "SIZE_INVALID") {
-        throw new AxonError("SIZE_MISMATCH", `registry ${this.host} says the uploaded size is wrong for ${o.what}${detail}`, details);
-      }
-      if (st === 400 && (err?.code === "MANIFEST_BLOB_UNKNOWN" || err?.code === "BLOB_UNKNOWN")) {
-        throw new AxonError("NOT_FOUND", `registry ${this.host} does not have a blob that ${o.what} references${detail}`, details);
-      }
-      throw new AxonError("REGISTRY_ERROR", `registry ${this.host} answered HTTP ${st} on ${o.method} ${path}${detail}`, details);
+      throw await this.statusError(o, st, res.headers, body, path);
     }
+  }
+
+  /** The error for a final answer that is not OK (after any retries), from its status and body. */
+  private async statusError(o: Pick<SendOptions, "what" | "method">, st: number, headers: Headers, body: Buffer, path: string): Promise<AxonError> {
+    const err = parseErrors(body);
+    const detail = err?.message ? `: ${oneLine(err.message, 200)}` : "";
+    const details: Record<string, unknown> = { host: this.host, status: st, path, registryCode: err?.code };
+    if (st === 401 || st === 403) {
+      const why = st === 403 ? "denied access" : (await this.auth.hasCredentials()) ? "rejected the credentials" : "requires authentication";
+      return new AxonError("REGISTRY_AUTH", `registry ${this.host} ${why} for ${o.what} (HTTP ${st}); run \`axon registry login ${this.host}\``, details);
+    }
+    if (st === 404) {
+      return new AxonError("NOT_FOUND", `${o.what} not found on ${this.host}`, details);
+    }
+    if (st === 429 || st >= 500) {
+      details.retryable = true;
+      details.retryAfterMs = parseRetryAfter(header(headers, "retry-after"));
+      if (st === 429) {
+        return new AxonError("REGISTRY_RATE_LIMIT", `registry ${this.host} is rate-limiting requests (HTTP 429 on ${o.method} ${path})${detail}`, details);
+      }
+      return new AxonError("REGISTRY_ERROR", `registry ${this.host} failed with HTTP ${st} on ${o.method} ${path}${detail}`, details);
+    }
+    if (st === 400 && err?.code === "DIGEST_INVALID") {
+      return new AxonError("DIGEST_MISMATCH", `registry ${this.host} says the uploaded bytes do not match for ${o.what}${detail}`, details);
+    }
+    if (st === 400 && err?.code === "SIZE_INVALID") {
+      return new AxonError("SIZE_MISMATCH", `registry ${this.host} says the uploaded size is wrong for ${o.what}${detail}`, details);
+    }
+    if (st === 400 && (err?.code === "MANIFEST_BLOB_UNKNOWN" || err?.code === "BLOB_UNKNOWN")) {
+      return new AxonError("NOT_FOUND", `registry ${this.host} does not have a blob that ${o.what} references${detail}`, details);
+    }
+    return new AxonError("REGISTRY_ERROR", `registry ${this.host} answered HTTP ${st} on ${o.method} ${path}${detail}`, details);
   }
 
   /** Sends once, following redirects (up to 5) when asked; drops Authorization off-origin. */

@@ -9,6 +9,35 @@ import { randomId } from "../util/fs.js";
 /** Opens the bytes of a blob from `offset`; `offset` in the result says where the body really starts (0 when Range was ignored). */
 export type BlobOpener = (offset: number, signal?: AbortSignal) => Promise<{ body: AsyncIterable<Uint8Array>; offset: number }>;
 
+/**
+ * Downloads a blob straight into `file` (the partial), hashing what it writes, outside JavaScript:
+ * the native fetcher for plain-HTTP registries (OciRegistryClient.directBlobFetcher). Resolves
+ * undefined when it cannot serve this blob (a redirect, say); `open` is then used. It throws what
+ * `open` and reading the body would: AxonErrors are final; other errors (resets, truncations,
+ * stalls) are retried from what reached the file, ENOSPC/EDQUOT are DISK_FULL. A thrown error may
+ * carry `transferred`, the bytes that did arrive.
+ */
+export type DirectFetcher = (req: DirectFetchRequest) => Promise<DirectFetchResult | undefined>;
+
+export interface DirectFetchRequest {
+  file: string;
+  /** Bytes of `file` to keep (hashed by the fetcher); the rest is asked for from there. */
+  offset: number;
+  /** Expected total size, when known: more is an error. */
+  size?: number;
+  signal?: AbortSignal;
+  /** The file's length as bytes are written (back to 0 when the server restarts the blob). */
+  onLength: (bytes: number) => void;
+}
+
+export interface DirectFetchResult {
+  /** Length of the file now, and the sha256 of all of it. */
+  size: number;
+  digest: string;
+  /** Body bytes that came over the network. */
+  transferred: number;
+}
+
 export interface FetchBlobOptions {
   /** Expected `sha256:<hex>`; when absent (a Hugging Face file without LFS metadata) the blob is hashed and named after the fact. */
   digest?: string;
@@ -17,6 +46,8 @@ export interface FetchBlobOptions {
   /** Names the partial file (for resume) when the digest is not known in advance, e.g. a URL. */
   key?: string;
   open: BlobOpener;
+  /** Tried before `open` when present (see {@link DirectFetcher}). */
+  direct?: DirectFetcher;
   /** Called with the number of new bytes each time some arrive (and with negative numbers when a restart discards some). */
   onBytes?: (delta: number) => void;
   signal?: AbortSignal;
@@ -198,9 +229,15 @@ export class BlobStore {
 /**
  * Downloads into `partial` (resuming what it holds), hashing while streaming, retrying resets and
  * truncations from where they stopped, and verifies size and digest (on a mismatch the partial is
- * removed). It does not move the file into the store: the caller does, under its lock.
+ * removed). It does not move the file into the store: the caller does, under its lock. With
+ * `opts.direct` (the native fetcher) the bytes go from the socket to the file without passing
+ * through JavaScript; the JS path below takes over where it steps aside.
  */
 export async function downloadToPartial(opts: FetchBlobOptions, partial: string): Promise<FetchBlobResult> {
+  if (opts.direct) {
+    const r = await downloadDirect(opts, opts.direct, partial);
+    if (r) return r;
+  }
   const retries = opts.retries ?? 5;
   const base = opts.retryBaseMs ?? 200;
   let hash: Hash = createHash("sha256");
@@ -278,16 +315,81 @@ export async function downloadToPartial(opts: FetchBlobOptions, partial: string)
     }
   }
 
-  const digest = `sha256:${hash.digest("hex")}`;
-  if (opts.size !== undefined && have !== opts.size) {
+  return verified(opts, partial, { digest: `sha256:${hash.digest("hex")}`, size: have, transferred, resumed });
+}
+
+/** Checks a finished partial's size and digest; on a mismatch the partial is removed. */
+async function verified(opts: FetchBlobOptions, partial: string, r: FetchBlobResult): Promise<FetchBlobResult> {
+  if (opts.size !== undefined && r.size !== opts.size) {
     await rm(partial, { force: true });
-    throw new AxonError("SIZE_MISMATCH", `expected ${opts.size} bytes, received ${have}${opts.digest ? ` for ${opts.digest}` : ""}`);
+    throw new AxonError("SIZE_MISMATCH", `expected ${opts.size} bytes, received ${r.size}${opts.digest ? ` for ${opts.digest}` : ""}`);
   }
-  if (opts.digest && digest !== opts.digest) {
+  if (opts.digest && r.digest !== opts.digest) {
     await rm(partial, { force: true });
-    throw new AxonError("DIGEST_MISMATCH", `downloaded bytes hash to ${digest}, expected ${opts.digest}; nothing was installed`, { expected: opts.digest, actual: digest });
+    throw new AxonError("DIGEST_MISMATCH", `downloaded bytes hash to ${r.digest}, expected ${opts.digest}; nothing was installed`, { expected: opts.digest, actual: r.digest });
   }
-  return { digest, size: have, transferred, resumed };
+  return r;
+}
+
+/**
+ * downloadToPartial through a {@link DirectFetcher}: the same resume, retries, progress and
+ * checks, with the hashing done by the fetcher (which re-hashes the kept prefix on each attempt,
+ * so no hash state is carried here). Undefined when the fetcher steps aside; progress reported so
+ * far is taken back first, and the JS path resumes from what the file holds.
+ */
+async function downloadDirect(opts: FetchBlobOptions, direct: DirectFetcher, partial: string): Promise<FetchBlobResult | undefined> {
+  const retries = opts.retries ?? 5;
+  const base = opts.retryBaseMs ?? 200;
+  let have = 0;
+  let resumed = 0;
+  let transferred = 0;
+  const existing = await stat(partial).catch(() => undefined);
+  if (existing && existing.size > 0 && (opts.size === undefined || existing.size <= opts.size)) {
+    have = resumed = existing.size;
+    opts.onBytes?.(have);
+  } else if (existing) {
+    await rm(partial, { force: true });
+  }
+  if (opts.size !== undefined && have === opts.size) {
+    // An earlier run got all of it but did not commit it.
+    if (have === 0) await writeFile(partial, new Uint8Array(0));
+    return verified(opts, partial, { ...(await hashFile(partial)), transferred, resumed });
+  }
+  for (let attempt = 0; ; attempt++) {
+    let reported = have;
+    const onLength = (n: number): void => {
+      if (n !== reported) opts.onBytes?.(n - reported);
+      reported = n;
+    };
+    try {
+      const r = await direct({ file: partial, offset: have, size: opts.size, signal: opts.signal, onLength });
+      if (!r) {
+        opts.onBytes?.(-reported);
+        return undefined;
+      }
+      onLength(r.size);
+      transferred += r.transferred;
+      have = r.size;
+      if (opts.size !== undefined && have < opts.size) {
+        throw Object.assign(new Error(`body ended after ${have} of ${opts.size} bytes`), { code: "ETRUNCATED" });
+      }
+      return verified(opts, partial, { digest: r.digest, size: have, transferred, resumed });
+    } catch (e) {
+      const got = (e as { transferred?: unknown } | undefined)?.transferred;
+      if (typeof got === "number") transferred += got;
+      const err = fsError(e, partial);
+      if (err instanceof AxonError && err.code === "DISK_FULL") {
+        await rm(partial, { force: true });
+        throw err;
+      }
+      if (err instanceof AxonError || attempt >= retries || opts.signal?.aborted) throw err;
+      // Resume after whatever reached the file.
+      const onDisk = (await stat(partial).catch(() => undefined))?.size ?? 0;
+      if (onDisk !== reported) opts.onBytes?.(onDisk - reported);
+      have = onDisk;
+      await new Promise((r) => setTimeout(r, base * 2 ** attempt * (0.5 + Math.random())));
+    }
+  }
 }
 
 /** Streams a file through sha256. */
