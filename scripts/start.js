@@ -1,23 +1,56 @@
 #!/usr/bin/env node
 // `npm start`: the main job on embedded defaults, offline. Seeds the local store in $AXON_HOME
-// (default ~/.axon) with the bundled demo models, then shows what is installed.
-import { spawnSync } from "node:child_process";
+// (default ~/.axon) with the bundled demo models, starts MLOS Core on them (HTTP on
+// $MLOS_HTTP_PORT, default 8080), sends one example request and prints it as a curl command
+// too, then serves until Ctrl-C. MLOS_START_ONCE=1 stops after the example (for scripts).
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-if (!existsSync(path.join(root, "dist", "src", "axon", "axon.js"))) {
+if (!existsSync(path.join(root, "dist", "src", "server", "serve.js"))) {
   console.error("mlos is not built: run 'npm install' (or 'npm run build') first");
   process.exit(1);
 }
 const { Axon } = await import("../dist/src/axon/axon.js");
 const { seedDemoModels } = await import("../dist/src/axon/demo.js");
+const { serve } = await import("../dist/src/server/serve.js");
+
 const axon = new Axon();
 const seeded = await seedDemoModels(axon);
 console.log(`local store: ${axon.paths.store}`);
 for (const s of seeded) console.log(`  packed ${s.reference}  ${s.digest.slice(0, 19)}`);
-await axon.close();
-console.log("\n$ axon list");
-spawnSync(process.execPath, [path.join(root, "bin", "run.js"), "list"], { stdio: "inherit" });
-console.log("\nTry: npx axon info demo/mlp · npx axon search demo · npx axon verify");
+
+const port = Number(process.env.MLOS_HTTP_PORT ?? 8080);
+let server;
+try {
+  server = await serve({
+    axon,
+    httpPort: port,
+    models: seeded.map((s) => s.reference),
+    onModel: (e) => console.log(`  serving ${e.name}@${e.version} (${e.model?.plugin})`),
+  });
+} catch (e) {
+  console.error(`error[${e.code ?? "INTERNAL"}]: ${e.message}${e.code === "LISTEN_FAILED" ? " (set MLOS_HTTP_PORT to another port)" : ""}`);
+  process.exit(1);
+}
+const base = `http://127.0.0.1:${server.http.port}`;
+const body = JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [5.1, 3.5, 1.4, 0.2] }] });
+console.log(`\nMLOS Core is listening on ${base} (MLOS v1 /api/v1, KServe v2 /v2, /health, /metrics)\n`);
+console.log(`$ curl -s ${base}/v2/models/mlp/infer -d '${body}'`);
+const res = await fetch(`${base}/v2/models/mlp/infer`, { method: "POST", body });
+console.log(await res.text());
+console.log(`\nAlso: curl -s ${base}/api/v1/models · curl -s ${base}/metrics · npx axon ps`);
+if (process.env.MLOS_START_ONCE === "1") {
+  await server.close();
+  await axon.close();
+} else {
+  console.log("Serving until Ctrl-C.");
+  const stop = async () => {
+    await server.close();
+    await axon.close();
+    process.exit(0);
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}

@@ -43,7 +43,9 @@ export function printInstall(result: InstallJson, log: Log): void {
 
 /** One line on stderr (`error[CODE]: message`), and with --json the error object on stdout too. */
 export function printError(err: Error & { oclif?: { exit?: number } }, json: boolean): void {
-  const code = err instanceof AxonError ? err.code : err.oclif ? "BAD_ARGUMENT" : "INTERNAL";
+  // AxonError, MlosError, the server client's errors and the addon's all carry a stable code.
+  const own = (err as { code?: unknown }).code;
+  const code = err instanceof AxonError ? err.code : typeof own === "string" && /^[A-Z][A-Z0-9_]*$/.test(own) ? own : err.oclif ? "BAD_ARGUMENT" : "INTERNAL";
   const message = (err.message.split("\n").filter((l) => l.trim() && !l.startsWith("See more help"))[0] ?? String(err)).replace(/^Error: /, "");
   if (json) process.stdout.write(`${JSON.stringify({ error: message, code, ...(err instanceof AxonError ? { details: err.details } : {}) })}\n`);
   process.stderr.write(`error[${code}]: ${message}\n`);

@@ -12,11 +12,11 @@ import type { Model } from "../core/model.js";
 import type { ModelEntry, ModelTable, RegisterSpec } from "../core/model-table.js";
 import type { Runtime } from "../core/runtime.js";
 import type { TensorInfo } from "../core/signature.js";
-import type { DType } from "../tensor/dtype.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
 import { Tensor } from "../tensor/tensor.js";
 import { HttpError, toHttpError } from "./http-error.js";
 import { binaryData, datatypeOf, jsonData, tensorFromBinary, tensorFromJson } from "./kserve-codec.js";
+import { mlosInputs, outputsToJson } from "./json-inputs.js";
 import { ServerMetrics } from "./metrics.js";
 import { loadUws, type HttpRequest, type HttpResponse, type TemplatedApp, type us_listen_socket } from "./uws.js";
 
@@ -90,7 +90,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   }
 
   function send(res: HttpResponse, ctx: Ctx, reply: Reply): void {
-    if (ctx.aborted) return;
+    if (ctx.aborted) {
+      reply.after?.(); // the client went away: nothing to write, but the outputs' memory goes back
+      return;
+    }
     const status = reply.status ?? 200;
     res.cork(() => {
       res.writeStatus(`${status} ${STATUS_TEXT[status] ?? ""}`.trim());
@@ -398,9 +401,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     } finally {
       disposeAll(Object.values(inputs));
     }
-    const out: Record<string, unknown> = {};
-    for (const [name, t] of Object.entries(outputs)) out[name] = { dtype: t.dtype, shape: [...t.shape], data: jsonData(t) };
-    return { body: { model_id: entry.name, model_version: entry.version, outputs: out }, after: () => disposeAll(Object.values(outputs)) };
+    return { body: { model_id: entry.name, model_version: entry.version, outputs: outputsToJson(outputs) }, after: () => disposeAll(Object.values(outputs)) };
   }, false);
 
   app.any("/*", (res, req) => {
@@ -425,57 +426,6 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       (app as unknown as { close?: () => void }).close?.();
     },
   };
-}
-
-/**
- * The seed's inference body: `inputs` as `{name: nested array}` (dtype and shape from the model's
- * signature and the array's nesting), `{name: {data, shape?, dtype?}}`, or a KServe-style list; or
- * `input`, one nested array, for a model with a single input.
- */
-function mlosInputs(model: Model, raw: unknown, pool: TensorPool): Record<string, Tensor> {
-  const out: Record<string, Tensor> = {};
-  const sig = model.inputs;
-  try {
-    if (Array.isArray(raw) && raw.length > 0 && raw.every((x) => x !== null && typeof x === "object" && !Array.isArray(x) && "name" in x)) {
-      raw.forEach((t, i) => {
-        const tensor = tensorFromJson(t, pool, i);
-        out[(t as { name: string }).name] = tensor;
-      });
-      return out;
-    }
-    let named: Record<string, unknown>;
-    if (Array.isArray(raw) || typeof raw === "number") {
-      if (sig.length !== 1) throw new HttpError(400, "BAD_REQUEST", `inference: "input" (one array) needs a single-input model; this one has inputs ${sig.map((s) => s.name).join(", ")}: use "inputs": {name: array}`);
-      named = { [sig[0]!.name]: raw };
-    } else if (raw !== null && typeof raw === "object") {
-      named = raw as Record<string, unknown>;
-    } else {
-      throw new HttpError(400, "BAD_REQUEST", 'inference: give "inputs" ({name: array}) or "input" (an array)');
-    }
-    for (const [name, value] of Object.entries(named)) {
-      const spec = sig.find((s) => s.name === name);
-      const v = value !== null && typeof value === "object" && !Array.isArray(value) ? (value as { data?: unknown; shape?: unknown; dtype?: unknown }) : { data: value };
-      const dtype = (typeof v.dtype === "string" ? v.dtype : spec?.dtype) as DType | undefined;
-      if (!dtype) throw new HttpError(400, "BAD_REQUEST", `input "${name}": the model has no such input (its inputs are ${sig.map((s) => s.name).join(", ")}) and no dtype was given`);
-      const shape = Array.isArray(v.shape) ? v.shape : shapeOf(v.data);
-      out[name] = tensorFromJson({ name, datatype: datatypeOf(dtype), shape, data: v.data }, pool, 0);
-    }
-    return out;
-  } catch (e) {
-    for (const t of Object.values(out)) t.dispose();
-    throw e;
-  }
-}
-
-/** The shape of a nested array ([[1,2],[3,4]] -> [2, 2]); a scalar is []. */
-function shapeOf(data: unknown): number[] {
-  const shape: number[] = [];
-  let d = data;
-  while (Array.isArray(d)) {
-    shape.push(d.length);
-    d = d[0];
-  }
-  return shape;
 }
 
 const STATUS_TEXT: Record<number, string> = {

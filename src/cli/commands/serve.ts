@@ -1,0 +1,58 @@
+import { Flags } from "@oclif/core";
+import { AxonCommand, parseSize } from "../base.js";
+
+export default class Serve extends AxonCommand {
+  static override summary = "Start MLOS Core: serve models over HTTP (MLOS v1 and KServe v2 APIs)";
+  static override description =
+    "Registers the --model references or paths (installing them from the registries when missing), then serves them until interrupted (Ctrl-C or SIGTERM stop it cleanly). Routes: /api/v1/... (MLOS), /v2/... (KServe v2, JSON and binary tensors), /health, /metrics. The gRPC and shared-memory IPC doors are not served yet.";
+  static override examples = [
+    "<%= config.bin %> serve --model demo/mlp@1",
+    "<%= config.bin %> serve --http-port 9000 --model classifier=./my-model --api-key $KEY --admin-key $ADMIN",
+    "curl -s localhost:8080/v2/models/mlp/infer -d '{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4]}]}'",
+  ];
+  static override flags = {
+    "http-port": Flags.integer({ description: "HTTP port; 0 disables the HTTP door", default: 8080, min: 0, max: 65535 }),
+    host: Flags.string({ description: "address to listen on (default: all)" }),
+    "grpc-port": Flags.integer({ description: "gRPC port (not served yet; 0 disables)", default: 8081, min: 0, max: 65535 }),
+    "ipc-name": Flags.string({ description: "shared-memory IPC name (not served yet)", default: "mlos" }),
+    model: Flags.string({ char: "m", description: "model to register at start: REF, PATH or NAME=REF (repeatable)", multiple: true }),
+    "api-key": Flags.string({ description: "require Authorization: Bearer KEY on every route but health (default $MLOS_API_KEY)", env: "MLOS_API_KEY" }),
+    "admin-key": Flags.string({ description: "require this key for register/unregister/load/unload (default $MLOS_ADMIN_KEY)", env: "MLOS_ADMIN_KEY" }),
+    "tls-cert": Flags.string({ description: "PEM certificate file (with --tls-key: serve HTTPS)", dependsOn: ["tls-key"] }),
+    "tls-key": Flags.string({ description: "PEM private key file", dependsOn: ["tls-cert"] }),
+    "max-body": Flags.string({ description: "largest request body (e.g. 64M)", default: "64M" }),
+    "max-queue": Flags.integer({ description: "requests admitted per model before 429", default: 1024, min: 1 }),
+    "pool-size": Flags.string({ description: "shared-memory tensor pool size (e.g. 256M)", default: "256M" }),
+  };
+
+  async run(): Promise<{ http?: number; models: string[] }> {
+    const { flags } = await this.parse(Serve);
+    const { serve } = await import("../../server/serve.js");
+    const server = await serve({
+      httpPort: flags["http-port"],
+      host: flags.host,
+      models: flags.model ?? [],
+      apiKey: flags["api-key"],
+      adminKey: flags["admin-key"],
+      tls: flags["tls-cert"] && flags["tls-key"] ? { certFile: flags["tls-cert"], keyFile: flags["tls-key"] } : undefined,
+      maxBodyBytes: parseSize(flags["max-body"]),
+      maxQueueDepth: flags["max-queue"],
+      poolBytes: parseSize(flags["pool-size"]),
+      axon: await this.axon(),
+      onModel: (e) => this.logToStderr(`registered ${e.name}@${e.version} (${e.target}): ${e.state}`),
+    });
+    const models = server.table.list().map((e) => `${e.name}@${e.version}`);
+    const scheme = flags["tls-cert"] ? "https" : "http";
+    if (server.http) this.logToStderr(`MLOS Core listening on ${scheme}://${flags.host ?? "0.0.0.0"}:${server.http.port} (MLOS v1 /api/v1, KServe v2 /v2, /health, /metrics)`);
+    if (flags["grpc-port"] !== 0 || flags["ipc-name"]) this.logToStderr("gRPC and shared-memory IPC doors: not served yet");
+    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, models })}\n`);
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+    });
+    this.logToStderr("stopping: unloading models");
+    await server.close();
+    return { http: server.http?.port, models };
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * `axon serve`: MLOS Core as a server. Builds the runtime and the model table, registers the
+ * models it is given, and opens the HTTP door. The gRPC and shared-memory IPC doors are not
+ * served yet; asking for them says so.
+ */
+import { Axon } from "../axon/axon.js";
+import { ModelTable, type ModelEntry } from "../core/model-table.js";
+import { Runtime } from "../core/runtime.js";
+import { TensorPool } from "../tensor/pool.js";
+import { startHttpServer, type HttpServer } from "./http-server.js";
+
+export interface ServeOptions {
+  /** HTTP port (default 8080; 0 disables the HTTP door). */
+  httpPort?: number;
+  host?: string;
+  /** Models to register at start: Axon references or paths (`name=target` to choose the served name). */
+  models?: string[];
+  /** Bytes of the request tensor pool (default 256 MiB). */
+  poolBytes?: number;
+  maxBodyBytes?: number;
+  maxQueueDepth?: number;
+  apiKey?: string;
+  adminKey?: string;
+  tls?: { certFile: string; keyFile: string };
+  axon?: Axon;
+  /** Called for each model registered at start (for logging). */
+  onModel?: (e: ModelEntry) => void;
+}
+
+export interface RunningServer {
+  readonly table: ModelTable;
+  readonly runtime: Runtime;
+  readonly http: HttpServer | undefined;
+  readonly pool: TensorPool;
+  close(): Promise<void>;
+}
+
+/** Starts MLOS Core. A model that fails to register at start stops the start with its error. */
+export async function serve(options: ServeOptions = {}): Promise<RunningServer> {
+  const axon = options.axon ?? new Axon();
+  const runtime = new Runtime({ axon });
+  const table = new ModelTable(runtime);
+  const pool = new TensorPool({ size: options.poolBytes ?? 256 * 1024 * 1024 });
+  const close = async (http?: HttpServer): Promise<void> => {
+    http?.close();
+    await table.close();
+    await runtime.close();
+    pool.close();
+  };
+  try {
+    for (const m of options.models ?? []) {
+      const eq = m.indexOf("=");
+      const spec = eq > 0 && !m.slice(0, eq).includes("/") ? { id: m.slice(0, eq), target: m.slice(eq + 1) } : { target: m };
+      const e = await table.register({ ...spec, load: { pool } });
+      options.onModel?.(e);
+    }
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  let http: HttpServer | undefined;
+  if (options.httpPort !== 0) {
+    try {
+      http = await startHttpServer({
+        table,
+        runtime,
+        pool,
+        port: options.httpPort ?? 8080,
+        host: options.host,
+        maxBodyBytes: options.maxBodyBytes,
+        maxQueueDepth: options.maxQueueDepth,
+        apiKey: options.apiKey,
+        adminKey: options.adminKey,
+        tls: options.tls,
+      });
+    } catch (e) {
+      await close();
+      throw e;
+    }
+  }
+  return { table, runtime, http, pool, close: () => close(http) };
+}

@@ -1,0 +1,293 @@
+// MLOS Core's HTTP door, end to end: `axon serve` in a child process, driven with curl and fetch
+// on the demo models. The seed's three-step flow, KServe v2 JSON and binary tensors, parity with
+// the library, errors with their codes, auth, a queue limit, 1000 malformed requests, and a client
+// that disconnects mid-request.
+import assert from "node:assert/strict";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { Axon, Runtime, Tensor, seedDemoModels } from "mlos";
+import { tryLoadOrt } from "../bindings/native.js";
+import { mulberry32 } from "../src/tools/make-demo-models.js";
+import { freePort } from "./helpers/registry.js";
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+const CLI = path.join(ROOT, "bin", "run.js");
+const skip = tryLoadOrt() ? false : "ONNX Runtime is unavailable";
+
+interface Served {
+  child: ChildProcess;
+  base: string;
+  port: number;
+  stderr: () => string;
+}
+
+async function startServer(home: string, args: string[]): Promise<Served> {
+  const child = spawn(process.execPath, [CLI, "serve", "--http-port", String(await freePort()), "--json", ...args], { env: { ...process.env, AXON_HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf("\n");
+      if (nl >= 0) resolve(out.slice(0, nl));
+    });
+    child.once("exit", (code) => reject(new Error(`axon serve exited with ${code}: ${err}`)));
+  });
+  const { http } = JSON.parse(line) as { http: number };
+  return { child, base: `http://127.0.0.1:${http}`, port: http, stderr: () => err };
+}
+
+async function stop(s: Served): Promise<number | null> {
+  s.child.kill("SIGTERM");
+  return new Promise((resolve) => s.child.once("exit", (code) => resolve(code)));
+}
+
+function curl(args: string[]): { status: number; body: string; headers: string } {
+  const r = spawnSync("curl", ["-s", "-S", "-D", "-", ...args], { encoding: "latin1" });
+  assert.equal(r.status, 0, `curl failed: ${r.stderr}`);
+  const split = r.stdout.indexOf("\r\n\r\n");
+  const headers = r.stdout.slice(0, split);
+  return { status: Number(/^HTTP\/\S+ (\d+)/.exec(headers)![1]), headers, body: r.stdout.slice(split + 4) };
+}
+
+async function poolUsed(base: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return Number(/^mlos_pool_bytes\{kind="used"\} (\d+)/m.exec(text)![1]);
+}
+
+describe("axon serve over HTTP", { skip }, () => {
+  let home: string;
+  let server: Served;
+
+  before(async () => {
+    home = mkdtempSync(path.join(tmpdir(), "mlos-serve-"));
+    await seedDemoModels(new Axon({ home }));
+    server = await startServer(home, ["--model", "demo/mlp@1", "--max-queue", "64"]);
+  });
+  after(async () => {
+    if (server) assert.equal(await stop(server), 0, `serve exits cleanly on SIGTERM: ${server.stderr()}`);
+  });
+
+  it("serves the seed's flow: install, register, infer, with curl", () => {
+    const install = spawnSync(process.execPath, [CLI, "install", "demo/tiny-cnn@1"], { env: { ...process.env, AXON_HOME: home }, encoding: "utf8" });
+    assert.equal(install.status, 0, install.stderr);
+    const reg = curl(["-X", "POST", `${server.base}/api/v1/models/register`, "-H", "Content-Type: application/json", "-d", JSON.stringify({ model_id: "demo/tiny-cnn@1" })]);
+    assert.equal(reg.status, 201, reg.body);
+    assert.equal(JSON.parse(reg.body).model_id, "tiny-cnn");
+    assert.match(reg.headers, /uWebSockets: 20/i, "served by native uWebSockets.js");
+    const byPath = curl(["-X", "POST", `${server.base}/api/v1/models/register`, "-d", JSON.stringify({ model_id: "cnn-by-path", path: path.join(home, "models", "demo", "tiny-cnn", "1.0.0"), plugin_id: "onnxruntime", framework: "onnx" })]);
+    assert.equal(byPath.status, 201, byPath.body);
+    const inf = curl(["-X", "POST", `${server.base}/api/v1/inference`, "-d", JSON.stringify({ model_id: "mlp", inputs: { x: [[1, 2, 3, 4]] } })]);
+    assert.equal(inf.status, 200, inf.body);
+    const out = JSON.parse(inf.body) as { outputs: { y: { shape: number[]; data: number[] } } };
+    assert.deepEqual(out.outputs.y.shape, [1, 3]);
+    const list = JSON.parse(curl([`${server.base}/api/v1/models`]).body) as { models: Array<{ name: string; state: string }> };
+    assert.deepEqual(list.models.map((m) => `${m.name}:${m.state}`).sort(), ["cnn-by-path:ready", "mlp:ready", "tiny-cnn:ready"]);
+    const del = curl(["-X", "DELETE", `${server.base}/api/v1/models/cnn-by-path`]);
+    assert.equal(del.status, 200, del.body);
+    assert.equal(curl([`${server.base}/api/v1/models/cnn-by-path`]).status, 404);
+  });
+
+  it("answers KServe v2 JSON requests with the library's outputs", async () => {
+    const runtime = new Runtime({ axon: new Axon({ home }) });
+    const model = await runtime.load("demo/mlp@1.0.0");
+    const r = mulberry32(3);
+    const data = Array.from({ length: 8 }, () => r() * 2 - 1);
+    const direct = await model.infer({ x: Tensor.float32([2, 4], data) });
+    const res = await fetch(`${server.base}/v2/models/mlp/infer`, { method: "POST", body: JSON.stringify({ id: "req-1", inputs: [{ name: "x", shape: [2, 4], datatype: "FP32", data }] }) });
+    assert.equal(res.status, 200);
+    const body = (await res.json()) as { id: string; model_name: string; outputs: Array<{ name: string; shape: number[]; datatype: string; data: number[] }> };
+    assert.equal(body.id, "req-1");
+    assert.equal(body.model_name, "mlp");
+    assert.deepEqual(body.outputs[0]!.shape, [2, 3]);
+    assert.equal(body.outputs[0]!.datatype, "FP32");
+    assert.deepEqual(body.outputs[0]!.data, [...(direct.y!.data as Float32Array)]);
+    const meta = (await (await fetch(`${server.base}/v2/models/mlp`)).json()) as { inputs: unknown[]; platform: string };
+    assert.deepEqual(meta.inputs, [{ name: "x", datatype: "FP32", shape: [-1, 4] }]);
+    assert.equal(meta.platform, "onnxruntime_onnx");
+    assert.equal((await fetch(`${server.base}/v2/models/mlp/versions/1.0.0/ready`)).status, 200);
+    assert.equal((await fetch(`${server.base}/v2/health/ready`)).status, 200);
+    assert.equal((await fetch(`${server.base}/v2/health/live`)).status, 200);
+    await model.dispose();
+  });
+
+  it("takes and gives the binary tensor extension", () => {
+    const x = new Float32Array([0.5, -1, 2, 0.25, 1, 1, 1, 1]);
+    const header = Buffer.from(JSON.stringify({ inputs: [{ name: "x", shape: [2, 4], datatype: "FP32", parameters: { binary_data_size: 32 } }], outputs: [{ name: "y", parameters: { binary_data: true } }] }));
+    const file = path.join(mkdtempSync(path.join(tmpdir(), "mlos-bin-")), "req.bin");
+    writeFileSync(file, Buffer.concat([header, Buffer.from(x.buffer)]));
+    const r = curl(["-X", "POST", `${server.base}/v2/models/mlp/infer`, "-H", `Inference-Header-Content-Length: ${header.byteLength}`, "-H", "Content-Type: application/octet-stream", "--data-binary", `@${file}`]);
+    assert.equal(r.status, 200, r.body);
+    const n = Number(/inference-header-content-length: (\d+)/i.exec(r.headers)![1]);
+    const raw = Buffer.from(r.body, "latin1");
+    const json = JSON.parse(raw.subarray(0, n).toString()) as { outputs: Array<{ parameters: { binary_data_size: number }; shape: number[] }> };
+    assert.equal(json.outputs[0]!.parameters.binary_data_size, 24);
+    const y = new Float32Array(raw.subarray(n).buffer.slice(raw.byteOffset + n, raw.byteOffset + n + 24));
+    const jsonRes = JSON.parse(curl(["-X", "POST", `${server.base}/v2/models/mlp/infer`, "-d", JSON.stringify({ inputs: [{ name: "x", shape: [2, 4], datatype: "FP32", data: [...x] }] })]).body) as { outputs: Array<{ data: number[] }> };
+    assert.deepEqual([...y], jsonRes.outputs[0]!.data);
+  });
+
+  it("answers bad requests with a status, a code and a one-line error", async () => {
+    const post = async (p: string, body: string, headers: Record<string, string> = {}) => {
+      const res = await fetch(`${server.base}${p}`, { method: "POST", body, headers });
+      return { status: res.status, body: (await res.json()) as { error: string; code: string } };
+    };
+    const cases: Array<[string, string, number, string, RegExp?, Record<string, string>?]> = [
+      ["/v2/models/mlp/infer", "{bad", 400, "BAD_JSON"],
+      ["/v2/models/mlp/infer", "[]", 400, "BAD_REQUEST"],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }), 400, "INPUT_SHAPE", /dimension 1 must be 4/],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "INT32", data: [1, 2, 3, 4] }] }), 400, "INPUT_DTYPE", /expected dtype float32, received int32/],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3] }] }), 400, "BAD_DATA", /needs 4 elements, data has 3/],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP99", data: [1, 2, 3, 4] }] }), 400, "BAD_DATATYPE"],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "z", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }] }), 400, "INPUT_UNKNOWN"],
+      ["/v2/models/nope/infer", JSON.stringify({ inputs: [] }), 404, "MODEL_NOT_FOUND"],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", parameters: { binary_data_size: 16 } }] }), 400, "BAD_REQUEST", /no Inference-Header-Content-Length/],
+      ["/v2/models/mlp/infer", "{}", 400, "BAD_REQUEST", /Inference-Header-Content-Length 99 does not fit the 2-byte body/, { "Inference-Header-Content-Length": "99" }],
+      ["/api/v1/inference", JSON.stringify({ model_id: "mlp" }), 400, "BAD_REQUEST"],
+      ["/api/v1/models/register", JSON.stringify({ model_id: "demo/nope@1" }), 404, "NOT_FOUND"],
+    ];
+    for (const [p, body, status, code, message, headers] of cases) {
+      const r = await post(p, body, headers);
+      assert.equal(r.status, status, `${p} ${body.slice(0, 60)}: ${JSON.stringify(r.body)}`);
+      assert.equal(r.body.code, code, `${p} ${body.slice(0, 60)}`);
+      assert.ok(!r.body.error.includes("\n"), "one line");
+      if (message) assert.match(r.body.error, message);
+    }
+    const big = await fetch(`${server.base}/v2/models/mlp/infer`, { method: "POST", body: Buffer.alloc(65 * 1024 * 1024) }).catch((e: Error) => e);
+    if (!(big instanceof Error)) assert.equal(big.status, 413);
+    assert.equal((await fetch(`${server.base}/no/such/route`)).status, 404);
+  });
+
+  it("stays up through 1000 malformed requests", async () => {
+    const r = mulberry32(99);
+    const garbage = (): string | Buffer => {
+      const k = Math.floor(r() * 8);
+      if (k === 0) return Buffer.from(Array.from({ length: Math.floor(r() * 200) }, () => Math.floor(r() * 256)));
+      if (k === 1) return JSON.stringify({ inputs: [{ name: "x", shape: [Math.floor(r() * 1e6), 4], datatype: "FP32", data: [1] }] });
+      if (k === 2) return JSON.stringify({ inputs: [{ name: "x", shape: "nope", datatype: "FP32" }] });
+      if (k === 3) return JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [[[["deep"]]]] }] });
+      if (k === 4) return JSON.stringify({ inputs: [null, 1, "x"] });
+      if (k === 5) return `{"inputs": [${"[".repeat(5000)}`;
+      if (k === 6) return JSON.stringify({ inputs: [{ name: "x", shape: [2 ** 40, 2 ** 20], datatype: "FP32", data: [] }] });
+      return JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, "4"] }] });
+    };
+    const baseline = await poolUsed(server.base);
+    let answered = 0;
+    for (let batch = 0; batch < 20; batch++) {
+      await Promise.all(Array.from({ length: 50 }, async () => {
+        const res = await fetch(`${server.base}/v2/models/mlp/infer`, { method: "POST", body: garbage() });
+        assert.ok(res.status >= 400 && res.status < 500, `a client error, got ${res.status}: ${await res.text()}`);
+        await res.arrayBuffer().catch(() => undefined);
+        answered++;
+      }));
+    }
+    // Huge headers, and a truncated binary body on a raw socket.
+    const longHeader = await fetch(`${server.base}/health`, { headers: { "X-Big": "a".repeat(60_000) } }).then((res) => res.status, () => 0);
+    assert.ok(longHeader === 200 || longHeader === 431 || longHeader === 0);
+    await rawRequest(server.port, `POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nInference-Header-Content-Length: 10\r\n\r\n{"inputs":`);
+    assert.equal(answered, 1000);
+    const ok = await fetch(`${server.base}/v2/models/mlp/infer`, { method: "POST", body: JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }] }) });
+    assert.equal(ok.status, 200, "still serving");
+    assert.equal(await poolUsed(server.base), baseline, "every request's pool memory was returned");
+  });
+
+  it("a client that disconnects mid-request leaks nothing", async () => {
+    const baseline = await poolUsed(server.base);
+    const body = JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }] });
+    for (let i = 0; i < 20; i++) {
+      // Half a body, then gone; and a whole request whose client leaves before the answer.
+      await rawRequest(server.port, `POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 20)}`);
+      await rawRequest(server.port, `POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await poolUsed(server.base), baseline);
+    assert.equal((await fetch(`${server.base}/health`)).status, 200);
+  });
+
+  it("exports Prometheus metrics and lists models with axon ps", async () => {
+    const text = await (await fetch(`${server.base}/metrics`)).text();
+    assert.match(text, /^mlos_requests_total\{model="mlp@1\.0\.0",route="kserve",outcome="ok"\} \d+/m);
+    assert.match(text, /^mlos_request_duration_seconds_bucket\{le="[^"]+",model="mlp@1\.0\.0",phase="compute"\} \d+/m);
+    assert.match(text, /^mlos_models_loaded \d+/m);
+    const ps = spawnSync(process.execPath, [CLI, "ps", "--endpoint", server.base, "--json"], { encoding: "utf8" });
+    assert.equal(ps.status, 0, ps.stderr);
+    assert.ok((JSON.parse(ps.stdout) as { models: Array<{ name: string }> }).models.some((m) => m.name === "mlp"));
+    const input = path.join(mkdtempSync(path.join(tmpdir(), "mlos-in-")), "x.json");
+    writeFileSync(input, JSON.stringify({ input: [[1, 2, 3, 4]] }));
+    const remote = spawnSync(process.execPath, [CLI, "infer", "mlp", "--input", input, "--endpoint", server.base, "--json"], { encoding: "utf8" });
+    assert.equal(remote.status, 0, remote.stderr);
+    const local = spawnSync(process.execPath, [CLI, "infer", "demo/mlp@1", "--input", input, "--json"], { encoding: "utf8", env: { ...process.env, AXON_HOME: home } });
+    assert.equal(local.status, 0, local.stderr);
+    assert.deepEqual(JSON.parse(local.stdout), JSON.parse(remote.stdout), "in-process and remote agree");
+    const missing = spawnSync(process.execPath, [CLI, "ps", "--endpoint", "http://127.0.0.1:1"], { encoding: "utf8" });
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /^error\[NETWORK\]: cannot reach the server/);
+  });
+});
+
+describe("axon serve security and limits", { skip }, () => {
+  it("needs the API key, and the admin key for registration", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-auth-"));
+    await seedDemoModels(new Axon({ home }));
+    const s = await startServer(home, ["--model", "demo/mlp@1", "--api-key", "user-key", "--admin-key", "admin-key"]);
+    try {
+      const infer = (key?: string) => fetch(`${s.base}/v2/models/mlp/infer`, { method: "POST", headers: key ? { Authorization: `Bearer ${key}` } : {}, body: JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }] }) });
+      assert.equal((await infer()).status, 401);
+      assert.equal((await infer("wrong")).status, 401);
+      assert.equal((await infer("user-key")).status, 200);
+      assert.equal((await infer("admin-key")).status, 200);
+      assert.equal((await fetch(`${s.base}/health`)).status, 200, "health needs no key");
+      const reg = (key: string) => fetch(`${s.base}/api/v1/models/register`, { method: "POST", headers: { Authorization: `Bearer ${key}` }, body: JSON.stringify({ model_id: "demo/tiny-cnn@1" }) });
+      assert.equal((await reg("user-key")).status, 403);
+      assert.equal((await reg("admin-key")).status, 201);
+      const cli = spawnSync(process.execPath, [CLI, "unregister", "tiny-cnn", "--endpoint", s.base, "--admin-key", "admin-key"], { encoding: "utf8" });
+      assert.equal(cli.status, 0, cli.stderr);
+    } finally {
+      await stop(s);
+    }
+  });
+
+  it("answers 429 with Retry-After when a model's queue is full", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-queue-"));
+    await seedDemoModels(new Axon({ home }));
+    const s = await startServer(home, ["--model", "demo/tiny-cnn@1", "--max-queue", "2"]);
+    try {
+      const data = Array.from({ length: 8 * 3 * 224 * 224 }, (_, i) => (i % 7) / 7);
+      const body = JSON.stringify({ inputs: [{ name: "image", shape: [8, 3, 224, 224], datatype: "FP32", data }] });
+      const results = await Promise.all(Array.from({ length: 12 }, () => fetch(`${s.base}/v2/models/tiny-cnn/infer`, { method: "POST", body }).then(async (r) => ({ status: r.status, retry: r.headers.get("retry-after"), body: await r.text() }))));
+      const rejected = results.filter((r) => r.status === 429);
+      assert.ok(results.some((r) => r.status === 200), "some are served");
+      assert.ok(rejected.length > 0, `some are turned away: ${results.map((r) => r.status).join(" ")}`);
+      assert.equal(rejected[0]!.retry, "1");
+      assert.equal(JSON.parse(rejected[0]!.body).code, "QUEUE_FULL");
+    } finally {
+      await stop(s);
+    }
+  });
+
+  it("fails to start with a clear error when a model cannot be registered", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-fail-"));
+    const r = spawnSync(process.execPath, [CLI, "serve", "--http-port", String(await freePort()), "--model", "demo/nope@1"], { env: { ...process.env, AXON_HOME: home }, encoding: "utf8" });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^error\[NOT_FOUND\]: .*demo\/nope/m);
+  });
+});
+
+/** Writes `text` on a raw connection and closes it without reading the answer. */
+function rawRequest(port: number, text: string): Promise<void> {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, "127.0.0.1", () => {
+      sock.write(text, () => {
+        sock.destroy();
+        resolve();
+      });
+    });
+    sock.on("error", () => resolve());
+  });
+}
