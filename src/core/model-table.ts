@@ -11,6 +11,8 @@ import { parseReference } from "../axon/reference.js";
 import { MlosError } from "./errors.js";
 import type { Model } from "./model.js";
 import type { LoadOptions, Runtime } from "./runtime.js";
+import { Scheduler, type BatchingOptions } from "./scheduler.js";
+import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
 
 export type ModelState = "registering" | "loading" | "ready" | "unloading" | "unloaded" | "failed";
 
@@ -37,8 +39,18 @@ export interface ModelEntry {
   model: Model | undefined;
   readonly registeredAt: Date;
   lastUsed: Date | undefined;
-  /** Requests admitted and not answered yet (queued or running). */
-  pending: number;
+  /** The model's queue, limits and batcher (while loaded). */
+  scheduler: Scheduler | undefined;
+}
+
+/** Scheduling defaults for every model; a manifest's spec.serving overrides batching and instances. */
+export interface TableOptions {
+  maxQueueDepth?: number;
+  /** Runs in flight per model (default: the manifest's instances, else 4). */
+  instances?: number;
+  /** Batching for every model whose manifest does not set it; `false` turns batching off everywhere. */
+  batching?: BatchingOptions | false;
+  pool?: TensorPool;
 }
 
 /** The public view of an entry (`GET /api/v1/models`, `axon ps`). */
@@ -56,6 +68,9 @@ export interface ModelSummary {
   registeredAt: string;
   lastUsed?: string;
   pending: number;
+  batching?: boolean;
+  batches?: number;
+  batchedRequests?: number;
   inputs?: unknown;
   outputs?: unknown;
   details?: Record<string, unknown>;
@@ -78,9 +93,26 @@ const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export class ModelTable {
   readonly #runtime: Runtime;
   readonly #models = new Map<string, Map<string, ModelEntry>>();
+  readonly #options: TableOptions;
 
-  constructor(runtime: Runtime) {
+  constructor(runtime: Runtime, options: TableOptions = {}) {
     this.#runtime = runtime;
+    this.#options = options;
+  }
+
+  /** The scheduler for a loaded model: batching from the manifest (unless turned off), else the table's default. */
+  #schedulerFor(model: Model): Scheduler {
+    const serving = model.manifest?.spec.serving;
+    const fromManifest = serving?.batching?.max_batch_size
+      ? { maxBatchSize: serving.batching.max_batch_size, maxQueueDelayUs: serving.batching.max_queue_delay_us ?? 500, preferredBatchSizes: serving.batching.preferred_batch_sizes }
+      : undefined;
+    const batching = this.#options.batching === false ? undefined : (fromManifest ?? this.#options.batching);
+    return new Scheduler(model, {
+      maxQueueDepth: this.#options.maxQueueDepth ?? 1024,
+      instances: this.#options.instances ?? serving?.instances ?? 4,
+      batching,
+      pool: this.#options.pool ?? getDefaultPool(),
+    });
   }
 
   /**
@@ -98,7 +130,7 @@ export class ModelTable {
         throw new MlosError("MODEL_EXISTS", `model "${name}" is being registered from ${e.target}`, { name });
       }
     }
-    const entry: ModelEntry = { name, version: "?", target: spec.target, spec, state: "registering", error: undefined, model: undefined, registeredAt: new Date(), lastUsed: undefined, pending: 0 };
+    const entry: ModelEntry = { name, version: "?", target: spec.target, spec, state: "registering", error: undefined, model: undefined, registeredAt: new Date(), lastUsed: undefined, scheduler: undefined };
     const pendingKey = `registering:${spec.target}`;
     const table = versions ?? new Map<string, ModelEntry>();
     table.set(pendingKey, entry);
@@ -114,6 +146,7 @@ export class ModelTable {
       }
       entry.version = version;
       entry.model = model;
+      entry.scheduler = this.#schedulerFor(model);
       entry.state = "ready";
       table.delete(pendingKey);
       if (existing) await this.#dispose(existing);
@@ -187,6 +220,7 @@ export class ModelTable {
     e.state = "loading";
     try {
       e.model = await this.#runtime.load(e.target, { ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
+      e.scheduler = this.#schedulerFor(e.model);
       e.state = "ready";
       e.error = undefined;
     } catch (err) {
@@ -198,12 +232,12 @@ export class ModelTable {
   }
 
   /** The ready model `name[@version]` serves, for a request; MODEL_NOT_READY when it is not ready. */
-  ready(name: string, version?: string): ModelEntry & { model: Model } {
+  ready(name: string, version?: string): ModelEntry & { model: Model; scheduler: Scheduler } {
     const e = this.get(name, version);
-    if (e.state !== "ready" || !e.model) {
+    if (e.state !== "ready" || !e.model || !e.scheduler) {
       throw new MlosError("MODEL_NOT_READY", `model "${e.name}" version ${e.version} is ${e.state}${e.error ? `: ${e.error}` : ""}`, { name: e.name, state: e.state });
     }
-    return e as ModelEntry & { model: Model };
+    return e as ModelEntry & { model: Model; scheduler: Scheduler };
   }
 
   summary(e: ModelEntry): ModelSummary {
@@ -219,7 +253,8 @@ export class ModelTable {
       ...(m ? { plugin: m.plugin, path: m.path, memoryBytes: m.memoryBytes, inputs: m.inputs, outputs: m.outputs, details: m.describe() } : {}),
       registeredAt: e.registeredAt.toISOString(),
       ...(e.lastUsed ? { lastUsed: e.lastUsed.toISOString() } : {}),
-      pending: e.pending,
+      pending: e.scheduler?.pending ?? 0,
+      ...(e.scheduler ? { batching: e.scheduler.batching, batches: e.scheduler.stats.batches, batchedRequests: e.scheduler.stats.batchedRequests } : {}),
     };
   }
 
@@ -233,6 +268,7 @@ export class ModelTable {
     if (!m) return;
     e.state = "unloading";
     e.model = undefined;
+    e.scheduler = undefined;
     await m.dispose();
     e.state = "unloaded";
   }

@@ -58,7 +58,7 @@ const AXON_STATUS: Partial<Record<string, number>> = {
 /** Maps any error to a status, a code and a one-line message. */
 export function toHttpError(e: unknown): HttpError {
   if (e instanceof HttpError) return e;
-  if (e instanceof MlosError) return new HttpError(MLOS_STATUS[e.code] ?? 500, e.code, e.message);
+  if (e instanceof MlosError) return new HttpError(MLOS_STATUS[e.code] ?? 500, e.code, e.message, e.code === "QUEUE_FULL" ? { "Retry-After": "1" } : {});
   if (e instanceof AxonError) return new HttpError(AXON_STATUS[e.code] ?? 500, e.code, e.message);
   const message = e instanceof Error ? e.message : String(e);
   return new HttpError(500, "INTERNAL", message.split("\n")[0]!);

@@ -10,6 +10,7 @@
 import { createRequire } from "node:module";
 import type { Model } from "../core/model.js";
 import type { ModelEntry, ModelTable, RegisterSpec } from "../core/model-table.js";
+import type { Scheduler } from "../core/scheduler.js";
 import type { Runtime } from "../core/runtime.js";
 import type { TensorInfo } from "../core/signature.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
@@ -29,8 +30,6 @@ export interface HttpServerOptions {
   pool?: TensorPool;
   /** Largest request body accepted, in bytes (default 64 MiB); larger ones get 413. */
   maxBodyBytes?: number;
-  /** Requests admitted per model before 429 (default 1024). */
-  maxQueueDepth?: number;
   /** When set, every route but health needs `Authorization: Bearer <apiKey>` (or the admin key). */
   apiKey?: string;
   /** When set, register/unregister/load/unload/plugins need `Authorization: Bearer <adminKey>`. */
@@ -63,7 +62,6 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   const { table, runtime } = options;
   const pool = options.pool ?? getDefaultPool();
   const maxBody = options.maxBodyBytes ?? 64 * 1024 * 1024;
-  const maxQueue = options.maxQueueDepth ?? 1024;
   const metrics = new ServerMetrics(table, pool);
   const app: TemplatedApp = options.tls
     ? uws.SSLApp({ cert_file_name: options.tls.certFile, key_file_name: options.tls.keyFile, passphrase: options.tls.passphrase })
@@ -199,28 +197,23 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     return v as Record<string, unknown>;
   }
 
-  /** Runs one request through a model's admission limit; counts and times it. */
-  async function infer(entry: ModelEntry & { model: Model }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[]): Promise<Record<string, Tensor>> {
+  /** Runs one request through the model's scheduler (queue limit, batching); counts it. */
+  async function infer(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[]): Promise<Record<string, Tensor>> {
     const label = `${entry.name}@${entry.version}`;
-    if (entry.pending >= maxQueue) {
-      metrics.requests.inc({ model: label, route: routeName, outcome: "rejected" });
-      throw new HttpError(429, "QUEUE_FULL", `model "${entry.name}" has ${entry.pending} requests waiting (the limit is ${maxQueue}); retry later`, { "Retry-After": "1" });
-    }
-    entry.pending++;
     entry.lastUsed = new Date();
-    const started = performance.now();
+    entry.scheduler.onTimings ??= (queue, compute, batch) => {
+      metrics.latency.observe({ model: label, phase: "queue" }, queue);
+      metrics.latency.observe({ model: label, phase: "compute" }, compute);
+      metrics.batchSize.observe({ model: label }, batch);
+    };
     try {
-      const out = await entry.model.infer(inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
-      const seconds = (performance.now() - started) / 1000;
-      metrics.latency.observe({ model: label, phase: "compute" }, seconds);
+      const out = await entry.scheduler.submit(inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
       metrics.requests.inc({ model: label, route: routeName, outcome: "ok" });
       return out;
     } catch (e) {
       const h = toHttpError(e);
-      metrics.requests.inc({ model: label, route: routeName, outcome: h.status >= 500 ? "server_error" : "client_error" });
+      metrics.requests.inc({ model: label, route: routeName, outcome: h.code === "QUEUE_FULL" ? "rejected" : h.status >= 500 ? "server_error" : "client_error" });
       throw e;
-    } finally {
-      entry.pending--;
     }
   }
 

@@ -5,6 +5,7 @@
  */
 import { Axon } from "../axon/axon.js";
 import { ModelTable, type ModelEntry } from "../core/model-table.js";
+import type { BatchingOptions } from "../core/scheduler.js";
 import { Runtime } from "../core/runtime.js";
 import { TensorPool } from "../tensor/pool.js";
 import { startHttpServer, type HttpServer } from "./http-server.js";
@@ -19,6 +20,10 @@ export interface ServeOptions {
   poolBytes?: number;
   maxBodyBytes?: number;
   maxQueueDepth?: number;
+  /** Runs in flight per model (default: the manifest's instances, else 4). */
+  instances?: number;
+  /** Default batching for models whose manifest sets none; false turns batching off for all. */
+  batching?: BatchingOptions | false;
   apiKey?: string;
   adminKey?: string;
   tls?: { certFile: string; keyFile: string };
@@ -39,8 +44,8 @@ export interface RunningServer {
 export async function serve(options: ServeOptions = {}): Promise<RunningServer> {
   const axon = options.axon ?? new Axon();
   const runtime = new Runtime({ axon });
-  const table = new ModelTable(runtime);
   const pool = new TensorPool({ size: options.poolBytes ?? 256 * 1024 * 1024 });
+  const table = new ModelTable(runtime, { maxQueueDepth: options.maxQueueDepth, instances: options.instances, batching: options.batching, pool });
   const close = async (http?: HttpServer): Promise<void> => {
     http?.close();
     await table.close();
@@ -68,7 +73,6 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
         port: options.httpPort ?? 8080,
         host: options.host,
         maxBodyBytes: options.maxBodyBytes,
-        maxQueueDepth: options.maxQueueDepth,
         apiKey: options.apiKey,
         adminKey: options.adminKey,
         tls: options.tls,

@@ -22,6 +22,10 @@ export default class Serve extends AxonCommand {
     "tls-key": Flags.string({ description: "PEM private key file", dependsOn: ["tls-cert"] }),
     "max-body": Flags.string({ description: "largest request body (e.g. 64M)", default: "64M" }),
     "max-queue": Flags.integer({ description: "requests admitted per model before 429", default: 1024, min: 1 }),
+    instances: Flags.integer({ description: "runs in flight per model (default: the manifest's spec.serving.instances, else 4)", min: 1 }),
+    batching: Flags.boolean({ description: "dynamic batching (--no-batching turns it off for every model)", default: true, allowNo: true }),
+    "max-batch-size": Flags.integer({ description: "batch models whose manifest sets no batching, up to this many rows (1: do not)", default: 1, min: 1 }),
+    "max-queue-delay-us": Flags.integer({ description: "with --max-batch-size: how long the oldest request may wait for others", default: 500, min: 0 }),
     "pool-size": Flags.string({ description: "shared-memory tensor pool size (e.g. 256M)", default: "256M" }),
   };
 
@@ -37,6 +41,8 @@ export default class Serve extends AxonCommand {
       tls: flags["tls-cert"] && flags["tls-key"] ? { certFile: flags["tls-cert"], keyFile: flags["tls-key"] } : undefined,
       maxBodyBytes: parseSize(flags["max-body"]),
       maxQueueDepth: flags["max-queue"],
+      instances: flags.instances,
+      batching: !flags.batching ? false : flags["max-batch-size"] > 1 ? { maxBatchSize: flags["max-batch-size"], maxQueueDelayUs: flags["max-queue-delay-us"] } : undefined,
       poolBytes: parseSize(flags["pool-size"]),
       axon: await this.axon(),
       onModel: (e) => this.logToStderr(`registered ${e.name}@${e.version} (${e.target}): ${e.state}`),
