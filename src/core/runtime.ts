@@ -12,6 +12,7 @@ import { assertSafeRelativePath } from "../axon/manifest/index.js";
 import { parseManifest } from "../axon/manifest/parse.js";
 import { MANIFEST_FILENAME, type AxonManifest } from "../axon/manifest/types.js";
 import { OnnxRuntimePlugin } from "../plugins/onnxruntime/index.js";
+import { TensorflowPlugin } from "../plugins/tensorflow/index.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { MlosError } from "./errors.js";
 import { Model, type InferOptions } from "./model.js";
@@ -39,7 +40,7 @@ export interface LoadedEntry {
   refs: number;
 }
 
-const EXTENSION_FORMATS: Record<string, string> = { ".onnx": "onnx", ".ort": "onnx", ".pt": "torchscript", ".pth": "torchscript" };
+const EXTENSION_FORMATS: Record<string, string> = { ".onnx": "onnx", ".ort": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".json": "tfjs" };
 
 function looksLikePath(target: string): boolean {
   return target.startsWith("/") || target.startsWith("./") || target.startsWith("../") || target === "." || target === ".." || existsSync(target);
@@ -56,6 +57,7 @@ export class Runtime {
   constructor(options: { axon?: Axon; plugins?: Plugin[] } = {}) {
     this.#axon = options.axon;
     this.registerPlugin(new OnnxRuntimePlugin());
+    this.registerPlugin(new TensorflowPlugin());
     for (const p of options.plugins ?? []) this.registerPlugin(p);
   }
 
