@@ -217,7 +217,8 @@ export class Runtime {
       const entrypoint = path.join(target, rel);
       return { dir: target, entrypoint, manifest, format: manifest.spec.format.type, reference, name: manifest.metadata.name };
     }
-    const candidates = (await readdir(target)).filter((f) => EXTENSION_FORMATS[path.extname(f).toLowerCase()]);
+    // JSON files are configs and tokenizers as often as models: only a TF.js model.json counts.
+    const candidates = (await readdir(target)).filter((f) => EXTENSION_FORMATS[path.extname(f).toLowerCase()] && (path.extname(f).toLowerCase() !== ".json" || f === "model.json"));
     if (candidates.length !== 1) {
       throw new MlosError("MODEL_INVALID", `${target}: no ${MANIFEST_FILENAME}, and ${candidates.length === 0 ? "no model file" : `several model files (${candidates.join(", ")})`} to load`, { path: target });
     }
