@@ -27,6 +27,12 @@
 // When none works the addon is built without ONNX Runtime (MLOS_WITH_ORT=OFF) and the reason is
 // printed; MLOS_ORT=0 asks for that explicitly.
 //
+// libtorch: after the main addon, the torch plugin's addon (native/torch) is built with cmake-js
+// in build/torch into build/<config>/mlos_torch.node, with build/torch/bin/make_test_model, when a
+// TorchConfig.cmake is found ($Torch_DIR, $LIBTORCH or $TORCH_ROOT, then Debian's libtorch-dev
+// under /usr/lib/<multiarch>/cmake/Torch). It prints "mlos: torch plugin built" or "mlos: torch
+// plugin not built: <reason>" and never fails the install; MLOS_TORCH=0 skips it.
+//
 // cmake-js takes the Node-API headers from the npm package node-api-headers (package.json has
 // "binary": {"napi_versions": [8]}) and node-addon-api from node_modules: nothing is downloaded.
 import { spawnSync } from "node:child_process";
@@ -165,6 +171,66 @@ async function buildCmake() {
   console.log(`mlos: built ${path.relative(root, out)}${ort.dir ? " with ONNX Runtime sessions" : " without ONNX Runtime sessions"}`);
 }
 
+/** The directory of a TorchConfig.cmake, or { why } none was found. */
+function torchConfigDir() {
+  const tried = [];
+  const candidates = [];
+  if (process.env.Torch_DIR) candidates.push(process.env.Torch_DIR);
+  for (const v of ["LIBTORCH", "TORCH_ROOT"]) {
+    if (process.env[v]) candidates.push(path.join(process.env[v], "share", "cmake", "Torch"), path.join(process.env[v], "lib", "cmake", "Torch"));
+  }
+  for (const lib of ["/usr/lib", "/usr/local/lib"]) {
+    let entries = [];
+    try {
+      entries = readdirSync(lib, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const e of entries) if (e.isDirectory() && e.name.includes("-linux-")) candidates.push(path.join(lib, e.name, "cmake", "Torch"));
+    candidates.push(path.join(lib, "cmake", "Torch"));
+  }
+  candidates.push("/usr/share/cmake/Torch", "/usr/local/share/cmake/Torch");
+  for (const dir of candidates) {
+    if (existsSync(path.join(dir, "TorchConfig.cmake"))) return { dir };
+    tried.push(dir);
+  }
+  return { why: `libtorch not found (no TorchConfig.cmake in ${tried.join(", ")}); apt-get install libtorch-dev, or set Torch_DIR, then npm run build:native` };
+}
+
+/** The torch plugin's addon (native/torch), when libtorch is found; never fails the build. */
+async function buildTorch() {
+  const notBuilt = (why) => console.log(`mlos: torch plugin not built: ${why}`);
+  if (process.env.MLOS_TORCH === "0") return notBuilt("MLOS_TORCH=0");
+  const torch = torchConfigDir();
+  if (torch.why) return notBuilt(torch.why);
+  const config = args.has("--debug") ? "Debug" : "Release";
+  const out = path.join(root, "build", config, "mlos_torch.node");
+  const started = Date.now();
+  try {
+    const { BuildSystem } = require("cmake-js");
+    const bs = new BuildSystem({
+      directory: path.join(root, "native", "torch"),
+      out: path.join(root, "build", "torch"),
+      config,
+      debug: config === "Debug",
+      parallel: jobs,
+      cMakeOptions: {
+        Torch_DIR: torch.dir,
+        MLOS_TORCH_OUTPUT_DIR: path.join(root, "build", config),
+        MLOS_TORCH_TEST_MODEL: args.has("--no-tests") ? "OFF" : "ON",
+      },
+      log: process.env.MLOS_NATIVE_VERBOSE ? "verbose" : "info",
+    });
+    bs.options.isNodeApi = true; // as in buildCmake: Node-API only, headers from node-api-headers
+    await bs.configure();
+    await bs.build();
+  } catch (e) {
+    return notBuilt(`the build with libtorch from ${torch.dir} failed (${e instanceof Error ? e.message : String(e)}); set MLOS_NATIVE_VERBOSE=1 to see it`);
+  }
+  if (!existsSync(out)) return notBuilt(`${path.relative(root, out)} was not produced`);
+  console.log(`mlos: torch plugin built: ${path.relative(root, out)} (libtorch from ${torch.dir}, ${((Date.now() - started) / 1000).toFixed(1)} s)`);
+}
+
 function nodeGypCommand() {
   // npm sets npm_config_node_gyp for scripts it runs; otherwise use npm's own copy, then npx.
   const candidates = [
@@ -221,4 +287,5 @@ if (process.env.MLOS_SKIP_NATIVE === "1") {
   buildSanitizeTree();
 } else {
   await buildCmake();
+  await buildTorch();
 }

@@ -12,6 +12,7 @@ import { assertSafeRelativePath } from "../axon/manifest/index.js";
 import { parseManifest } from "../axon/manifest/parse.js";
 import { MANIFEST_FILENAME, type AxonManifest } from "../axon/manifest/types.js";
 import { OnnxRuntimePlugin } from "../plugins/onnxruntime/index.js";
+import { TorchPlugin } from "../plugins/torch/index.js";
 import { TensorflowPlugin } from "../plugins/tensorflow/index.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { MlosError } from "./errors.js";
@@ -57,6 +58,7 @@ export class Runtime {
   constructor(options: { axon?: Axon; plugins?: Plugin[] } = {}) {
     this.#axon = options.axon;
     this.registerPlugin(new OnnxRuntimePlugin());
+    this.registerPlugin(new TorchPlugin());
     this.registerPlugin(new TensorflowPlugin());
     for (const p of options.plugins ?? []) this.registerPlugin(p);
   }
