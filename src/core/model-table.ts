@@ -51,6 +51,8 @@ export interface TableOptions {
   /** Batching for every model whose manifest does not set it; `false` turns batching off everywhere. */
   batching?: BatchingOptions | false;
   pool?: TensorPool;
+  /** Load options for models registered without their own (threads, pool). */
+  load?: LoadOptions;
 }
 
 /** The public view of an entry (`GET /api/v1/models`, `axon ps`). */
@@ -137,7 +139,7 @@ export class ModelTable {
     this.#models.set(name, table);
     try {
       entry.state = "loading";
-      const model = await this.#runtime.load(spec.target, { ...spec.load, plugin: spec.plugin ?? spec.load?.plugin });
+      const model = await this.#runtime.load(spec.target, { ...this.#options.load, ...spec.load, plugin: spec.plugin ?? spec.load?.plugin });
       const version = model.manifest?.metadata.version ?? "1";
       const existing = table.get(version);
       if (existing && existing.target !== spec.target && existing.state !== "failed") {
@@ -219,7 +221,7 @@ export class ModelTable {
     if (e.state === "ready") return e;
     e.state = "loading";
     try {
-      e.model = await this.#runtime.load(e.target, { ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
+      e.model = await this.#runtime.load(e.target, { ...this.#options.load, ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
       e.scheduler = this.#schedulerFor(e.model);
       e.state = "ready";
       e.error = undefined;

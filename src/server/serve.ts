@@ -22,6 +22,12 @@ export interface ServeOptions {
   maxQueueDepth?: number;
   /** Runs in flight per model (default: the manifest's instances, else 4). */
   instances?: number;
+  /**
+   * Threads inside one run (ONNX Runtime's intra-op pool), per model; default 1. A server gets its
+   * parallelism from concurrent runs (instances, batching); ORT's default of one spinning thread
+   * per core would fight the event loop and the other models for the CPU.
+   */
+  intraOpThreads?: number;
   /** Default batching for models whose manifest sets none; false turns batching off for all. */
   batching?: BatchingOptions | false;
   apiKey?: string;
@@ -45,7 +51,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
   const axon = options.axon ?? new Axon();
   const runtime = new Runtime({ axon });
   const pool = new TensorPool({ size: options.poolBytes ?? 256 * 1024 * 1024 });
-  const table = new ModelTable(runtime, { maxQueueDepth: options.maxQueueDepth, instances: options.instances, batching: options.batching, pool });
+  const table = new ModelTable(runtime, { maxQueueDepth: options.maxQueueDepth, instances: options.instances, batching: options.batching, pool, load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1 } });
   const close = async (http?: HttpServer): Promise<void> => {
     http?.close();
     await table.close();
@@ -56,7 +62,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     for (const m of options.models ?? []) {
       const eq = m.indexOf("=");
       const spec = eq > 0 && !m.slice(0, eq).includes("/") ? { id: m.slice(0, eq), target: m.slice(eq + 1) } : { target: m };
-      const e = await table.register({ ...spec, load: { pool } });
+      const e = await table.register({ ...spec, load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1 } });
       options.onModel?.(e);
     }
   } catch (e) {

@@ -69,7 +69,10 @@ class OrtLoadedModel implements LoadedModel {
   }
 
   run(req: RunRequest): Promise<RunResult> {
-    if (this.#policy.inline && !req.signal && req.timeoutMs === undefined && !req.debugAddresses && req.outputs.every((n) => req.preallocated[n] !== undefined)) {
+    // An inline run takes microseconds and holds the thread: a signal can only stop it before it
+    // starts, so a request that carries one (every server request does) still runs inline.
+    if (req.signal?.aborted) return Promise.reject(new MlosError("RUN_ABORTED", "the run was aborted before it started", {}, { cause: req.signal.reason }));
+    if (this.#policy.inline && req.timeoutMs === undefined && !req.debugAddresses && req.outputs.every((n) => req.preallocated[n] !== undefined)) {
       try {
         const out = this.#runBound(req);
         if (out) return Promise.resolve(out);
@@ -98,7 +101,7 @@ class OrtLoadedModel implements LoadedModel {
       pre[name] = t;
       allocated.push(t);
     }
-    if (this.#policy.inline && !req.signal && req.timeoutMs === undefined) {
+    if (this.#policy.inline && req.timeoutMs === undefined) {
       // The whole run takes microseconds: no promise chain, no thread hop.
       try {
         return Promise.resolve(this.#runInline(req, pre));
