@@ -7,6 +7,7 @@
 import { existsSync } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
 import path from "node:path";
+import { parse as parseYaml } from "yaml";
 import { Axon } from "../axon/axon.js";
 import { assertSafeRelativePath } from "../axon/manifest/index.js";
 import { parseManifest } from "../axon/manifest/parse.js";
@@ -184,9 +185,17 @@ export class Runtime {
       dir = record.path;
       reference = `${record.namespace}/${record.name}@${record.version}`;
     } else {
-      const installed = await axon.install(target);
-      dir = installed.record.path;
-      reference = installed.reference;
+      // An exact version or digest that is installed needs no resolution (and no network).
+      const exact = /@(\d+\.\d+\.\d+(?:[-+][\w.+-]*)?|sha256:[0-9a-f]{64})$/.test(target);
+      const [record] = exact ? await axon.findInstalled(target).catch(() => []) : [];
+      if (record) {
+        dir = record.path;
+        reference = `${record.namespace}/${record.name}@${record.version}`;
+      } else {
+        const installed = await axon.install(target);
+        dir = installed.record.path;
+        reference = installed.reference;
+      }
     }
     return this.#resolvePath(dir, reference);
   }
@@ -212,7 +221,10 @@ export class Runtime {
     }
     if (text !== undefined) {
       // A folder named by path may be an author's, before `axon pack` filled in sizes and digests.
-      manifest = (reference ? parseManifest(text, manifestFile) : parseManifest(text, manifestFile, { draft: true })) as AxonManifest;
+      // An installed view's manifest was validated when it was installed and is read-only in the
+      // content-addressed cache: reading it needs no schema check. A folder named by path may be
+      // an author's, before `axon pack` filled in sizes and digests: it is checked as a draft.
+      manifest = (reference ? (parseYaml(text) as AxonManifest) : parseManifest(text, manifestFile, { draft: true })) as AxonManifest;
       const rel = manifest.spec.format.entrypoint ?? manifest.spec.format.files?.[0]?.path;
       if (!rel) throw new MlosError("MODEL_INVALID", `${manifestFile}: spec.format lists no files and no entrypoint`, { path: manifestFile });
       assertSafeRelativePath(rel, `${manifestFile} spec.format.entrypoint`);
