@@ -353,3 +353,37 @@ test("docker config.json and the default lookup order", async () => {
   assert.deepEqual(await chain({ AXON_REGISTRY_TOKEN: "t" }).get("127.0.0.1:5000"), { token: "t" }, "env before store");
   assert.deepEqual(await chain({}).get("ghcr.io"), { username: "gh", password: "ghpw" }, "docker last");
 });
+
+test("Docker credential helpers: credHelpers per registry, then credsStore, then auths", async () => {
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), "axon-credhelper-"));
+  const bin = path.join(tmp, "bin");
+  await fs.mkdir(bin);
+  // A real helper executable speaking Docker's protocol: the server on stdin, JSON on stdout.
+  const helper = (name: string, answers: Record<string, [string, string]>) =>
+    fs.writeFile(
+      path.join(bin, `docker-credential-${name}`),
+      `#!/bin/sh\n[ "$1" = get ] || exit 2\nread server\ncase "$server" in\n${Object.entries(answers)
+        .map(([s, [u, p]]) => `  "${s}") printf '{"ServerURL":"%s","Username":"${u}","Secret":"${p}"}' "$server" ;;`)
+        .join("\n")}\n  *) echo "credentials not found in native keychain" >&2; exit 1 ;;\nesac\n`,
+      { mode: 0o755 },
+    );
+  await helper("registryhelper", { "127.0.0.1:5000": ["helped", "helperpw"] });
+  await helper("desktop", { "https://index.docker.io/v1/": ["<token>", "identity-token"], "quay.io": ["q", "qpw"] });
+  const dockerDir = path.join(tmp, "docker");
+  await fs.mkdir(dockerDir);
+  await fs.writeFile(
+    path.join(dockerDir, "config.json"),
+    JSON.stringify({
+      credHelpers: { "127.0.0.1:5000": "registryhelper" },
+      credsStore: "desktop",
+      auths: { "127.0.0.1:5000": { auth: Buffer.from("inline:inlinepw").toString("base64") }, "ghcr.io": { username: "gh", password: "ghpw" } },
+    }),
+  );
+  const d = new DockerConfigCredentialProvider(undefined, { DOCKER_CONFIG: dockerDir, PATH: `${bin}:${process.env.PATH}` });
+  assert.deepEqual(await d.get("127.0.0.1:5000"), { username: "helped", password: "helperpw" }, "the registry's own helper first");
+  assert.deepEqual(await d.get("quay.io"), { username: "q", password: "qpw" }, "then the store");
+  assert.deepEqual(await d.get("docker.io"), { username: "<token>", password: "identity-token" }, "Docker Hub asks by its v1 address");
+  assert.deepEqual(await d.get("ghcr.io"), { username: "gh", password: "ghpw" }, "a helper with nothing falls through to auths");
+  const missing = new DockerConfigCredentialProvider(undefined, { DOCKER_CONFIG: dockerDir, PATH: "/nonexistent" });
+  assert.deepEqual(await missing.get("127.0.0.1:5000"), { username: "inline", password: "inlinepw" }, "a helper that is not installed falls through");
+});

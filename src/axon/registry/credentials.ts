@@ -3,6 +3,7 @@
  * mode 0600, written atomically) and the default lookup chain: environment, then the store, then
  * Docker's `config.json`.
  */
+import { execFile } from "node:child_process";
 import { promises as fs } from "node:fs";
 import { randomBytes } from "node:crypto";
 import os from "node:os";
@@ -178,7 +179,10 @@ export class CredentialStore implements CredentialProvider {
 /**
  * Docker's `config.json` (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`): `auths[host]`
  * with `auth` (base64 user:password) or `username`/`password`; keys may carry `https://` and a path
- * (`https://index.docker.io/v1/`). Credential helpers (`credsStore`, `credHelpers`) are not used.
+ * (`https://index.docker.io/v1/`). Credential helpers are used as Docker uses them: a registry's
+ * `credHelpers[host]` first, else the `credsStore` for every registry, by running
+ * `docker-credential-<name> get` with the server address on stdin; a helper that has nothing for
+ * the registry (or fails, or takes over 10 s) falls through to `auths`.
  */
 export class DockerConfigCredentialProvider implements CredentialProvider {
   readonly file: string;
@@ -186,7 +190,44 @@ export class DockerConfigCredentialProvider implements CredentialProvider {
   constructor(file?: string, env: NodeJS.ProcessEnv = process.env) {
     this.file =
       file ?? (env.DOCKER_CONFIG ? path.join(env.DOCKER_CONFIG, "config.json") : path.join(os.homedir(), ".docker", "config.json"));
+    this.#env = env;
   }
+
+  async #fromHelper(data: { credHelpers?: unknown; credsStore?: unknown } | null, host: string): Promise<Credentials | undefined> {
+    const helpers = data?.credHelpers && typeof data.credHelpers === "object" ? (data.credHelpers as Record<string, unknown>) : {};
+    let helper: string | undefined;
+    let server = host;
+    for (const h of hostAliases(host)) {
+      for (const [key, name] of Object.entries(helpers)) {
+        if (typeof name === "string" && normalizeHost(key) === h) {
+          helper = name;
+          server = key;
+        }
+      }
+      if (helper) break;
+    }
+    if (!helper && typeof data?.credsStore === "string" && data.credsStore !== "") {
+      helper = data.credsStore;
+      server = DOCKER_HUB_ALIASES.includes(normalizeHost(host)) ? "https://index.docker.io/v1/" : host;
+    }
+    if (!helper || !/^[A-Za-z0-9._-]+$/.test(helper)) return undefined;
+    const out = await new Promise<string | undefined>((resolve) => {
+      const child = execFile(`docker-credential-${helper}`, ["get"], { env: this.#env, timeout: 10_000, maxBuffer: 1 << 20 }, (err, stdout) => resolve(err ? undefined : stdout));
+      child.stdin?.on("error", () => undefined);
+      child.stdin?.end(server);
+    });
+    if (!out) return undefined;
+    try {
+      const r = JSON.parse(out) as { Username?: unknown; Secret?: unknown };
+      if (typeof r.Secret !== "string" || r.Secret === "") return undefined;
+      // "<token>" marks an identity token, which registries take as the password of the token flow.
+      return { username: typeof r.Username === "string" ? r.Username : "", password: r.Secret };
+    } catch {
+      return undefined;
+    }
+  }
+
+  readonly #env: NodeJS.ProcessEnv;
 
   async get(host: string): Promise<Credentials | undefined> {
     let data: unknown;
@@ -195,6 +236,8 @@ export class DockerConfigCredentialProvider implements CredentialProvider {
     } catch {
       return undefined; // missing or unreadable: Docker's file is optional
     }
+    const fromHelper = await this.#fromHelper(data as { credHelpers?: unknown; credsStore?: unknown } | null, host);
+    if (fromHelper) return fromHelper;
     const auths = (data as { auths?: unknown } | null)?.auths;
     if (!auths || typeof auths !== "object") return undefined;
     const byHost = new Map<string, Record<string, unknown>>();
