@@ -100,7 +100,12 @@ export class Scheduler {
     }
     if (options.signal?.aborted) return Promise.reject(new MlosError("RUN_ABORTED", "the request was cancelled before it ran"));
     return new Promise<RunResult>((resolve, reject) => {
-      const p: Pending = { inputs, rows: this.#rowsOf(inputs), options, enqueued: performance.now(), resolve, reject, done: false, cleanup: () => undefined };
+      const p: Pending = { inputs, rows: this.#rowsOf(inputs), options, enqueued: performance.now(), resolve, reject, done: false, cleanup: noop };
+      if (!this.#batchDim && this.#queue.length === 0 && this.#running < this.#options.instances) {
+        // Runs now: nothing to wait for, so no queue-time listeners or timers to set up.
+        this.#start([p]);
+        return;
+      }
       const finish = (e: unknown) => {
         if (p.done) return;
         const i = this.#queue.indexOf(p);
@@ -295,6 +300,8 @@ export class Scheduler {
     }
   }
 }
+
+const noop = (): void => undefined;
 
 function bytesOf(v: ArrayBufferView): Uint8Array {
   return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);

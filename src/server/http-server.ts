@@ -87,11 +87,13 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     if (!ok) throw new HttpError(admin ? 403 : 401, admin ? "FORBIDDEN" : "UNAUTHORIZED", admin ? "this route needs the admin key" : "the API key is not valid");
   }
 
+  const controllers: AbortController[] = [];
   function send(res: HttpResponse, ctx: Ctx, reply: Reply): void {
     if (ctx.aborted) {
       reply.after?.(); // the client went away: nothing to write, but the outputs' memory goes back
       return;
     }
+    if (controllers.length < 4096) controllers.push(ctx.controller);
     const status = reply.status ?? 200;
     res.cork(() => {
       res.writeStatus(`${status} ${STATUS_TEXT[status] ?? ""}`.trim());
@@ -119,7 +121,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   function route(method: "get" | "post" | "del", pattern: string, withBody: boolean, handler: Handler, admin?: boolean): void {
     const paramCount = (pattern.match(/:/g) ?? []).length;
     app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
-      const controller = new AbortController();
+      // AbortControllers cost microseconds to make; one that was never aborted is reused.
+      const controller = controllers.pop() ?? new AbortController();
       const headers: Record<string, string> = {};
       req.forEach((k, v) => {
         headers[k] = v;
@@ -197,18 +200,27 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     return v as Record<string, unknown>;
   }
 
+  const okCounters = new Map<string, { inc(): void }>();
   /** Runs one request through the model's scheduler (queue limit, batching); counts it. */
   async function infer(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[]): Promise<Record<string, Tensor>> {
     const label = `${entry.name}@${entry.version}`;
     entry.lastUsed = new Date();
-    entry.scheduler.onTimings ??= (queue, compute, batch) => {
-      metrics.latency.observe({ model: label, phase: "queue" }, queue);
-      metrics.latency.observe({ model: label, phase: "compute" }, compute);
-      metrics.batchSize.observe({ model: label }, batch);
-    };
+    if (!entry.scheduler.onTimings) {
+      // Label lookups hash their label objects on every call: bind the children once per model.
+      const queueHist = metrics.latency.labels({ model: label, phase: "queue" });
+      const computeHist = metrics.latency.labels({ model: label, phase: "compute" });
+      const batchHist = metrics.batchSize.labels({ model: label });
+      entry.scheduler.onTimings = (queue, compute, batch) => {
+        queueHist.observe(queue);
+        computeHist.observe(compute);
+        batchHist.observe(batch);
+      };
+    }
+    let ok = okCounters.get(`${label}\0${routeName}`);
+    if (!ok) okCounters.set(`${label}\0${routeName}`, (ok = metrics.requests.labels({ model: label, route: routeName, outcome: "ok" })));
     try {
       const out = await entry.scheduler.submit(inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
-      metrics.requests.inc({ model: label, route: routeName, outcome: "ok" });
+      ok.inc();
       return out;
     } catch (e) {
       const h = toHttpError(e);
@@ -330,10 +342,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         return { name, datatype: datatypeOf(t.dtype), shape: [...t.shape], data: jsonData(t) };
       }),
     };
-    const label = `${entry.name}@${entry.version}`;
+    const totalHist = (entry as { totalHist?: { observe(v: number): void } }).totalHist ??= metrics.latency.labels({ model: `${entry.name}@${entry.version}`, phase: "total" });
     const after = () => {
       disposeAll(Object.values(outputs));
-      metrics.latency.observe({ model: label, phase: "total" }, (performance.now() - total) / 1000);
+      totalHist.observe((performance.now() - total) / 1000);
     };
     if (parts.length === 0) return { body: json, after };
     const header = Buffer.from(JSON.stringify(json));

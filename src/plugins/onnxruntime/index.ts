@@ -34,6 +34,12 @@ function frameworkInfo(io: NativeOrtIoInfo, where: string): TensorInfo {
 
 let runTags = 0;
 
+function inputBytes(inputs: Readonly<Record<string, Tensor>>): number {
+  let n = 0;
+  for (const k in inputs) n += inputs[k]!.byteLength;
+  return n;
+}
+
 /** Bound runs are kept only for small tensors: a binding holds its buffers alive. */
 const BIND_MAX_BYTES = 64 * 1024;
 
@@ -72,7 +78,8 @@ class OrtLoadedModel implements LoadedModel {
     // An inline run takes microseconds and holds the thread: a signal can only stop it before it
     // starts, so a request that carries one (every server request does) still runs inline.
     if (req.signal?.aborted) return Promise.reject(new MlosError("RUN_ABORTED", "the run was aborted before it started", {}, { cause: req.signal.reason }));
-    if (this.#policy.inline && req.timeoutMs === undefined && !req.debugAddresses && req.outputs.every((n) => req.preallocated[n] !== undefined)) {
+    const inline = this.#policy.inline && req.timeoutMs === undefined && this.#policy.inlineFor(inputBytes(req.inputs));
+    if (inline && !req.debugAddresses && req.outputs.every((n) => req.preallocated[n] !== undefined)) {
       try {
         const out = this.#runBound(req);
         if (out) return Promise.resolve(out);
@@ -101,7 +108,7 @@ class OrtLoadedModel implements LoadedModel {
       pre[name] = t;
       allocated.push(t);
     }
-    if (this.#policy.inline && req.timeoutMs === undefined) {
+    if (inline) {
       // The whole run takes microseconds: no promise chain, no thread hop.
       try {
         return Promise.resolve(this.#runInline(req, pre));
@@ -196,7 +203,7 @@ class OrtLoadedModel implements LoadedModel {
     } finally {
       if (onAbort) signal!.removeEventListener("abort", onAbort);
     }
-    this.#policy.recordAsync(result.runMicros, (performance.now() - started) * 1000);
+    this.#policy.recordAsync(result.runMicros, (performance.now() - started) * 1000, inputBytes(req.inputs));
     return this.#collect(req, pre, result);
   }
 

@@ -10,11 +10,14 @@
  * and under `INLINE_MAX_US` (so an inline run never holds the event loop for long). Inline runs
  * keep being timed: when their moving average passes `INLINE_MAX_US` (bigger batches, a loaded
  * machine), or one run takes longer than `INLINE_EVICT_US`, the model goes back to async runs and
- * to measuring. (One slow run from a preempted thread moves the average little.)
+ * to measuring. (One slow run from a preempted thread moves the average little.) A request whose
+ * inputs are much larger than those measured (`INLINE_SIZE_FACTOR` times the largest) goes to a
+ * worker thread without being tried inline: run time grows with input size.
  */
 export const SAMPLES = 16;
 export const INLINE_MAX_US = 200;
-export const INLINE_EVICT_US = 5000;
+export const INLINE_EVICT_US = 20_000;
+export const INLINE_SIZE_FACTOR = 4;
 const EMA_WEIGHT = 1 / 32;
 
 export type RunMode = "auto" | "inline" | "async";
@@ -31,6 +34,8 @@ export class RunPolicy {
   #hop: number[] = [];
   #decisions = 0;
   #inlineAverage = 0;
+  /** The largest input size (bytes) seen while measuring; inline runs take up to INLINE_SIZE_FACTOR times it. */
+  #measuredBytes = 0;
 
   constructor(mode: RunMode = "auto") {
     this.mode = mode;
@@ -42,9 +47,15 @@ export class RunPolicy {
     return this.#inline;
   }
 
-  /** Records an async run: Session::Run's own time and the caller-observed wall time, in µs. */
-  recordAsync(runMicros: number, wallMicros: number): void {
+  /** Whether a run with `inputBytes` of inputs should execute on the calling thread. */
+  inlineFor(inputBytes: number): boolean {
+    return this.#inline && (this.mode === "inline" || inputBytes <= this.#measuredBytes * INLINE_SIZE_FACTOR);
+  }
+
+  /** Records an async run: Session::Run's own time, the caller-observed wall time (µs), and the inputs' size. */
+  recordAsync(runMicros: number, wallMicros: number, inputBytes = 0): void {
     if (this.mode !== "auto" || this.#inline) return;
+    this.#measuredBytes = Math.max(this.#measuredBytes, inputBytes);
     this.#run.push(runMicros);
     this.#hop.push(Math.max(0, wallMicros - runMicros));
     if (this.#run.length < SAMPLES) return;
