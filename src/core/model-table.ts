@@ -11,10 +11,12 @@ import { parseReference } from "../axon/reference.js";
 import { MlosError } from "./errors.js";
 import type { Model } from "./model.js";
 import type { LoadOptions, Runtime } from "./runtime.js";
-import { Scheduler, type BatchingOptions } from "./scheduler.js";
+import { Scheduler, type BatchingOptions, type SubmitOptions } from "./scheduler.js";
+import type { RunResult } from "./plugin.js";
+import type { Tensor } from "../tensor/tensor.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
 
-export type ModelState = "registering" | "loading" | "ready" | "unloading" | "unloaded" | "failed";
+export type ModelState = "registering" | "loading" | "ready" | "unloading" | "unloaded" | "evicted" | "failed";
 
 export interface RegisterSpec {
   /** The served name; default: the reference's NAME, or the folder's / file's name. */
@@ -53,6 +55,15 @@ export interface TableOptions {
   pool?: TensorPool;
   /** Load options for models registered without their own (threads, pool). */
   load?: LoadOptions;
+  /**
+   * Memory budget for loaded models, in bytes. Loading a model that would pass it first unloads
+   * idle models, least recently used first; they load again on their next request.
+   */
+  maxMemoryBytes?: number;
+  /** Unload a model nobody has used for this long (ms); it loads again on its next request. */
+  keepAliveMs?: number;
+  /** Called when a model is evicted (for metrics). */
+  onEvict?: (e: ModelEntry, why: "memory" | "idle") => void;
 }
 
 /** The public view of an entry (`GET /api/v1/models`, `axon ps`). */
@@ -96,10 +107,58 @@ export class ModelTable {
   readonly #runtime: Runtime;
   readonly #models = new Map<string, Map<string, ModelEntry>>();
   readonly #options: TableOptions;
+  readonly #idleTimer: NodeJS.Timeout | undefined;
+  /** Loads in progress (lazy loads on first request share one). */
+  readonly #loading = new Map<ModelEntry, Promise<void>>();
+  evictions = 0;
 
   constructor(runtime: Runtime, options: TableOptions = {}) {
     this.#runtime = runtime;
     this.#options = options;
+    if (options.keepAliveMs) {
+      const every = Math.max(50, Math.min(60_000, options.keepAliveMs / 4));
+      this.#idleTimer = setInterval(() => void this.#unloadIdle(), every);
+      this.#idleTimer.unref();
+    }
+  }
+
+  /** Bytes held by loaded models. */
+  get loadedBytes(): number {
+    return this.list().reduce((a, e) => a + (e.model && e.state === "ready" ? e.model.memoryBytes : 0), 0);
+  }
+
+  /**
+   * Unloads idle models, least recently used first, until `bytes` more fit in the budget. Models
+   * with requests pending are never evicted, so no request fails because another model was.
+   */
+  async #makeRoom(bytes: number, except?: ModelEntry): Promise<void> {
+    const budget = this.#options.maxMemoryBytes;
+    if (!budget) return;
+    const victims = this.list()
+      .filter((e) => e !== except && e.state === "ready" && e.model && (e.scheduler?.pending ?? 0) === 0)
+      .sort((a, b) => (a.lastUsed?.getTime() ?? a.registeredAt.getTime()) - (b.lastUsed?.getTime() ?? b.registeredAt.getTime()));
+    for (const v of victims) {
+      if (this.loadedBytes + bytes <= budget) return;
+      // Checked again at each step: a request may have come for it while the last one unloaded.
+      if (v.state !== "ready" || (v.scheduler?.pending ?? 0) > 0) continue;
+      await this.#dispose(v);
+      this.evictions++;
+      this.#options.onEvict?.(v, "memory");
+    }
+  }
+
+  async #unloadIdle(): Promise<void> {
+    const keep = this.#options.keepAliveMs;
+    if (!keep) return;
+    const now = Date.now();
+    for (const e of this.list()) {
+      const last = (e.lastUsed ?? e.registeredAt).getTime();
+      if (e.state === "ready" && e.model && (e.scheduler?.pending ?? 0) === 0 && now - last > keep) {
+        await this.#dispose(e);
+        this.evictions++;
+        this.#options.onEvict?.(e, "idle");
+      }
+    }
   }
 
   /** The scheduler for a loaded model: batching from the manifest (unless turned off), else the table's default. */
@@ -149,6 +208,7 @@ export class ModelTable {
       entry.version = version;
       entry.model = model;
       entry.scheduler = this.#schedulerFor(model);
+      await this.#makeRoom(model.memoryBytes, entry);
       entry.state = "ready";
       table.delete(pendingKey);
       if (existing) await this.#dispose(existing);
@@ -218,19 +278,62 @@ export class ModelTable {
       if ((err as MlosError).code === "MODEL_NOT_FOUND" && version === undefined) return this.register({ target: name });
       throw err;
     }
-    if (e.state === "ready") return e;
-    e.state = "loading";
-    try {
-      e.model = await this.#runtime.load(e.target, { ...this.#options.load, ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
-      e.scheduler = this.#schedulerFor(e.model);
-      e.state = "ready";
-      e.error = undefined;
-    } catch (err) {
-      e.state = "failed";
-      e.error = (err as Error).message;
-      throw err;
-    }
+    await this.#ensureLoaded(e);
     return e;
+  }
+
+  /** Loads an unloaded (or evicted) entry once, however many requests wait for it. */
+  async #ensureLoaded(e: ModelEntry): Promise<void> {
+    if (e.state === "ready" && e.model) return;
+    let pending = this.#loading.get(e);
+    if (!pending) {
+      pending = (async () => {
+        e.state = "loading";
+        try {
+          const model = await this.#runtime.load(e.target, { ...this.#options.load, ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
+          await this.#makeRoom(model.memoryBytes, e);
+          e.model = model;
+          e.scheduler = this.#schedulerFor(model);
+          e.state = "ready";
+          e.error = undefined;
+        } catch (err) {
+          e.state = "failed";
+          e.error = (err as Error).message;
+          throw err;
+        } finally {
+          this.#loading.delete(e);
+        }
+      })();
+      this.#loading.set(e, pending);
+    }
+    await pending;
+  }
+
+  /**
+   * Runs a request on `name[@version]`, loading the model first when the memory budget or the
+   * keep-alive unloaded it. The request is admitted to the model's scheduler in the same turn as
+   * the model is found ready, so it counts as pending before any eviction can look at it.
+   */
+  async submit(name: string, version: string | undefined, inputs: Record<string, Tensor>, options?: SubmitOptions): Promise<RunResult> {
+    for (;;) {
+      const e = await this.acquire(name, version);
+      if (e.state === "ready" && e.scheduler) return e.scheduler.submit(inputs, options);
+    }
+  }
+
+  /**
+   * The model `name[@version]` for a request, loading it first when it was unloaded by the memory
+   * budget or the keep-alive (a failed or explicitly unloaded one is MODEL_NOT_READY).
+   */
+  async acquire(name: string, version?: string): Promise<ModelEntry & { model: Model; scheduler: Scheduler }> {
+    const e = this.get(name, version);
+    if (e.state === "ready" && e.model && e.scheduler) {
+      e.lastUsed = new Date();
+      return e as ModelEntry & { model: Model; scheduler: Scheduler };
+    }
+    if (e.state === "evicted" || e.state === "loading") await this.#ensureLoaded(e);
+    e.lastUsed = new Date();
+    return this.ready(name, version);
   }
 
   /** The ready model `name[@version]` serves, for a request; MODEL_NOT_READY when it is not ready. */
@@ -261,6 +364,7 @@ export class ModelTable {
   }
 
   async close(): Promise<void> {
+    if (this.#idleTimer) clearInterval(this.#idleTimer);
     for (const e of this.list()) await this.#dispose(e);
     this.#models.clear();
   }
@@ -272,7 +376,7 @@ export class ModelTable {
     e.model = undefined;
     e.scheduler = undefined;
     await m.dispose();
-    e.state = "unloaded";
+    e.state = "evicted"; // loads again on its next request; unload() marks it "unloaded"
   }
 }
 

@@ -219,7 +219,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     let ok = okCounters.get(`${label}\0${routeName}`);
     if (!ok) okCounters.set(`${label}\0${routeName}`, (ok = metrics.requests.labels({ model: label, route: routeName, outcome: "ok" })));
     try {
-      const out = await entry.scheduler.submit(inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
+      const out = await table.submit(entry.name, entry.version, inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
       ok.inc();
       return out;
     } catch (e) {
@@ -244,7 +244,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   route("get", "/health", false, async () => ({ body: { status: "ok", models: table.list().length, ready: table.list().filter((e) => e.state === "ready").length } }));
   route("get", "/v2/health/live", false, async () => ({ body: { live: true } }));
   route("get", "/v2/health/ready", false, async () => {
-    const ready = table.list().every((e) => e.state === "ready" || e.state === "unloaded" || e.state === "failed");
+    const ready = table.list().every((e) => e.state === "ready" || e.state === "unloaded" || e.state === "evicted" || e.state === "failed");
     return { status: ready ? 200 : 503, body: { ready } };
   });
   route("get", "/metrics", false, async () => {
@@ -273,7 +273,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
   const kserveInfer = async (ctx: Ctx, body: Buffer | undefined): Promise<Reply> => {
     const total = performance.now();
-    const entry = table.ready(ctx.params[0]!, ctx.params[1]);
+    const entry = await table.acquire(ctx.params[0]!, ctx.params[1]);
     const headerLength = ctx.headers["inference-header-content-length"];
     let jsonPart = body;
     let binary: Buffer | undefined;
@@ -398,7 +398,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     const req = parseJson(body, "inference");
     const id = req.model_id;
     if (typeof id !== "string" || id === "") throw new HttpError(400, "BAD_REQUEST", 'inference: "model_id" must be the name a model was registered with');
-    const entry = table.ready(id);
+    const entry = await table.acquire(id);
     const inputs = mlosInputs(entry.model, req.inputs ?? req.input, pool);
     let outputs: Record<string, Tensor>;
     try {

@@ -14,11 +14,13 @@ export class ServerMetrics {
   readonly requests: client.Counter<"model" | "route" | "outcome">;
   readonly latency: client.Histogram<"model" | "phase">;
   readonly batchSize: client.Histogram<"model">;
+  readonly evictions: client.Counter<"reason">;
 
   constructor(table: ModelTable, pool: TensorPool) {
     const registers = [this.registry];
     this.requests = new client.Counter({ name: "mlos_requests_total", help: "Inference requests by model, route and outcome (ok, client_error, server_error, rejected)", labelNames: ["model", "route", "outcome"], registers });
     this.latency = new client.Histogram({ name: "mlos_request_duration_seconds", help: "Inference latency by phase: queue (admitted to started), compute (the model's run), total (request received to response written)", labelNames: ["model", "phase"], buckets: LATENCY_BUCKETS, registers });
+    this.evictions = new client.Counter({ name: "mlos_evictions_total", help: "Models unloaded to make room in the memory budget (memory) or after the keep-alive (idle)", labelNames: ["reason"], registers });
     this.batchSize = new client.Histogram({ name: "mlos_batch_size", help: "Requests per model run (1 without batching)", labelNames: ["model"], buckets: [1, 2, 4, 8, 16, 32, 64, 128], registers });
     new client.Gauge({
       name: "mlos_queue_depth",

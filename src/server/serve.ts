@@ -30,6 +30,10 @@ export interface ServeOptions {
   intraOpThreads?: number;
   /** Default batching for models whose manifest sets none; false turns batching off for all. */
   batching?: BatchingOptions | false;
+  /** Memory budget for loaded models (bytes): idle models are unloaded LRU to make room. */
+  maxMemoryBytes?: number;
+  /** Unload models unused for this long (ms). */
+  keepAliveMs?: number;
   apiKey?: string;
   adminKey?: string;
   tls?: { certFile: string; keyFile: string };
@@ -51,7 +55,17 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
   const axon = options.axon ?? new Axon();
   const runtime = new Runtime({ axon });
   const pool = new TensorPool({ size: options.poolBytes ?? 256 * 1024 * 1024 });
-  const table = new ModelTable(runtime, { maxQueueDepth: options.maxQueueDepth, instances: options.instances, batching: options.batching, pool, load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1 } });
+  let onEvict: ((why: "memory" | "idle") => void) | undefined;
+  const table = new ModelTable(runtime, {
+    maxQueueDepth: options.maxQueueDepth,
+    instances: options.instances,
+    batching: options.batching,
+    pool,
+    load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1 },
+    maxMemoryBytes: options.maxMemoryBytes,
+    keepAliveMs: options.keepAliveMs,
+    onEvict: (_e, why) => onEvict?.(why),
+  });
   const close = async (http?: HttpServer): Promise<void> => {
     http?.close();
     await table.close();
@@ -87,6 +101,8 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
       await close();
       throw e;
     }
+    const evictions = http.metrics.evictions;
+    onEvict = (why) => evictions.inc({ reason: why });
   }
   return { table, runtime, http, pool, close: () => close(http) };
 }

@@ -27,6 +27,8 @@ export default class Serve extends AxonCommand {
     batching: Flags.boolean({ description: "dynamic batching (--no-batching turns it off for every model)", default: true, allowNo: true }),
     "max-batch-size": Flags.integer({ description: "batch models whose manifest sets no batching, up to this many rows (1: do not)", default: 1, min: 1 }),
     "max-queue-delay-us": Flags.integer({ description: "with --max-batch-size: how long the oldest request may wait for others", default: 500, min: 0 }),
+    "max-memory": Flags.string({ description: "memory budget for loaded models (e.g. 2G): idle models are unloaded, least recently used first, and load again on their next request" }),
+    "keep-alive": Flags.integer({ description: "unload a model unused for this many seconds (it loads again on its next request)", min: 1 }),
     "pool-size": Flags.string({ description: "shared-memory tensor pool size (e.g. 256M)", default: "256M" }),
   };
 
@@ -46,6 +48,8 @@ export default class Serve extends AxonCommand {
       intraOpThreads: flags["intra-op-threads"],
       batching: !flags.batching ? false : flags["max-batch-size"] > 1 ? { maxBatchSize: flags["max-batch-size"], maxQueueDelayUs: flags["max-queue-delay-us"] } : undefined,
       poolBytes: parseSize(flags["pool-size"]),
+      maxMemoryBytes: flags["max-memory"] ? parseSize(flags["max-memory"]) : undefined,
+      keepAliveMs: flags["keep-alive"] ? flags["keep-alive"] * 1000 : undefined,
       axon: await this.axon(),
       onModel: (e) => this.logToStderr(`registered ${e.name}@${e.version} (${e.target}): ${e.state}`),
     });
