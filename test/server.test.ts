@@ -4,7 +4,7 @@
 // that disconnects mid-request.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -266,6 +266,47 @@ describe("axon serve security and limits", { skip }, () => {
       assert.ok(rejected.length > 0, `some are turned away: ${results.map((r) => r.status).join(" ")}`);
       assert.equal(rejected[0]!.retry, "1");
       assert.equal(JSON.parse(rejected[0]!.body).code, "QUEUE_FULL");
+    } finally {
+      await stop(s);
+    }
+  });
+
+  it("reads a YAML configuration that flags override, and says where a bad one is wrong", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-config-"));
+    await seedDemoModels(new Axon({ home }));
+    const dir = mkdtempSync(path.join(tmpdir(), "mlos-config-file-"));
+    const file = path.join(dir, "mlos.yaml");
+    writeFileSync(file, ["http:", "  port: 1", "security:", "  api_key: from-the-file", "scheduling:", "  max_queue: 8", "models:", "  - target: demo/mlp@1", "    id: classifier", ""].join("\n"));
+    const s = await startServer(home, ["--config", file]); // --http-port from startServer wins over port 1
+    try {
+      const r = await fetch(`${s.base}/v2/models/classifier/ready`, { headers: { Authorization: "Bearer from-the-file" } });
+      assert.equal(r.status, 200, "the file's model under its id, behind the file's key");
+      assert.equal((await fetch(`${s.base}/v2/models/classifier/ready`)).status, 401);
+    } finally {
+      await stop(s);
+    }
+    writeFileSync(file, ["http:", "  port: 8080", "  colour: blue", ""].join("\n"));
+    const bad = spawnSync(process.execPath, [CLI, "serve", "--config", file], { env: { ...process.env, AXON_HOME: home }, encoding: "utf8" });
+    assert.equal(bad.status, 1);
+    assert.match(bad.stderr, /^error\[CONFIG_INVALID\]: .*mlos\.yaml:3:3 http\.colour: unknown field "colour"$/m);
+    writeFileSync(file, ["http:", "  port: 99999", ""].join("\n"));
+    const range = spawnSync(process.execPath, [CLI, "serve", "--config", file], { env: { ...process.env, AXON_HOME: home }, encoding: "utf8" });
+    assert.match(range.stderr, /^error\[CONFIG_INVALID\]: .*mlos\.yaml:2:9 http\.port: must be <= 65535$/m);
+  });
+
+  it("serves HTTPS with a certificate and key", { skip: existsSync("/usr/bin/openssl") ? false : "no openssl to make a certificate" }, async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-tls-"));
+    await seedDemoModels(new Axon({ home }));
+    const dir = mkdtempSync(path.join(tmpdir(), "mlos-cert-"));
+    const made = spawnSync("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1"], { encoding: "utf8" });
+    assert.equal(made.status, 0, made.stderr);
+    const s = await startServer(home, ["--model", "demo/mlp@1", "--tls-cert", path.join(dir, "cert.pem"), "--tls-key", path.join(dir, "key.pem")]);
+    try {
+      const r = spawnSync("curl", ["-s", "-k", `https://127.0.0.1:${s.port}/v2/models/mlp/infer`, "-d", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }] })], { encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout).outputs[0].shape, [1, 3]);
+      const plain = spawnSync("curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", `http://127.0.0.1:${s.port}/health`], { encoding: "utf8" });
+      assert.notEqual(plain.stdout, "200", "plain HTTP is not answered on the TLS port");
     } finally {
       await stop(s);
     }

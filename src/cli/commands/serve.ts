@@ -11,7 +11,8 @@ export default class Serve extends AxonCommand {
     "curl -s localhost:8080/v2/models/mlp/infer -d '{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4]}]}'",
   ];
   static override flags = {
-    "http-port": Flags.integer({ description: "HTTP port; 0 disables the HTTP door", default: 8080, min: 0, max: 65535 }),
+    config: Flags.string({ char: "c", description: "YAML configuration file (schemas/server-config.schema.json); flags and environment variables override it" }),
+    "http-port": Flags.integer({ description: "HTTP port; 0 disables the HTTP door [default: 8080]", min: 0, max: 65535 }),
     host: Flags.string({ description: "address to listen on (default: all)" }),
     "grpc-port": Flags.integer({ description: "gRPC port (not served yet; 0 disables)", default: 8081, min: 0, max: 65535 }),
     "ipc-name": Flags.string({ description: "shared-memory IPC name (not served yet)", default: "mlos" }),
@@ -20,42 +21,54 @@ export default class Serve extends AxonCommand {
     "admin-key": Flags.string({ description: "require this key for register/unregister/load/unload (default $MLOS_ADMIN_KEY)", env: "MLOS_ADMIN_KEY" }),
     "tls-cert": Flags.string({ description: "PEM certificate file (with --tls-key: serve HTTPS)", dependsOn: ["tls-key"] }),
     "tls-key": Flags.string({ description: "PEM private key file", dependsOn: ["tls-cert"] }),
-    "max-body": Flags.string({ description: "largest request body (e.g. 64M)", default: "64M" }),
-    "max-queue": Flags.integer({ description: "requests admitted per model before 429", default: 1024, min: 1 }),
-    "intra-op-threads": Flags.integer({ description: "threads inside one run, per model (parallelism comes from --instances and batching)", default: 1, min: 0 }),
+    "max-body": Flags.string({ description: "largest request body [default: 64M]" }),
+    "max-queue": Flags.integer({ description: "requests admitted per model before 429 [default: 1024]", min: 1 }),
+    "intra-op-threads": Flags.integer({ description: "threads inside one run, per model; parallelism comes from --instances and batching [default: 1]", min: 0 }),
     instances: Flags.integer({ description: "runs in flight per model (default: the manifest's spec.serving.instances, else 4)", min: 1 }),
-    batching: Flags.boolean({ description: "dynamic batching (--no-batching turns it off for every model)", default: true, allowNo: true }),
-    "max-batch-size": Flags.integer({ description: "batch models whose manifest sets no batching, up to this many rows (1: do not)", default: 1, min: 1 }),
-    "max-queue-delay-us": Flags.integer({ description: "with --max-batch-size: how long the oldest request may wait for others", default: 500, min: 0 }),
+    batching: Flags.boolean({ description: "dynamic batching; --no-batching turns it off for every model [default: on]", allowNo: true }),
+    "max-batch-size": Flags.integer({ description: "batch models whose manifest sets no batching, up to this many rows; 1: do not [default: 1]", min: 1 }),
+    "max-queue-delay-us": Flags.integer({ description: "with --max-batch-size: how long the oldest request may wait for others [default: 500]", min: 0 }),
     "max-memory": Flags.string({ description: "memory budget for loaded models (e.g. 2G): idle models are unloaded, least recently used first, and load again on their next request" }),
     "keep-alive": Flags.integer({ description: "unload a model unused for this many seconds (it loads again on its next request)", min: 1 }),
-    "pool-size": Flags.string({ description: "shared-memory tensor pool size (e.g. 256M)", default: "256M" }),
+    "pool-size": Flags.string({ description: "shared-memory tensor pool size [default: 256M]" }),
   };
 
   async run(): Promise<{ http?: number; models: string[] }> {
     const { flags } = await this.parse(Serve);
     const { serve } = await import("../../server/serve.js");
+    const { loadServerConfig, serveOptionsFrom } = await import("../../server/config.js");
+    const config = flags.config ? loadServerConfig(flags.config) : {};
+    const options = serveOptionsFrom(
+      {
+        httpPort: flags["http-port"],
+        host: flags.host,
+        models: flags.model,
+        apiKey: flags["api-key"],
+        adminKey: flags["admin-key"],
+        tlsCert: flags["tls-cert"],
+        tlsKey: flags["tls-key"],
+        maxBody: flags["max-body"],
+        maxQueue: flags["max-queue"],
+        instances: flags.instances,
+        intraOpThreads: flags["intra-op-threads"],
+        batching: flags.batching,
+        maxBatchSize: flags["max-batch-size"],
+        maxQueueDelayUs: flags["max-queue-delay-us"],
+        maxMemory: flags["max-memory"],
+        keepAlive: flags["keep-alive"],
+        poolSize: flags["pool-size"],
+      },
+      config,
+      parseSize,
+    );
     const server = await serve({
-      httpPort: flags["http-port"],
-      host: flags.host,
-      models: flags.model ?? [],
-      apiKey: flags["api-key"],
-      adminKey: flags["admin-key"],
-      tls: flags["tls-cert"] && flags["tls-key"] ? { certFile: flags["tls-cert"], keyFile: flags["tls-key"] } : undefined,
-      maxBodyBytes: parseSize(flags["max-body"]),
-      maxQueueDepth: flags["max-queue"],
-      instances: flags.instances,
-      intraOpThreads: flags["intra-op-threads"],
-      batching: !flags.batching ? false : flags["max-batch-size"] > 1 ? { maxBatchSize: flags["max-batch-size"], maxQueueDelayUs: flags["max-queue-delay-us"] } : undefined,
-      poolBytes: parseSize(flags["pool-size"]),
-      maxMemoryBytes: flags["max-memory"] ? parseSize(flags["max-memory"]) : undefined,
-      keepAliveMs: flags["keep-alive"] ? flags["keep-alive"] * 1000 : undefined,
+      ...options,
       axon: await this.axon(),
       onModel: (e) => this.logToStderr(`registered ${e.name}@${e.version} (${e.target}): ${e.state}`),
     });
     const models = server.table.list().map((e) => `${e.name}@${e.version}`);
-    const scheme = flags["tls-cert"] ? "https" : "http";
-    if (server.http) this.logToStderr(`MLOS Core listening on ${scheme}://${flags.host ?? "0.0.0.0"}:${server.http.port} (MLOS v1 /api/v1, KServe v2 /v2, /health, /metrics)`);
+    const scheme = options.tls ? "https" : "http";
+    if (server.http) this.logToStderr(`MLOS Core listening on ${scheme}://${options.host ?? "0.0.0.0"}:${server.http.port} (MLOS v1 /api/v1, KServe v2 /v2, /health, /metrics)`);
     if (flags["grpc-port"] !== 0 || flags["ipc-name"]) this.logToStderr("gRPC and shared-memory IPC doors: not served yet");
     if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, models })}\n`);
     await new Promise<void>((resolve) => {
