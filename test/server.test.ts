@@ -150,6 +150,8 @@ describe("axon serve over HTTP", { skip }, () => {
       ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", parameters: { binary_data_size: 16 } }] }), 400, "BAD_REQUEST", /no Inference-Header-Content-Length/],
       ["/v2/models/mlp/infer", "{}", 400, "BAD_REQUEST", /Inference-Header-Content-Length 99 does not fit the 2-byte body/, { "Inference-Header-Content-Length": "99" }],
       ["/api/v1/inference", JSON.stringify({ model_id: "mlp" }), 400, "BAD_REQUEST"],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }], parameters: { priority: "high" } }), 400, "BAD_REQUEST", /parameters.priority must be an integer/],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }], parameters: { timeout: 1e-9 } }), 504, "RUN_TIMEOUT"],
       ["/api/v1/models/register", JSON.stringify({ model_id: "demo/nope@1" }), 404, "NOT_FOUND"],
     ];
     for (const [p, body, status, code, message, headers] of cases) {

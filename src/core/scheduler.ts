@@ -231,7 +231,14 @@ export class Scheduler {
 
   async #runOne(p: Pending): Promise<void> {
     try {
-      p.resolve(await this.#model.infer(p.inputs, this.#inferOptions(p.options)));
+      const o = this.#inferOptions(p.options);
+      if (p.options.timeoutMs !== undefined) {
+        // What is left of the request's timeout once it leaves the queue bounds the run itself.
+        const left = p.options.timeoutMs - (performance.now() - p.enqueued);
+        if (left <= 0) throw new MlosError("RUN_TIMEOUT", `the request waited longer than its ${p.options.timeoutMs} ms timeout`, { timeoutMs: p.options.timeoutMs });
+        o.timeoutMs = left;
+      }
+      p.resolve(await this.#model.infer(p.inputs, o));
     } catch (e) {
       p.reject(e);
     }

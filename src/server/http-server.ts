@@ -202,7 +202,17 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
   const okCounters = new Map<string, { inc(): void }>();
   /** Runs one request through the model's scheduler (queue limit, batching); counts it. */
-  async function infer(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[]): Promise<Record<string, Tensor>> {
+  /** A request's `priority` (higher first) and `timeout` (ms) from KServe-style `parameters` or the MLOS body. */
+  function requestParameters(p: unknown): { priority?: number; timeoutMs?: number } {
+    if (p === undefined || p === null) return {};
+    if (typeof p !== "object" || Array.isArray(p)) throw new HttpError(400, "BAD_REQUEST", '"parameters" must be an object');
+    const { priority, timeout } = p as { priority?: unknown; timeout?: unknown };
+    if (priority !== undefined && !Number.isSafeInteger(priority)) throw new HttpError(400, "BAD_REQUEST", `parameters.priority must be an integer, got ${JSON.stringify(priority)}`);
+    if (timeout !== undefined && !(typeof timeout === "number" && timeout > 0 && Number.isFinite(timeout))) throw new HttpError(400, "BAD_REQUEST", `parameters.timeout must be a positive number of milliseconds, got ${JSON.stringify(timeout)}`);
+    return { ...(priority !== undefined ? { priority: priority as number } : {}), ...(timeout !== undefined ? { timeoutMs: timeout as number } : {}) };
+  }
+
+  async function infer(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[], params: { priority?: number; timeoutMs?: number } = {}): Promise<Record<string, Tensor>> {
     const label = `${entry.name}@${entry.version}`;
     entry.lastUsed = new Date();
     if (!entry.scheduler.onTimings) {
@@ -219,7 +229,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     let ok = okCounters.get(`${label}\0${routeName}`);
     if (!ok) okCounters.set(`${label}\0${routeName}`, (ok = metrics.requests.labels({ model: label, route: routeName, outcome: "ok" })));
     try {
-      const out = await table.submit(entry.name, entry.version, inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
+      const out = await table.submit(entry.name, entry.version, inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}), ...params });
       ok.inc();
       return out;
     } catch (e) {
@@ -313,13 +323,20 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     }
     const wanted = Array.isArray(request.outputs) ? (request.outputs as Array<{ name?: unknown; parameters?: { binary_data?: unknown } }>) : undefined;
     const defaultBinary = (request.parameters as { binary_data_output?: unknown } | undefined)?.binary_data_output === true;
+    let params: { priority?: number; timeoutMs?: number };
+    try {
+      params = requestParameters(request.parameters);
+    } catch (e) {
+      disposeAll(Object.values(inputs));
+      throw e;
+    }
     const names = wanted?.map((o, i) => {
       if (typeof o?.name !== "string") throw new HttpError(400, "BAD_REQUEST", `outputs[${i}].name must be a string`);
       return o.name;
     });
     let outputs: Record<string, Tensor>;
     try {
-      outputs = await infer(entry, inputs, "kserve", ctx, names);
+      outputs = await infer(entry, inputs, "kserve", ctx, names, params);
     } finally {
       disposeAll(Object.values(inputs));
     }
@@ -402,7 +419,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     const inputs = mlosInputs(entry.model, req.inputs ?? req.input, pool);
     let outputs: Record<string, Tensor>;
     try {
-      outputs = await infer(entry, inputs, "mlos", ctx, Array.isArray(req.outputs) ? (req.outputs as string[]) : undefined);
+      outputs = await infer(entry, inputs, "mlos", ctx, Array.isArray(req.outputs) ? (req.outputs as string[]) : undefined, requestParameters(req.parameters ?? { priority: req.priority, timeout: req.timeout_ms }));
     } finally {
       disposeAll(Object.values(inputs));
     }
