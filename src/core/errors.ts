@@ -23,6 +23,7 @@ export type MlosErrorCode =
   | "QUEUE_FULL" // the model's request queue is at its maximum depth
   | "PLUGIN_NOT_FOUND" // no plugin serves the model's framework/format
   | "PLUGIN_UNAVAILABLE" // the plugin exists but cannot run here (native part missing ...)
+  | "PLUGIN_INVALID" // a plugin module that does not implement the interface
   | "RUN_FAILED" // the framework failed while running the model
   | "RUN_ABORTED" // cancelled through an AbortSignal
   | "RUN_TIMEOUT" // exceeded its timeoutMs

@@ -5,8 +5,10 @@
  * A registered model can be unloaded and loaded again (KServe's repository load/unload) without
  * losing its registration.
  */
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import semver from "semver";
+import { parse as parseYaml } from "yaml";
 import { parseReference } from "../axon/reference.js";
 import { MlosError } from "./errors.js";
 import type { Model } from "./model.js";
@@ -89,9 +91,20 @@ export interface ModelSummary {
   details?: Record<string, unknown>;
 }
 
-/** The served name a target gets when none is given: the reference's NAME, or the path's base name. */
+/**
+ * The served name a target gets when none is given: the reference's NAME; for a folder, its
+ * manifest's metadata.name; else the path's base name.
+ */
 export function defaultModelName(target: string): string {
-  if (target.startsWith("/") || target.startsWith(".")) return path.basename(target, path.extname(target));
+  if (target.startsWith("/") || target.startsWith(".")) {
+    try {
+      const name = (parseYaml(readFileSync(path.join(target, "axon.yaml"), "utf8")) as { metadata?: { name?: unknown } } | null)?.metadata?.name;
+      if (typeof name === "string" && name) return name;
+    } catch {
+      // not a folder with a readable manifest
+    }
+    return path.basename(target, path.extname(target));
+  }
   try {
     const ref = parseReference(target);
     if (ref.kind === "path") return path.basename(ref.path, path.extname(ref.path));
@@ -259,6 +272,35 @@ export class ModelTable {
     }
     for (const e of removed) await this.#dispose(e);
     return removed;
+  }
+
+  /**
+   * After a plugin was replaced: loads every ready model it serves again with the new one, switches
+   * new requests to it at once, and disposes the old model once the requests it took have drained.
+   * A model the new plugin cannot load keeps the old one (its error is returned).
+   */
+  async reloadPlugin(pluginId: string): Promise<Array<{ model: string; ok: boolean; error?: string }>> {
+    const results: Array<{ model: string; ok: boolean; error?: string }> = [];
+    for (const e of this.list()) {
+      if (e.state !== "ready" || !e.model || e.model.plugin !== pluginId) continue;
+      const oldModel = e.model;
+      const oldScheduler = e.scheduler!;
+      let model: Model;
+      try {
+        model = await this.#runtime.load(e.target, { ...this.#options.load, ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
+      } catch (err) {
+        results.push({ model: `${e.name}@${e.version}`, ok: false, error: (err as Error).message });
+        continue;
+      }
+      e.model = model;
+      e.scheduler = this.#schedulerFor(model);
+      results.push({ model: `${e.name}@${e.version}`, ok: true });
+      void (async () => {
+        while (oldScheduler.pending > 0) await new Promise((r) => setTimeout(r, 5));
+        await oldModel.dispose();
+      })();
+    }
+    return results;
   }
 
   /** Unloads a model's session(s) but keeps it registered (KServe repository unload). */

@@ -6,7 +6,9 @@
  */
 import { existsSync } from "node:fs";
 import { readdir, readFile, stat } from "node:fs/promises";
+import { createRequire } from "node:module";
 import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { parse as parseYaml } from "yaml";
 import { Axon } from "../axon/axon.js";
 import { assertSafeRelativePath } from "../axon/manifest/index.js";
@@ -64,8 +66,17 @@ export class Runtime {
     for (const p of options.plugins ?? []) this.registerPlugin(p);
   }
 
-  /** Adds a plugin (replacing one with the same id for models loaded from now on). */
+  /** Each registered plugin object's generation: a replaced plugin never shares loads with its successor. */
+  readonly #generation = new WeakMap<Plugin, number>();
+  #generations = 0;
+
+  /**
+   * Adds a plugin, or replaces the one with the same id for models loaded from now on (models
+   * already loaded keep the old one until they are disposed; the server's ModelTable reloads them).
+   */
   registerPlugin(plugin: Plugin): void {
+    checkPlugin(plugin);
+    this.#generation.set(plugin, ++this.#generations);
     this.#plugins.set(plugin.id, plugin);
   }
 
@@ -103,7 +114,7 @@ export class Runtime {
       pool: options.pool,
     };
     const poolKey = options.pool ? options.pool.name : "";
-    const key = [plugin.id, source.entrypoint, JSON.stringify({ ...pluginOptions, pool: poolKey })].join("\0");
+    const key = [plugin.id, this.#generation.get(plugin) ?? 0, source.entrypoint, JSON.stringify({ ...pluginOptions, pool: poolKey })].join("\0");
     let entry = this.#loaded.get(key);
     if (!entry) {
       let pending = this.#loading.get(key);
@@ -240,6 +251,52 @@ export class Runtime {
     const ext = path.extname(file).toLowerCase();
     return { dir: target, entrypoint: path.join(target, file), manifest: undefined, format: EXTENSION_FORMATS[ext]!, reference, name: path.basename(target) };
   }
+}
+
+/** Throws PLUGIN_INVALID when `p` does not implement the plugin interface. */
+export function checkPlugin(p: unknown, where = "plugin"): asserts p is Plugin {
+  const o = p as Partial<Plugin> | null;
+  const problems: string[] = [];
+  if (!o || typeof o !== "object") problems.push("it is not an object");
+  else {
+    if (typeof o.id !== "string" || !/^[a-z0-9][a-z0-9._-]*$/i.test(o.id)) problems.push("id must be a name like 'my-plugin'");
+    if (typeof o.version !== "string") problems.push("version must be a string");
+    if (!Array.isArray(o.frameworks)) problems.push("frameworks must be an array");
+    if (!Array.isArray(o.formats)) problems.push("formats must be an array");
+    if (typeof o.availability !== "function") problems.push("availability() is missing");
+    if (typeof o.load !== "function") problems.push("load() is missing");
+  }
+  if (problems.length) throw new MlosError("PLUGIN_INVALID", `${where} does not implement the plugin interface: ${problems.join("; ")}`);
+}
+
+/**
+ * Loads a third-party plugin: `spec` is a path (a .js/.mjs file, or a folder with a package.json
+ * or index.js) or an npm package name resolved from the current directory. The module exports
+ * the plugin as its default export or as `plugin`, or a `createPlugin()` factory.
+ */
+export async function importPlugin(spec: string): Promise<Plugin> {
+  let url: string;
+  try {
+    if (spec.startsWith(".") || spec.startsWith("/")) {
+      url = pathToFileURL(createRequire(path.join(process.cwd(), "noop.js")).resolve(path.resolve(spec))).href;
+    } else {
+      url = pathToFileURL(createRequire(path.join(process.cwd(), "noop.js")).resolve(spec)).href;
+    }
+  } catch (e) {
+    throw new MlosError("PLUGIN_NOT_FOUND", `plugin ${spec}: cannot find its module (${(e as Error).message.split("\n")[0]})`, { plugin: spec });
+  }
+  let mod: Record<string, unknown>;
+  try {
+    // A query makes a new version of the same file load fresh (hot swap), not from the module cache.
+    mod = (await import(`${url}?v=${Date.now()}-${Math.random().toString(36).slice(2)}`)) as Record<string, unknown>;
+  } catch (e) {
+    throw new MlosError("PLUGIN_INVALID", `plugin ${spec}: its module failed to load: ${(e as Error).message.split("\n")[0]}`, { plugin: spec });
+  }
+  const factory = mod.createPlugin ?? (mod.default as { createPlugin?: unknown } | undefined)?.createPlugin;
+  const candidate = typeof factory === "function" ? await (factory as () => unknown)() : (mod.plugin ?? mod.default);
+  const plugin = typeof candidate === "function" ? new (candidate as new () => unknown)() : candidate;
+  checkPlugin(plugin, `plugin ${spec}`);
+  return plugin;
 }
 
 let defaultRuntime: Runtime | undefined;

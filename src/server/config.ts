@@ -14,6 +14,7 @@ export interface ServerConfig {
   scheduling?: { max_queue?: number; instances?: number; intra_op_threads?: number; batching?: { enabled?: boolean; max_batch_size?: number; max_queue_delay_us?: number } };
   resources?: { max_memory?: number | string; keep_alive?: number; pool_size?: number | string };
   models?: Array<{ target: string; id?: string; plugin?: string }>;
+  plugins?: string[];
 }
 
 type Validate = ((v: unknown) => boolean) & { errors?: Array<{ instancePath: string; message?: string; params?: Record<string, unknown> }> | null };
@@ -66,6 +67,7 @@ export interface ServeFlags {
   httpPort?: number;
   host?: string;
   models?: string[];
+  plugins?: string[];
   apiKey?: string;
   adminKey?: string;
   tlsCert?: string;
@@ -100,6 +102,7 @@ export function serveOptionsFrom(flags: ServeFlags, config: ServerConfig, parseS
     httpPort: flags.httpPort ?? config.http?.port ?? 8080,
     host: flags.host ?? config.http?.host,
     models: [...(config.models ?? []).map((m) => (m.id ? `${m.id}=${m.target}` : m.target)), ...(flags.models ?? [])],
+    plugins: [...(config.plugins ?? []), ...(flags.plugins ?? [])],
     apiKey: flags.apiKey ?? config.security?.api_key,
     adminKey: flags.adminKey ?? config.security?.admin_key,
     tls: cert && key ? { certFile: cert, keyFile: key } : undefined,

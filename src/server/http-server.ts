@@ -11,7 +11,7 @@ import { createRequire } from "node:module";
 import type { Model } from "../core/model.js";
 import type { ModelEntry, ModelTable, RegisterSpec } from "../core/model-table.js";
 import type { Scheduler } from "../core/scheduler.js";
-import type { Runtime } from "../core/runtime.js";
+import { importPlugin, type Runtime } from "../core/runtime.js";
 import type { TensorInfo } from "../core/signature.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -411,6 +411,16 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       }),
     },
   }), false);
+  route("post", "/api/v1/plugins/register", true, async (_ctx, body) => {
+    const req = parseJson(body, "plugins/register");
+    const spec = req.path ?? req.package;
+    if (typeof spec !== "string" || spec === "") throw new HttpError(400, "BAD_REQUEST", 'plugins/register: give "path" (a module file or folder on the server) or "package" (an npm package name)');
+    const plugin = await importPlugin(spec);
+    const replaced = runtime.plugins().some((p) => p.id === plugin.id);
+    runtime.registerPlugin(plugin);
+    const reloaded = replaced ? await table.reloadPlugin(plugin.id) : [];
+    return { status: 201, body: { id: plugin.id, version: plugin.version, replaced, reloaded } };
+  }, true);
   route("post", "/api/v1/inference", true, async (ctx, body) => {
     const req = parseJson(body, "inference");
     const id = req.model_id;

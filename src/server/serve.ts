@@ -6,7 +6,7 @@
 import { Axon } from "../axon/axon.js";
 import { ModelTable, type ModelEntry } from "../core/model-table.js";
 import type { BatchingOptions } from "../core/scheduler.js";
-import { Runtime } from "../core/runtime.js";
+import { importPlugin, Runtime } from "../core/runtime.js";
 import { TensorPool } from "../tensor/pool.js";
 import { startHttpServer, type HttpServer } from "./http-server.js";
 
@@ -14,6 +14,8 @@ export interface ServeOptions {
   /** HTTP port (default 8080; 0 disables the HTTP door). */
   httpPort?: number;
   host?: string;
+  /** Third-party plugins to load before the models: module paths or npm package names. */
+  plugins?: string[];
   /** Models to register at start: Axon references or paths (`name=target` to choose the served name). */
   models?: string[];
   /** Bytes of the request tensor pool (default 256 MiB). */
@@ -73,6 +75,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     pool.close();
   };
   try {
+    for (const spec of options.plugins ?? []) runtime.registerPlugin(await importPlugin(spec));
     for (const m of options.models ?? []) {
       const eq = m.indexOf("=");
       const spec = eq > 0 && !m.slice(0, eq).includes("/") ? { id: m.slice(0, eq), target: m.slice(eq + 1) } : { target: m };
