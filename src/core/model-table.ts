@@ -363,6 +363,14 @@ export class ModelTable {
     }
   }
 
+  /** `submit`, synchronously, when the model is ready and its scheduler can run it at once inline; else undefined. */
+  trySubmitSync(name: string, version: string | undefined, inputs: Record<string, Tensor>, options?: SubmitOptions): RunResult | undefined {
+    const e = this.get(name, version);
+    if (e.state !== "ready" || !e.scheduler) return undefined;
+    e.lastUsed = new Date();
+    return e.scheduler.trySubmitSync(inputs, options);
+  }
+
   /**
    * The model `name[@version]` for a request, loading it first when it was unloaded by the memory
    * budget or the keep-alive (a failed or explicitly unloaded one is MODEL_NOT_READY).

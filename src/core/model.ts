@@ -122,6 +122,29 @@ export class Model {
     }
   }
 
+  /**
+   * The same as `infer`, on the calling thread, when the model's plugin runs it there anyway (a
+   * microsecond model, see "Where runs execute"); undefined when it would not, and then nothing
+   * was run. Throws what `infer` would reject with.
+   */
+  inferSync(inputs: Readonly<Record<string, Tensor>>, options?: InferOptions): RunResult | undefined {
+    const loaded = this.#entry.model;
+    if (!loaded.runSync || options?.timeoutMs !== undefined) return undefined;
+    if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
+    const bindings = checkInputs(loaded.signature, inputs);
+    let outputs = this.#allOutputs;
+    let preallocated: Readonly<Record<string, Tensor>> = NO_OUTPUTS;
+    const wanted = options?.outputs;
+    if (wanted !== undefined) {
+      if (Array.isArray(wanted)) outputs = this.#checkOutputNames(wanted);
+      else if (wanted !== null && typeof wanted === "object") {
+        preallocated = this.#checkPreallocated(wanted as Record<string, Tensor>, bindings);
+        outputs = Object.keys(preallocated);
+      } else throw new MlosError("OUTPUT_INVALID", "options.outputs must be an array of output names or an object { name: Tensor }");
+    }
+    return loaded.runSync({ inputs, bindings, outputs, preallocated, signal: options?.signal, debugAddresses: options?.debugAddresses });
+  }
+
   #checkOutputNames(names: readonly unknown[]): string[] {
     const seen = new Set<string>();
     for (const n of names) {

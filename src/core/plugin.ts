@@ -62,6 +62,12 @@ export interface LoadedModel {
   /** Estimate of the memory the loaded model holds, in bytes. */
   readonly memoryBytes: number;
   run(request: RunRequest): Promise<RunResult>;
+  /**
+   * Optional: the same run on the calling thread, when the plugin would run it there anyway (a
+   * microsecond model); undefined when it would not (then nothing was done). The server uses it to
+   * answer such requests without a promise in between.
+   */
+  runSync?(request: RunRequest): RunResult | undefined;
   /** Releases the model once the runs in flight are done. */
   unload(): Promise<void>;
   /** Plugin-specific facts for `ps`/metrics/debugging (run mode, measured timings ...). */

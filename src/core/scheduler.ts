@@ -132,6 +132,24 @@ export class Scheduler {
     });
   }
 
+  /**
+   * Runs a request at once on the calling thread when nothing is queued, an instance is free, the
+   * model is not batched and its plugin runs it inline anyway; undefined otherwise (nothing ran).
+   */
+  trySubmitSync(inputs: Record<string, Tensor>, options: SubmitOptions = {}): RunResult | undefined {
+    if (this.#batchDim || this.#queue.length > 0 || this.#running >= this.#options.instances || options.timeoutMs !== undefined) return undefined;
+    if (options.signal?.aborted) throw new MlosError("RUN_ABORTED", "the request was cancelled before it ran");
+    const started = performance.now();
+    this.#running++;
+    try {
+      const out = this.#model.inferSync(inputs, this.#inferOptions(options));
+      if (out) this.onTimings?.(0, (performance.now() - started) / 1000, 1);
+      return out;
+    } finally {
+      this.#running--;
+    }
+  }
+
   /** The rows a request adds to a batch (its inputs' first dimension), or 0 when it cannot be batched. */
   #rowsOf(inputs: Record<string, Tensor>): number {
     if (!this.#batchDim) return 0;

@@ -67,7 +67,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     ? uws.SSLApp({ cert_file_name: options.tls.certFile, key_file_name: options.tls.keyFile, passphrase: options.tls.passphrase })
     : uws.App();
 
-  type Handler = (ctx: Ctx, body: Buffer | undefined) => Promise<Reply>;
+  type Handler = (ctx: Ctx, body: Buffer | undefined) => Reply | Promise<Reply>;
   interface Reply {
     status?: number;
     body?: unknown;
@@ -145,7 +145,15 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         return;
       }
       const run = (body: Buffer | undefined): void => {
-        handler(ctx, body).then((reply) => send(res, ctx, reply), fail);
+        let reply: Reply | Promise<Reply>;
+        try {
+          reply = handler(ctx, body);
+        } catch (e) {
+          fail(e);
+          return;
+        }
+        if (reply instanceof Promise) reply.then((r) => send(res, ctx, r), fail);
+        else send(res, ctx, reply);
       };
       if (!withBody) {
         run(undefined);
@@ -210,6 +218,25 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     if (priority !== undefined && !Number.isSafeInteger(priority)) throw new HttpError(400, "BAD_REQUEST", `parameters.priority must be an integer, got ${JSON.stringify(priority)}`);
     if (timeout !== undefined && !(typeof timeout === "number" && timeout > 0 && Number.isFinite(timeout))) throw new HttpError(400, "BAD_REQUEST", `parameters.timeout must be a positive number of milliseconds, got ${JSON.stringify(timeout)}`);
     return { ...(priority !== undefined ? { priority: priority as number } : {}), ...(timeout !== undefined ? { timeoutMs: timeout as number } : {}) };
+  }
+
+  /** `infer` on the calling thread when the model's scheduler can run it at once inline; else undefined. */
+  function inferSync(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[], params: { priority?: number; timeoutMs?: number } = {}): Record<string, Tensor> | undefined {
+    if (params.timeoutMs !== undefined) return undefined;
+    const label = `${entry.name}@${entry.version}`;
+    let out: Record<string, Tensor> | undefined;
+    try {
+      out = table.trySubmitSync(entry.name, entry.version, inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
+    } catch (e) {
+      const h = toHttpError(e);
+      metrics.requests.inc({ model: label, route: routeName, outcome: h.status >= 500 ? "server_error" : "client_error" });
+      throw e;
+    }
+    if (!out) return undefined;
+    let ok = okCounters.get(`${label}\0${routeName}`);
+    if (!ok) okCounters.set(`${label}\0${routeName}`, (ok = metrics.requests.labels({ model: label, route: routeName, outcome: "ok" })));
+    ok.inc();
+    return out;
   }
 
   async function infer(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[], params: { priority?: number; timeoutMs?: number } = {}): Promise<Record<string, Tensor>> {
@@ -281,9 +308,16 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
 
   // ---- KServe v2 inference ----------------------------------------------------------------------------
 
-  const kserveInfer = async (ctx: Ctx, body: Buffer | undefined): Promise<Reply> => {
+  /**
+   * KServe v2 infer. Not `async`: when the model is ready and runs inline (a microsecond model
+   * with a free instance), the whole request is answered synchronously, with no promise between
+   * the request and the response; otherwise it goes through the scheduler.
+   */
+  const kserveInfer = (ctx: Ctx, body: Buffer | undefined): Reply | Promise<Reply> => {
     const total = performance.now();
-    const entry = await table.acquire(ctx.params[0]!, ctx.params[1]);
+    const found = table.get(ctx.params[0]!, ctx.params[1]);
+    if (found.state !== "ready" || !found.scheduler) return table.acquire(found.name, found.version).then(() => kserveInfer(ctx, body));
+    const entry = found as ModelEntry & { model: Model; scheduler: Scheduler };
     const headerLength = ctx.headers["inference-header-content-length"];
     let jsonPart = body;
     let binary: Buffer | undefined;
@@ -334,12 +368,37 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       if (typeof o?.name !== "string") throw new HttpError(400, "BAD_REQUEST", `outputs[${i}].name must be a string`);
       return o.name;
     });
-    let outputs: Record<string, Tensor>;
+    let sync: Record<string, Tensor> | undefined;
     try {
-      outputs = await infer(entry, inputs, "kserve", ctx, names, params);
-    } finally {
+      sync = inferSync(entry, inputs, "kserve", ctx, names, params);
+    } catch (e) {
       disposeAll(Object.values(inputs));
+      throw e;
     }
+    if (sync) {
+      disposeAll(Object.values(inputs));
+      return kserveReply(entry, request, sync, wanted, defaultBinary, total);
+    }
+    return infer(entry, inputs, "kserve", ctx, names, params).then(
+      (outputs) => {
+        disposeAll(Object.values(inputs));
+        return kserveReply(entry, request, outputs, wanted, defaultBinary, total);
+      },
+      (e: unknown) => {
+        disposeAll(Object.values(inputs));
+        throw e;
+      },
+    );
+  };
+
+  function kserveReply(
+    entry: ModelEntry,
+    request: Record<string, unknown>,
+    outputs: Record<string, Tensor>,
+    wanted: Array<{ name?: unknown; parameters?: { binary_data?: unknown } }> | undefined,
+    defaultBinary: boolean,
+    total: number,
+  ): Reply {
     const binaryOut = (name: string) => {
       const o = wanted?.find((w) => w.name === name);
       const b = o?.parameters?.binary_data;
@@ -367,7 +426,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     if (parts.length === 0) return { body: json, after };
     const header = Buffer.from(JSON.stringify(json));
     return { parts: [header, ...parts], headers: { "Inference-Header-Content-Length": String(header.byteLength), "Content-Type": "application/octet-stream" }, after };
-  };
+  }
   route("post", "/v2/models/:name/infer", true, kserveInfer, false);
   route("post", "/v2/models/:name/versions/:version/infer", true, kserveInfer, false);
 

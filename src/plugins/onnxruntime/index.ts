@@ -78,7 +78,7 @@ class OrtLoadedModel implements LoadedModel {
     // An inline run takes microseconds and holds the thread: a signal can only stop it before it
     // starts, so a request that carries one (every server request does) still runs inline.
     if (req.signal?.aborted) return Promise.reject(new MlosError("RUN_ABORTED", "the run was aborted before it started", {}, { cause: req.signal.reason }));
-    const inline = this.#policy.inline && req.timeoutMs === undefined && this.#policy.inlineFor(inputBytes(req.inputs));
+    const inline = this.#inline(req);
     if (inline && !req.debugAddresses && req.outputs.every((n) => req.preallocated[n] !== undefined)) {
       try {
         const out = this.#runBound(req);
@@ -87,6 +87,51 @@ class OrtLoadedModel implements LoadedModel {
         return Promise.reject(e);
       }
     }
+    let prepared: { pre: Record<string, Tensor>; allocated: Tensor[] | undefined };
+    try {
+      prepared = this.#preallocate(req);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const { pre, allocated } = prepared;
+    if (inline) {
+      // The whole run takes microseconds: no promise chain, no thread hop.
+      try {
+        return Promise.resolve(this.#runInline(req, pre));
+      } catch (e) {
+        return this.#retry(e, req, pre, allocated);
+      }
+    }
+    return this.#runAsync(req, pre).catch((e: unknown) => this.#retry(e, req, pre, allocated));
+  }
+
+  /**
+   * The same run, synchronously, when the run policy keeps this model on the calling thread; else
+   * undefined (and nothing was done). A failure is thrown as it would reject `run`, but one that
+   * `run` would retry returns undefined so that the caller takes the asynchronous path.
+   */
+  runSync(req: RunRequest): RunResult | undefined {
+    if (!this.#inline(req) || req.debugAddresses || req.signal?.aborted) return undefined;
+    if (req.outputs.every((n) => req.preallocated[n] !== undefined)) {
+      const out = this.#runBound(req);
+      if (out) return out;
+    }
+    const { pre, allocated } = this.#preallocate(req);
+    try {
+      return this.#runInline(req, pre);
+    } catch (e) {
+      if (!allocated) throw e;
+      for (const t of allocated) t.dispose();
+      return undefined;
+    }
+  }
+
+  #inline(req: RunRequest): boolean {
+    return this.#policy.inline && req.timeoutMs === undefined && this.#policy.inlineFor(inputBytes(req.inputs));
+  }
+
+  /** Pool tensors for the outputs whose shape the inputs determine (and the caller did not give). */
+  #preallocate(req: RunRequest): { pre: Record<string, Tensor>; allocated: Tensor[] | undefined } {
     let pre: Record<string, Tensor> = req.preallocated;
     let allocated: Tensor[] | undefined;
     for (const name of req.outputs) {
@@ -98,7 +143,10 @@ class OrtLoadedModel implements LoadedModel {
       try {
         t = (this.#pool ?? getDefaultPool()).tensor(info.dtype as Exclude<DType, "string">, shape);
       } catch (e) {
-        if ((e as MlosError).code !== "POOL_EXHAUSTED") return Promise.reject(e);
+        if ((e as MlosError).code !== "POOL_EXHAUSTED") {
+          for (const a of allocated ?? []) a.dispose();
+          throw e;
+        }
         continue; // no room: ONNX Runtime allocates this output itself
       }
       if (!allocated) {
@@ -108,15 +156,7 @@ class OrtLoadedModel implements LoadedModel {
       pre[name] = t;
       allocated.push(t);
     }
-    if (inline) {
-      // The whole run takes microseconds: no promise chain, no thread hop.
-      try {
-        return Promise.resolve(this.#runInline(req, pre));
-      } catch (e) {
-        return this.#retry(e, req, pre, allocated);
-      }
-    }
-    return this.#runAsync(req, pre).catch((e: unknown) => this.#retry(e, req, pre, allocated));
+    return { pre, allocated };
   }
 
   /** After a failed run: drop the outputs this call allocated, and run again without them when ORT refused their shape. */
