@@ -14,6 +14,9 @@ import { Axon, Runtime, Tensor, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
 import { mulberry32 } from "../src/tools/make-demo-models.js";
 import { freePort } from "./helpers/registry.js";
+import { writeGraphMlp, graphMlpReference } from "./helpers/tfjs-models.js";
+import { torchTestModelTool, tryLoadTorch } from "../bindings/torch.js";
+import { copyFileSync, mkdirSync } from "node:fs";
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const CLI = path.join(ROOT, "bin", "run.js");
@@ -230,6 +233,52 @@ describe("axon serve over HTTP", { skip }, () => {
     const missing = spawnSync(process.execPath, [CLI, "ps", "--endpoint", "http://127.0.0.1:1"], { encoding: "utf8" });
     assert.equal(missing.status, 1);
     assert.match(missing.stderr, /^error\[NETWORK\]: cannot reach the server/);
+  });
+});
+
+describe("axon serve with the tensorflow and torch plugins", { skip }, () => {
+  it("registers and serves a TF.js graph model and a TorchScript model over HTTP", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-plugins-http-"));
+    const tfDir = mkdtempSync(path.join(tmpdir(), "mlos-tf-http-"));
+    const graph = writeGraphMlp(tfDir);
+    const s = await startServer(home, []);
+    try {
+      const reg = await fetch(`${s.base}/api/v1/models/register`, { method: "POST", body: JSON.stringify({ model_id: "tf-graph", path: tfDir }) });
+      assert.equal(reg.status, 201, await reg.clone().text());
+      assert.equal(((await reg.json()) as { plugin: string }).plugin, "tensorflow");
+      const x = [0.5, -1, 2, 0.25];
+      const res = await fetch(`${s.base}/v2/models/tf-graph/infer`, { method: "POST", body: JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: x }] }) });
+      assert.equal(res.status, 200, await res.clone().text());
+      const out = ((await res.json()) as { outputs: Array<{ name: string; data: number[] }> }).outputs.find((o) => o.name === "y")!.data;
+      const expected = graphMlpReference(graph, Float32Array.from(x), 1).y;
+      out.forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-5, `tf output ${i}: ${v} vs ${expected[i]}`));
+
+      const tool = torchTestModelTool();
+      if (tryLoadTorch() && tool) {
+        const tdir = mkdtempSync(path.join(tmpdir(), "mlos-torch-http-"));
+        const made = spawnSync(tool, [tdir], { encoding: "utf8" });
+        assert.equal(made.status, 0, made.stderr);
+        const folder = path.join(tdir, "served");
+        mkdirSync(folder);
+        copyFileSync(path.join(tdir, "linear.pt"), path.join(folder, "model.pt"));
+        writeFileSync(path.join(folder, "axon.yaml"), [
+          "apiVersion: axon.mlos.io/v1", "kind: Model", "metadata: { namespace: test, name: torch-linear, version: 1.0.0 }",
+          "spec:", "  framework: { name: pytorch }", "  format: { type: torchscript, entrypoint: model.pt, files: [{ path: model.pt }] }",
+          "  io:", "    inputs: [{ name: x, dtype: float32, shape: [batch, 4] }]", "    outputs: [{ name: y, dtype: float32, shape: [batch, 3] }]", "",
+        ].join("\n"));
+        const treg = await fetch(`${s.base}/api/v1/models/register`, { method: "POST", body: JSON.stringify({ model_id: "torch-linear", path: folder }) });
+        assert.equal(treg.status, 201, await treg.clone().text());
+        const tres = await fetch(`${s.base}/api/v1/inference`, { method: "POST", body: JSON.stringify({ model_id: "torch-linear", inputs: { x: [[1, 0, 0, 0]] } }) });
+        assert.equal(tres.status, 200, await tres.clone().text());
+        const y = ((await tres.json()) as { outputs: { y: { shape: number[]; data: number[] } } }).outputs.y;
+        assert.deepEqual(y.shape, [1, 3]);
+        // make_test_model's linear: relu(x @ W + b) with W[i][j] = (((3i + 5j) % 7) - 3) / 4, b = [-0.5, 0, 0.5].
+        const W0 = [0, 1, 2].map((j) => ((((5 * j) % 7) - 3) / 4));
+        assert.deepEqual(y.data, W0.map((w, j) => Math.max(0, w + [-0.5, 0, 0.5][j]!)));
+      }
+    } finally {
+      await stop(s);
+    }
   });
 });
 
