@@ -372,6 +372,8 @@ export interface NativeOrtSessionConstructor {
 
 /** What ortInit loaded. */
 export interface NativeOrtInfo {
+  /** > 0: every session shares the environment's pool of this many intra-op threads. */
+  globalThreads: number;
   /** The library's version, e.g. "1.30.0". */
   version: string;
   /** The OrtApi version in use (the headers' ORT_API_VERSION, or lower for an older library). */
@@ -456,7 +458,7 @@ export interface NativeAddon {
   /** Present when ortCompiled. */
   OrtSession?: NativeOrtSessionConstructor;
   /** Opens the ONNX Runtime library (once per process; later calls return the first). Present when ortCompiled. */
-  ortInit?(libraryPath: string): NativeOrtInfo;
+  ortInit?(libraryPath: string, options?: { globalThreads?: number }): NativeOrtInfo;
   /** True when the addon was built with the native blob fetcher (OpenSSL headers were found). */
   readonly blobFetchCompiled?: boolean;
   /** Present when blobFetchCompiled and the process's OpenSSL (Node's) offers SHA-256. */
@@ -577,6 +579,28 @@ export class OrtUnavailableError extends Error {
   }
 }
 
+let threadBudget: number | undefined;
+
+/**
+ * One intra-op thread pool of `threads` for every ONNX Runtime session of this process (instead
+ * of one pool per session): the thread budget is shared by all loaded models, and idle threads do
+ * not spin. Must be set before ONNX Runtime is first used; `MLOS_ORT_THREADS` sets it too.
+ * Throws when ONNX Runtime is already running with another setting.
+ */
+export function setOrtThreadBudget(threads: number): void {
+  if (!Number.isSafeInteger(threads) || threads < 0) throw new RangeError(`the ONNX Runtime thread budget must be a non-negative integer, got ${threads}`);
+  if (ortInfo && ortInfo.globalThreads !== threads) {
+    throw new OrtUnavailableError(`ONNX Runtime is already running with ${ortInfo.globalThreads ? `a shared pool of ${ortInfo.globalThreads} threads` : "per-session threads"}; set the thread budget before the first model loads`);
+  }
+  threadBudget = threads;
+}
+
+function ortThreadBudget(): number {
+  if (threadBudget !== undefined) return threadBudget;
+  const env = Number(process.env.MLOS_ORT_THREADS);
+  return Number.isSafeInteger(env) && env > 0 ? env : 0;
+}
+
 let ortInfo: NativeOrtInfo | undefined;
 let ortError: OrtUnavailableError | undefined;
 
@@ -607,7 +631,7 @@ export function loadOrt(): NativeAddonWithOrt {
       continue;
     }
     try {
-      ortInfo = addon.ortInit(file);
+      ortInfo = addon.ortInit(file, { globalThreads: ortThreadBudget() });
       return Object.assign(addon, { ort: ortInfo }) as NativeAddonWithOrt;
     } catch (e) {
       reasons.push(e instanceof Error ? e.message : String(e));
@@ -619,6 +643,11 @@ export function loadOrt(): NativeAddonWithOrt {
       "its CUDA download cannot work) or set ORT_ROOT to an ONNX Runtime release directory.",
   );
   throw ortError;
+}
+
+/** What ortInit loaded, when ONNX Runtime was loaded already (never loads it). */
+export function loadedOrtInfo(): NativeOrtInfo | undefined {
+  return ortInfo;
 }
 
 /** The addon with ONNX Runtime, or null (the reason is in {@link ortLoadError}). */

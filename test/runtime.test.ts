@@ -468,3 +468,31 @@ describe("load and infer", { skip }, () => {
     await model.dispose();
   });
 });
+
+describe("a shared ONNX Runtime thread budget", { skip }, () => {
+  it("runs every session on one pool of MLOS_ORT_THREADS threads, with the same results", () => {
+    const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
+    const mlp = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "demo-models", "mlp");
+    const cnn = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "demo-models", "tiny-cnn");
+    const code = [
+      'import { load, Tensor } from "mlos";',
+      'import { loadOrt } from "./dist/bindings/native.js";',
+      `const a = await load(${JSON.stringify(mlp)}, { intraOpThreads: 7 });`,
+      `const b = await load(${JSON.stringify(cnn)});`,
+      "const { y } = await a.infer({ x: Tensor.float32([2, 4], [1, 2, 3, 4, 5, 6, 7, 8]) });",
+      "const { logits } = await b.infer({ image: Tensor.float32([1, 3, 224, 224]) });",
+      "console.log(JSON.stringify({ threads: loadOrt().ort.globalThreads, y: [...y.data], logits: logits.shape }));",
+    ].join("\n");
+    const run = (env: Record<string, string>) => {
+      const r = spawnSync(process.execPath, ["--input-type=module", "-e", code], { cwd: root, encoding: "utf8", env: { ...process.env, ...env } });
+      assert.equal(r.status, 0, r.stderr);
+      return JSON.parse(r.stdout) as { threads: number; y: number[]; logits: number[] };
+    };
+    const shared = run({ MLOS_ORT_THREADS: "2" });
+    const own = run({ MLOS_ORT_THREADS: "" });
+    assert.equal(shared.threads, 2);
+    assert.equal(own.threads, 0);
+    assert.deepEqual(shared.y, own.y);
+    assert.deepEqual(shared.logits, [1, 10]);
+  });
+});

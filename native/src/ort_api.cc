@@ -71,7 +71,7 @@ const OrtRuntime* OrtCurrent() {
   return g_runtime;
 }
 
-const OrtRuntime* OrtLoad(const std::string& path, std::string* error) {
+const OrtRuntime* OrtLoad(const std::string& path, std::string* error, int globalThreads) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_runtime != nullptr) return g_runtime;
 
@@ -107,8 +107,23 @@ const OrtRuntime* OrtLoad(const std::string& path, std::string* error) {
     return nullptr;
   }
   OrtEnv* env = nullptr;
-  std::string msg =
-      OrtStatusMessage(api, api->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "mlos", &env), "CreateEnv");
+  std::string msg;
+  if (globalThreads > 0) {
+    // One pool of `globalThreads` intra-op threads for every session, without spinning (idle
+    // threads sleep instead of burning a core the event loop and other models need).
+    OrtThreadingOptions* tp = nullptr;
+    msg = OrtStatusMessage(api, api->CreateThreadingOptions(&tp), "CreateThreadingOptions");
+    if (msg.empty()) msg = OrtStatusMessage(api, api->SetGlobalIntraOpNumThreads(tp, globalThreads), "SetGlobalIntraOpNumThreads");
+    if (msg.empty()) msg = OrtStatusMessage(api, api->SetGlobalInterOpNumThreads(tp, 1), "SetGlobalInterOpNumThreads");
+    if (msg.empty()) msg = OrtStatusMessage(api, api->SetGlobalSpinControl(tp, 0), "SetGlobalSpinControl");
+    if (msg.empty()) {
+      msg = OrtStatusMessage(api, api->CreateEnvWithGlobalThreadPools(ORT_LOGGING_LEVEL_WARNING, "mlos", tp, &env),
+                             "CreateEnvWithGlobalThreadPools");
+    }
+    if (tp != nullptr) api->ReleaseThreadingOptions(tp);
+  } else {
+    msg = OrtStatusMessage(api, api->CreateEnv(ORT_LOGGING_LEVEL_WARNING, "mlos", &env), "CreateEnv");
+  }
   if (!msg.empty()) {
     *error = msg;
     return nullptr;  // the library stays mapped: ORT may have started threads
@@ -128,6 +143,7 @@ const OrtRuntime* OrtLoad(const std::string& path, std::string* error) {
   rt->apiVersion = version;
   rt->version = libVersion;
   rt->path = path;
+  rt->globalThreads = globalThreads > 0 ? globalThreads : 0;
   g_runtime = rt;
   return rt;
 }

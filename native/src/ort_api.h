@@ -25,13 +25,18 @@ struct OrtRuntime {
   uint32_t apiVersion = 0;
   std::string version;  // GetVersionString(), e.g. "1.30.0"
   std::string path;     // the library that was opened
+  // > 0: the environment has global thread pools of this many intra-op threads (no spinning),
+  // which every session shares (DisablePerSessionThreads): one thread budget for all models.
+  int globalThreads = 0;
 };
 
 // Opens the library at `path` and creates the environment, once per process; later calls return
 // the runtime loaded first (whatever their path). Thread-safe. On failure returns nullptr and sets
 // *error to a message that names the call that failed (dlopen, dlsym, GetApi, CreateEnv ...); a
 // failed load may be retried with another path.
-const OrtRuntime* OrtLoad(const std::string& path, std::string* error);
+// `globalThreads` > 0 creates the environment with shared thread pools (see OrtRuntime); it only
+// applies to the first successful load.
+const OrtRuntime* OrtLoad(const std::string& path, std::string* error, int globalThreads = 0);
 
 // The loaded runtime, or nullptr.
 const OrtRuntime* OrtCurrent();

@@ -210,10 +210,15 @@ std::string OpenSessionState(const OrtRuntime* rt, const SessionConfig& c,
   const OrtApi* api = rt->api;
   OwnedSessionOptions so;
   std::string err = OrtStatusMessage(api, api->CreateSessionOptions(&so.p), "CreateSessionOptions");
-  if (err.empty() && c.intraOpThreads >= 0)
-    err = OrtStatusMessage(api, api->SetIntraOpNumThreads(so.p, c.intraOpThreads), "SetIntraOpNumThreads");
-  if (err.empty() && c.interOpThreads >= 0)
-    err = OrtStatusMessage(api, api->SetInterOpNumThreads(so.p, c.interOpThreads), "SetInterOpNumThreads");
+  if (rt->globalThreads > 0) {
+    // The environment's shared pools: the session's own thread settings do not apply.
+    if (err.empty()) err = OrtStatusMessage(api, api->DisablePerSessionThreads(so.p), "DisablePerSessionThreads");
+  } else {
+    if (err.empty() && c.intraOpThreads >= 0)
+      err = OrtStatusMessage(api, api->SetIntraOpNumThreads(so.p, c.intraOpThreads), "SetIntraOpNumThreads");
+    if (err.empty() && c.interOpThreads >= 0)
+      err = OrtStatusMessage(api, api->SetInterOpNumThreads(so.p, c.interOpThreads), "SetInterOpNumThreads");
+  }
   if (err.empty() && c.graphOptimizationLevel >= 0)
     err = OrtStatusMessage(api,
                            api->SetSessionGraphOptimizationLevel(
@@ -1003,12 +1008,23 @@ Napi::Value OrtInit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MLOS_REQUIRE_TYPE(info[0].IsString(), env, "ortInit(libraryPath): libraryPath must be a string");
   std::string error;
-  const OrtRuntime* rt = OrtLoad(info[0].As<Napi::String>().Utf8Value(), &error);
+  int globalThreads = 0;
+  if (info[1].IsObject()) {
+    Napi::Value g = info[1].As<Napi::Object>().Get("globalThreads");
+    if (!g.IsUndefined()) {
+      const double d = g.IsNumber() ? g.As<Napi::Number>().DoubleValue() : -1;
+      MLOS_REQUIRE_RANGE(std::isfinite(d) && d >= 0 && d <= 1024 && std::floor(d) == d, env,
+                         "ortInit: options.globalThreads must be an integer from 0 to 1024");
+      globalThreads = static_cast<int>(d);
+    }
+  }
+  const OrtRuntime* rt = OrtLoad(info[0].As<Napi::String>().Utf8Value(), &error, globalThreads);
   MLOS_REQUIRE(rt != nullptr, env, "ORT_UNAVAILABLE", error);
   Napi::Object o = Napi::Object::New(env);
   o.Set("version", rt->version);
   o.Set("apiVersion", Napi::Number::New(env, rt->apiVersion));
   o.Set("path", rt->path);
+  o.Set("globalThreads", Napi::Number::New(env, rt->globalThreads));
   return o;
 }
 

@@ -253,6 +253,14 @@ export class Runtime {
   }
 }
 
+function propertyKind(o: object, key: string): "missing" | "value" | "accessor" {
+  for (let p: object | null = o; p; p = Object.getPrototypeOf(p) as object | null) {
+    const d = Object.getOwnPropertyDescriptor(p, key);
+    if (d) return d.get ? "accessor" : "value";
+  }
+  return "missing";
+}
+
 /** Throws PLUGIN_INVALID when `p` does not implement the plugin interface. */
 export function checkPlugin(p: unknown, where = "plugin"): asserts p is Plugin {
   const o = p as Partial<Plugin> | null;
@@ -260,7 +268,10 @@ export function checkPlugin(p: unknown, where = "plugin"): asserts p is Plugin {
   if (!o || typeof o !== "object") problems.push("it is not an object");
   else {
     if (typeof o.id !== "string" || !/^[a-z0-9][a-z0-9._-]*$/i.test(o.id)) problems.push("id must be a name like 'my-plugin'");
-    if (typeof o.version !== "string") problems.push("version must be a string");
+    // Read as a property: a getter (a plugin that reports its library's version once loaded) is
+    // not called here, so that registering a plugin never loads its framework.
+    const version = propertyKind(o, "version");
+    if (version === "missing" || (version === "value" && typeof o.version !== "string")) problems.push("version must be a string");
     if (!Array.isArray(o.frameworks)) problems.push("frameworks must be an array");
     if (!Array.isArray(o.formats)) problems.push("formats must be an array");
     if (typeof o.availability !== "function") problems.push("availability() is missing");

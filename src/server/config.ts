@@ -11,7 +11,7 @@ import { AxonError } from "../axon/errors.js";
 export interface ServerConfig {
   http?: { port?: number; host?: string; max_body?: number | string; tls?: { cert: string; key: string } };
   security?: { api_key?: string; admin_key?: string };
-  scheduling?: { max_queue?: number; instances?: number; intra_op_threads?: number; batching?: { enabled?: boolean; max_batch_size?: number; max_queue_delay_us?: number } };
+  scheduling?: { max_queue?: number; instances?: number; intra_op_threads?: number; threads?: number; batching?: { enabled?: boolean; max_batch_size?: number; max_queue_delay_us?: number } };
   resources?: { max_memory?: number | string; keep_alive?: number; pool_size?: number | string };
   models?: Array<{ target: string; id?: string; plugin?: string }>;
   plugins?: string[];
@@ -76,6 +76,7 @@ export interface ServeFlags {
   maxQueue?: number;
   instances?: number;
   intraOpThreads?: number;
+  threads?: number;
   batching?: boolean;
   maxBatchSize?: number;
   maxQueueDelayUs?: number;
@@ -110,6 +111,7 @@ export function serveOptionsFrom(flags: ServeFlags, config: ServerConfig, parseS
     maxQueueDepth: flags.maxQueue ?? config.scheduling?.max_queue ?? 1024,
     instances: flags.instances ?? config.scheduling?.instances,
     intraOpThreads: flags.intraOpThreads ?? config.scheduling?.intra_op_threads ?? 1,
+    threads: flags.threads ?? config.scheduling?.threads,
     batching: !batchingOn ? false : maxBatch > 1 ? { maxBatchSize: maxBatch, maxQueueDelayUs: delay } : undefined,
     poolBytes: toBytes(flags.poolSize ?? config.resources?.pool_size ?? "256M", parseSize),
     maxMemoryBytes: toBytes(flags.maxMemory ?? config.resources?.max_memory, parseSize),

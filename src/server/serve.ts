@@ -3,6 +3,7 @@
  * models it is given, and opens the HTTP door. The gRPC and shared-memory IPC doors are not
  * served yet; asking for them says so.
  */
+import { setOrtThreadBudget } from "../../bindings/native.js";
 import { Axon } from "../axon/axon.js";
 import { ModelTable, type ModelEntry } from "../core/model-table.js";
 import type { BatchingOptions } from "../core/scheduler.js";
@@ -30,6 +31,11 @@ export interface ServeOptions {
    * per core would fight the event loop and the other models for the CPU.
    */
   intraOpThreads?: number;
+  /**
+   * One ONNX Runtime thread pool of this many threads shared by every loaded model (instead of
+   * `intraOpThreads` per model): the thread budget is divided among the models by their load.
+   */
+  threads?: number;
   /** Default batching for models whose manifest sets none; false turns batching off for all. */
   batching?: BatchingOptions | false;
   /** Memory budget for loaded models (bytes): idle models are unloaded LRU to make room. */
@@ -75,6 +81,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     pool.close();
   };
   try {
+    if (options.threads) setOrtThreadBudget(options.threads);
     for (const spec of options.plugins ?? []) runtime.registerPlugin(await importPlugin(spec));
     for (const m of options.models ?? []) {
       const eq = m.indexOf("=");

@@ -7,7 +7,7 @@
  * tensor pool, and the others are returned over ONNX Runtime's own buffers.
  */
 import { stat } from "node:fs/promises";
-import { loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
+import { loadedOrtInfo, loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
 import { MlosError } from "../../core/errors.js";
 import type { LoadedModel, ModelSource, Plugin, PluginAvailability, PluginLoadOptions, RunRequest, RunResult } from "../../core/plugin.js";
 import { concreteShape, mergeSignature, type Signature, type TensorInfo } from "../../core/signature.js";
@@ -286,8 +286,9 @@ export class OnnxRuntimePlugin implements Plugin {
   readonly frameworks = ["onnx"] as const;
   readonly formats = ["onnx", "ort"] as const;
 
+  /** ONNX Runtime's version once it is loaded ("not loaded" before: asking never loads it). */
   get version(): string {
-    return tryLoadOrt()?.ort.version ?? "unavailable";
+    return loadedOrtInfo()?.version ?? "not loaded";
   }
 
   availability(): PluginAvailability {
