@@ -5,12 +5,13 @@
  * classifier (x f32[1,3,48,192]). Each server runs in a process of its own; every figure is the
  * median over BENCH_REPS repetitions.
  *
- *   node dist/bench/serve.bench.js [throughput|latency|binary|rss|all]
+ *   node dist/bench/serve.bench.js [throughput|latency|batching|binary|rss|all]
  *
  * 1. throughput: 64 connections, requests/s and p99 latency; ours with batching on and off.
  * 2. latency: 1 connection, p50 latency.
- * 3. binary: the binary tensor extension vs JSON for a 1x3x224x224 float32 input (demo/tiny-cnn).
- * 4. rss: the server's RSS with 10 demo models loaded, and after they are unloaded.
+ * 3. batching: batching on vs off on the classifier with binary bodies (no JSON in the way).
+ * 4. binary: the binary tensor extension vs JSON for a 1x3x224x224 float32 input (demo/tiny-cnn).
+ * 5. rss: the server's RSS with 10 demo models loaded, and after they are unloaded.
  *
  * BENCH_REPS (default 3), BENCH_SECONDS per measurement (default 4).
  */
@@ -145,6 +146,32 @@ async function throughputAndLatency(models: Array<{ name: string; target: string
   }
 }
 
+/** Batching on vs off where the model, not JSON, is the cost: the classifier with binary bodies. */
+async function batchingGain(target: string): Promise<void> {
+  const shape = [1, 3, 48, 192];
+  const n = shape.reduce((a, b) => a * b, 1);
+  const data = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.5);
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: "x", shape, datatype: "FP32", parameters: { binary_data_size: data.byteLength } }] }));
+  const body = Buffer.concat([header, Buffer.from(data.buffer)]);
+  const headers = { "content-type": "application/octet-stream", "inference-header-content-length": String(header.byteLength) };
+  const rows: Array<{ on: Load; off: Load }> = [];
+  for (let rep = 0; rep < REPS; rep++) {
+    const row: Partial<{ on: Load; off: Load }> = {};
+    for (const kind of ["on", "off"] as const) {
+      const s = await ours(target, kind === "on");
+      await load(s.port, "ppocr-cls", body, 64, headers, 1).catch(() => undefined);
+      row[kind] = await load(s.port, "ppocr-cls", body, 64, headers);
+      await s.stop();
+    }
+    rows.push(row as { on: Load; off: Load });
+  }
+  const med = (k: "on" | "off", f: keyof Load) => median(rows.map((r) => r[k][f]));
+  console.log(`batching on vs off, ppocr-cls with binary bodies (x f32[1,3,48,192]), 64 connections, ${REPS} reps:`);
+  console.log(`  on   ${f(med("on", "rps"), 0)} req/s  p50 ${f(med("on", "p50"), 1)} ms  p99 ${f(med("on", "p99"), 1)} ms`);
+  console.log(`  off  ${f(med("off", "rps"), 0)} req/s  p50 ${f(med("off", "p50"), 1)} ms  p99 ${f(med("off", "p99"), 1)} ms`);
+  console.log(`  on/off throughput ${f(median(rows.map((r) => r.on.rps / r.off.rps)))}x`);
+}
+
 async function binaryVsJson(): Promise<void> {
   const shape = [1, 3, 224, 224];
   const n = shape.reduce((a, b) => a * b, 1);
@@ -211,6 +238,7 @@ if (which === "all" || which === "throughput" || which === "latency") {
 }
 if (which === "all" || which === "throughput") await throughputAndLatency(models, 64);
 if (which === "all" || which === "latency") await throughputAndLatency(models, 1);
+if (which === "all" || which === "batching") await batchingGain(models.find((m) => m.name === "ppocr-cls")?.target ?? (await packClassifier()));
 if (which === "all" || which === "binary") await binaryVsJson();
 if (which === "all" || which === "rss") await rss();
 await axon.close();
