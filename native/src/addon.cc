@@ -14,6 +14,12 @@
 #endif
 
 namespace mlos {
+
+Napi::FunctionReference* ErrorClassOf(Napi::Env env) {
+  AddonData* data = GetAddonData(env);
+  return data != nullptr ? &data->errorClass : nullptr;
+}
+
 namespace {
 
 // setErrorClass(cls): the class used for coded errors (errors.h); called once by the loader.

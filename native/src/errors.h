@@ -4,10 +4,13 @@
 //   BAD_ARGUMENT   a TypeError (wrong type, or a receiver that is not what the method needs) or a
 //                  RangeError (a value out of range); both are plain JS TypeError/RangeError objects
 //                  with `code` set, the way Node's own argument errors are.
-//   anything else  (SHM_EXHAUSTED, SHM_FAIL, CLOSED, and later ORT_FAIL, CUDA_UNAVAILABLE ...) an
+//   anything else  (SHM_EXHAUSTED, SHM_FAIL, CLOSED, ORT_FAIL, CUDA_UNAVAILABLE, TORCH_FAIL ...) an
 //                  instance of the error class the loader hands over with setErrorClass(cls)
 //                  (bindings/native.ts: NativeError), constructed as `new cls(message, code)`; a
 //                  plain Error with `code` set when none was handed over.
+//
+// Both addons (mlos_native and mlos_torch) use this header; each keeps the error class in its own
+// per-environment data and defines ErrorClassOf() once to say where.
 //
 // The addon is built with C++ exceptions (NAPI_CPP_EXCEPTIONS): the macros below throw a
 // Napi::Error, which node-addon-api turns into a pending JS exception when the callback returns.
@@ -19,9 +22,11 @@
 
 #include <string>
 
-#include "addon.h"
-
 namespace mlos {
+
+// The error class setErrorClass() stored for this environment (empty when none was), or nullptr.
+// Defined once per addon (native/src/addon.cc, native/torch/torch_addon.cc).
+Napi::FunctionReference* ErrorClassOf(Napi::Env env);
 
 enum class JsErrorKind { kError, kTypeError, kRangeError };
 
@@ -33,10 +38,9 @@ inline Napi::Error MakeJsError(Napi::Env env, JsErrorKind kind, const char* code
   } else if (kind == JsErrorKind::kRangeError) {
     err = Napi::RangeError::New(env, message);
   } else {
-    AddonData* data = GetAddonData(env);
-    if (data != nullptr && !data->errorClass.IsEmpty()) {
-      Napi::Object obj =
-          data->errorClass.New({Napi::String::New(env, message), Napi::String::New(env, code)});
+    Napi::FunctionReference* cls = ErrorClassOf(env);
+    if (cls != nullptr && !cls->IsEmpty()) {
+      Napi::Object obj = cls->New({Napi::String::New(env, message), Napi::String::New(env, code)});
       err = Napi::Error(env, obj);
     } else {
       err = Napi::Error::New(env, message);

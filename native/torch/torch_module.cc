@@ -23,7 +23,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "torch_errors.h"
+#include "errors.h"  // native/src/errors.h: the one error idiom of both addons
 
 namespace mlos {
 namespace torchaddon {
