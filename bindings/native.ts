@@ -465,6 +465,8 @@ export interface NativeAddon {
   BlobFetch?: NativeBlobFetchConstructor;
   /** The data pointer of an ArrayBuffer or view (byteOffset applied). */
   addressOf(buffer: ArrayBuffer | ArrayBufferView): bigint;
+  /** Hands the C allocator's free memory back to the OS (glibc malloc_trim); false where unsupported. */
+  trimMemory(): boolean;
   /** Sets the class of coded errors; the loader calls it with NativeError. */
   setErrorClass(cls: new (message: string, code: string) => Error): void;
   readonly napiVersion: number;

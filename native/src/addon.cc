@@ -1,6 +1,10 @@
 // The addon's one registration point: every wrapped class and free function is registered here.
 #include <napi.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "addon.h"
 #include "cuda_alloc_binding.h"
 #include "errors.h"
@@ -21,6 +25,17 @@ Napi::FunctionReference* ErrorClassOf(Napi::Env env) {
 }
 
 namespace {
+
+// trimMemory() -> bool: hands the C allocator's free memory back to the OS (glibc's malloc_trim).
+// Unloading a model frees its arenas into the allocator, which keeps them mapped; without this,
+// RSS after an eviction stays where it was. False where the C library has no such call.
+Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
+#if defined(__GLIBC__)
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) != 0);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
 
 // setErrorClass(cls): the class used for coded errors (errors.h); called once by the loader.
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
@@ -61,6 +76,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(ShmPool::PageSize())));
   return exports;

@@ -17,6 +17,7 @@ import { Scheduler, type BatchingOptions, type SubmitOptions } from "./scheduler
 import type { RunResult } from "./plugin.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
+import { tryLoadNative } from "../../bindings/native.js";
 
 export type ModelState = "registering" | "loading" | "ready" | "unloading" | "unloaded" | "evicted" | "failed";
 
@@ -413,6 +414,21 @@ export class ModelTable {
     };
   }
 
+  #trimTimer: NodeJS.Timeout | undefined;
+
+  /**
+   * After models are unloaded, hands the freed memory back to the OS (their arenas go back to the C
+   * allocator, which would keep them): once, shortly after a burst of unloads.
+   */
+  #trimSoon(): void {
+    if (this.#trimTimer) return;
+    this.#trimTimer = setTimeout(() => {
+      this.#trimTimer = undefined;
+      tryLoadNative()?.trimMemory?.();
+    }, 100);
+    this.#trimTimer.unref();
+  }
+
   async close(): Promise<void> {
     if (this.#idleTimer) clearInterval(this.#idleTimer);
     for (const e of this.list()) await this.#dispose(e);
@@ -426,6 +442,7 @@ export class ModelTable {
     e.model = undefined;
     e.scheduler = undefined;
     await m.dispose();
+    this.#trimSoon();
     e.state = "evicted"; // loads again on its next request; unload() marks it "unloaded"
   }
 }
