@@ -500,11 +500,13 @@ CudaStatus CudaDeviceAllocator::Create(int device, const CudaAllocatorOptions& o
   return CudaStatus::Ok();
 }
 
-CudaStatus CudaDeviceAllocator::CopyToDevice(const CudaBlock& dst, uint64_t offset, const void* src,
-                                             uint64_t bytes) {
-  if (!cache_.Covers(dst, offset, bytes)) {
+// Both directions of cudaMemcpy between host memory and [offset, offset + bytes) of a live block.
+CudaStatus CudaDeviceAllocator::Copy(const CudaBlock& block, uint64_t offset, void* host, uint64_t bytes,
+                                     bool toDevice) {
+  const char* what = toDevice ? "copyToDevice" : "copyFromDevice";
+  if (!cache_.Covers(block, offset, bytes)) {
     return CudaStatus::Error(CudaErrc::kBadArgument,
-                             "copyToDevice: [" + std::to_string(offset) + ", " +
+                             std::string(what) + ": [" + std::to_string(offset) + ", " +
                                  std::to_string(offset + bytes) +
                                  ") is not within a live block of " + cache_.Describe());
   }
@@ -513,37 +515,25 @@ CudaStatus CudaDeviceAllocator::CopyToDevice(const CudaBlock& dst, uint64_t offs
   DeviceGuard guard;
   CudaStatus st = guard.Set(device_);
   if (!st.ok()) return st;
-  cudaError_t e = Clear(cudaMemcpy(static_cast<uint8_t*>(dst.ptr) + offset, src,
-                                   static_cast<size_t>(bytes), cudaMemcpyHostToDevice));
-  if (e != cudaSuccess) return FailStatus("cudaMemcpy(HostToDevice)", e);
+  uint8_t* device = static_cast<uint8_t*>(block.ptr) + offset;
+  cudaError_t e = Clear(toDevice ? cudaMemcpy(device, host, static_cast<size_t>(bytes), cudaMemcpyHostToDevice)
+                                 : cudaMemcpy(host, device, static_cast<size_t>(bytes), cudaMemcpyDeviceToHost));
+  if (e != cudaSuccess) return FailStatus(toDevice ? "cudaMemcpy(HostToDevice)" : "cudaMemcpy(DeviceToHost)", e);
   return CudaStatus::Ok();
 #else
-  (void)src;
+  (void)host;
   return CudaStatus::Error(CudaErrc::kUnavailable, kNotCompiled);
 #endif
 }
 
+CudaStatus CudaDeviceAllocator::CopyToDevice(const CudaBlock& dst, uint64_t offset, const void* src,
+                                             uint64_t bytes) {
+  return Copy(dst, offset, const_cast<void*>(src), bytes, true);  // only read when toDevice
+}
+
 CudaStatus CudaDeviceAllocator::CopyFromDevice(const CudaBlock& src, uint64_t offset, void* dst,
                                                uint64_t bytes) {
-  if (!cache_.Covers(src, offset, bytes)) {
-    return CudaStatus::Error(CudaErrc::kBadArgument,
-                             "copyFromDevice: [" + std::to_string(offset) + ", " +
-                                 std::to_string(offset + bytes) +
-                                 ") is not within a live block of " + cache_.Describe());
-  }
-  if (bytes == 0) return CudaStatus::Ok();
-#if MLOS_CUDA_ON
-  DeviceGuard guard;
-  CudaStatus st = guard.Set(device_);
-  if (!st.ok()) return st;
-  cudaError_t e = Clear(cudaMemcpy(dst, static_cast<const uint8_t*>(src.ptr) + offset,
-                                   static_cast<size_t>(bytes), cudaMemcpyDeviceToHost));
-  if (e != cudaSuccess) return FailStatus("cudaMemcpy(DeviceToHost)", e);
-  return CudaStatus::Ok();
-#else
-  (void)dst;
-  return CudaStatus::Error(CudaErrc::kUnavailable, kNotCompiled);
-#endif
+  return Copy(src, offset, dst, bytes, false);
 }
 
 // ---- PinnedHostAllocator ------------------------------------------------------------------------

@@ -253,6 +253,8 @@ class CudaDeviceAllocator {
 
  private:
   CudaDeviceAllocator(int device, const CudaAllocatorOptions& options);
+  // Both copies: `host` is read when toDevice, written otherwise.
+  CudaStatus Copy(const CudaBlock& block, uint64_t offset, void* host, uint64_t bytes, bool toDevice);
   int device_;
   CachingAllocator cache_;
 };
