@@ -17,6 +17,7 @@
         "<(mlos_root)/native/src/addon.cc",
         "<(mlos_root)/native/src/shm_pool_binding.cc",
         "<(mlos_root)/native/src/shm_pool.cc",
+        "<(mlos_root)/native/src/kserve_json.cc",
         "<(mlos_root)/native/src/cuda_alloc_binding.cc",
         "<(mlos_root)/native/src/cuda_alloc.cc"
       ],

@@ -355,6 +355,29 @@ export interface NativeOrtSession {
   ): NativeOrtBoundRun;
   /** Session::Run on a bound run's buffers, on this thread; returns how long it took (µs). */
   runBound(bound: NativeOrtBoundRun): number;
+  /**
+   * Sets up the KServe v2 JSON fast path (native/src/ort_kserve_json.cc) for requests to the
+   * model `modelName` version `modelVersion`, whose inputs `inputs` are checked as checkInputs
+   * checks them and whose response lists `outputs` in that order. `stats[0]` receives each fast
+   * run's Session::Run time (µs). False when a dtype is outside the fast path (then
+   * runKserveJson always declines).
+   */
+  prepareKserveJson(options: {
+    modelName: string;
+    modelVersion: string;
+    inputs: ReadonlyArray<{ name: string; dtype: string; shape: ReadonlyArray<number | string> }>;
+    outputs: readonly string[];
+    stats: Float64Array;
+  }): boolean;
+  /**
+   * Decodes a KServe v2 JSON infer request, runs it on this thread and encodes the response body,
+   * byte-for-byte as the JS path writes it; returns its length, having written it into `out` when
+   * it fits (else {@link readKserveResponse} copies it). -1, having run nothing, for any request
+   * it does not fully handle (an invalid one included) and for a failed run.
+   */
+  runKserveJson(body: Uint8Array | ArrayBuffer, out: Uint8Array): number;
+  /** Copies the last fast-path response into `out` (which must hold it); returns its length. */
+  readKserveResponse(out: Uint8Array): number;
   /** Asks every run created and not finished (queued ones too), or those tagged `tag`, to stop; returns how many. */
   terminate(tag?: string): number;
   /** Releases the session once the runs in flight are done; later calls throw CLOSED. */
@@ -467,6 +490,8 @@ export interface NativeAddon {
   addressOf(buffer: ArrayBuffer | ArrayBufferView): bigint;
   /** Hands the C allocator's free memory back to the OS (glibc malloc_trim); false where unsupported. */
   trimMemory(): boolean;
+  /** The values as the KServe JSON codec writes numbers, comma-separated (for tests against JSON.stringify). */
+  kserveNumberText(values: Float64Array): string;
   /** Sets the class of coded errors; the loader calls it with NativeError. */
   setErrorClass(cls: new (message: string, code: string) => Error): void;
   readonly napiVersion: number;

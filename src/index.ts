@@ -37,7 +37,7 @@ export { DTYPES, type DType, type TensorData, type NumericDType } from "./tensor
 export { Model, type InferOptions } from "./core/model.js";
 export { Runtime, getDefaultRuntime, type LoadOptions } from "./core/runtime.js";
 export { MlosError, InputError, isMlosError, type MlosErrorCode } from "./core/errors.js";
-export type { Plugin, PluginAvailability, PluginLoadOptions, LoadedModel, ModelSource, RunRequest, RunResult } from "./core/plugin.js";
+export type { Plugin, PluginAvailability, PluginLoadOptions, LoadedModel, ModelSource, RunRequest, RunResult, EncodedRequest } from "./core/plugin.js";
 export type { TensorInfo, Signature } from "./core/signature.js";
 export { OnnxRuntimePlugin, ADDRESSES, type NativeAddresses } from "./plugins/onnxruntime/index.js";
 

@@ -8,6 +8,7 @@
 #include "addon.h"
 #include "cuda_alloc_binding.h"
 #include "errors.h"
+#include "kserve_json.h"
 #include "shm_pool.h"
 #include "shm_pool_binding.h"
 #ifdef MLOS_WITH_ORT
@@ -35,6 +36,21 @@ Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
 #else
   return Napi::Boolean::New(info.Env(), false);
 #endif
+}
+
+// kserveNumberText(values: Float64Array) -> string: the values as the KServe JSON codec writes
+// them, comma-separated; for tests that hold its number formatting to JSON.stringify's.
+Napi::Value KserveNumberText(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MLOS_REQUIRE_TYPE(info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array,
+                    env, "kserveNumberText(values): values must be a Float64Array");
+  Napi::Float64Array values = info[0].As<Napi::Float64Array>();
+  std::string out;
+  for (size_t i = 0; i < values.ElementLength(); ++i) {
+    if (i > 0) out += ',';
+    kserve::AppendJsNumber(out, values[i]);
+  }
+  return Napi::String::New(env, out);
 }
 
 // setErrorClass(cls): the class used for coded errors (errors.h); called once by the loader.
@@ -76,6 +92,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 #endif
   exports.Set("addressOf", Napi::Function::New(env, AddressOf, "addressOf"));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
+  exports.Set("kserveNumberText", Napi::Function::New(env, KserveNumberText, "kserveNumberText"));
   exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(ShmPool::PageSize())));

@@ -20,6 +20,7 @@
 
 #include "errors.h"
 #include "ort_api.h"
+#include "ort_session_state.h"
 #include "shm_pool_binding.h"
 
 namespace mlos {
@@ -71,49 +72,6 @@ const char* OnnxTypeName(ONNXType t) {
 }
 
 }  // namespace
-
-// ---- session state (shared by the JS object and the runs in flight) -------------------------------
-
-struct IoMeta {
-  std::string name;
-  ONNXType type = ONNX_TYPE_UNKNOWN;
-  const OrtDtypeInfo* dtype = nullptr;  // tensors only; nullptr when not a tensor or not known
-  std::vector<int64_t> shape;
-  std::vector<std::string> symbolic;
-};
-
-struct OrtSessionState {
-  const OrtRuntime* rt = nullptr;
-  OrtSession* session = nullptr;
-  std::vector<IoMeta> inputs;
-  std::vector<IoMeta> outputs;
-  // The runs created and not yet finished (their run options, "terminated" flag and tag), for
-  // terminate().
-  struct InFlightRun {
-    std::atomic<bool>* terminated;
-    const std::string* tag;
-  };
-  std::mutex mu;
-  std::map<OrtRunOptions*, InFlightRun> inFlight;
-
-  ~OrtSessionState() {
-    if (session != nullptr) rt->api->ReleaseSession(session);
-  }
-
-  int InputIndex(const std::string& name) const { return Find(inputs, name); }
-  int OutputIndex(const std::string& name) const { return Find(outputs, name); }
-  static int Find(const std::vector<IoMeta>& list, const std::string& name) {
-    for (size_t i = 0; i < list.size(); ++i) {
-      if (list[i].name == name) return static_cast<int>(i);
-    }
-    return -1;
-  }
-  static std::string Names(const std::vector<IoMeta>& list) {
-    std::string s;
-    for (const auto& m : list) s += (s.empty() ? "" : ", ") + m.name;
-    return s;
-  }
-};
 
 namespace {
 
@@ -793,6 +751,9 @@ void OrtSessionWrap::Init(Napi::Env env, Napi::Object exports, AddonData* data) 
       method("terminate", Checked<&OrtSessionWrap::Terminate>),
       method("release", Checked<&OrtSessionWrap::Release>),
       method("isReleased", Checked<&OrtSessionWrap::IsReleased>),
+      method("prepareKserveJson", Checked<&OrtSessionWrap::PrepareKserveJson>),
+      method("runKserveJson", Checked<&OrtSessionWrap::RunKserveJson>),
+      method("readKserveResponse", Checked<&OrtSessionWrap::ReadKserveResponse>),
   });
   ctor.Set("open", Napi::Function::New(env, OpenSession, "open"));
   data->ortSessionConstructor = Napi::Persistent(ctor);
@@ -897,6 +858,7 @@ Napi::Value OpenSession(const Napi::CallbackInfo& info) {
 }
 
 }  // namespace
+
 
 OrtSessionWrap::~OrtSessionWrap() = default;
 

@@ -14,6 +14,14 @@
 //   .terminate(tag?)          asks every run in flight (or those with runOptions.tag == tag) to
 //                             stop (they reject with ORT_TERMINATED)
 //   OrtSession.open(modelPath, options?) -> Promise<OrtSession>   CreateSession on a worker thread
+//   .prepareKserveJson({ modelName, modelVersion, inputs: [{ name, dtype, shape }], outputs:
+//                             [names], stats: Float64Array(1) }) -> bool   sets up the KServe v2
+//                             JSON fast path (ort_kserve_json.cc); false when the model has a
+//                             dtype it does not take (then runKserveJson always declines)
+//   .runKserveJson(body, out) -> length   decodes a KServe v2 JSON infer request, runs it on
+//                             this thread and writes the encoded response into `out` when it fits
+//                             (else .readKserveResponse(bigger) copies it); -1 (and nothing ran)
+//                             when the fast path declines the request
 //   .release()                releases the session once the runs in flight are done; later
 //                             calls throw CLOSED
 //
@@ -37,6 +45,11 @@
 namespace mlos {
 
 struct OrtSessionState;
+struct KserveJsonPath;
+// Deletes a KserveJsonPath where its type is complete (ort_kserve_json.cc).
+struct KserveJsonPathDeleter {
+  void operator()(KserveJsonPath* p) const;
+};
 
 class OrtSessionWrap : public Napi::ObjectWrap<OrtSessionWrap> {
  public:
@@ -59,11 +72,15 @@ class OrtSessionWrap : public Napi::ObjectWrap<OrtSessionWrap> {
   Napi::Value Terminate(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
   Napi::Value IsReleased(const Napi::CallbackInfo& info);
+  Napi::Value PrepareKserveJson(const Napi::CallbackInfo& info);  // ort_kserve_json.cc
+  Napi::Value RunKserveJson(const Napi::CallbackInfo& info);      // ort_kserve_json.cc
+  Napi::Value ReadKserveResponse(const Napi::CallbackInfo& info); // ort_kserve_json.cc
 
   std::shared_ptr<OrtSessionState> Open(Napi::Env env);
 
   std::shared_ptr<OrtSessionState> state_;
   std::string path_;
+  std::unique_ptr<KserveJsonPath, KserveJsonPathDeleter> kserve_;  // prepareKserveJson's setup and scratch buffers
 };
 
 // ortInit(libraryPath) -> { version, apiVersion, path }

@@ -14,7 +14,7 @@ import { MlosError } from "./errors.js";
 import type { Model } from "./model.js";
 import type { LoadOptions, Runtime } from "./runtime.js";
 import { Scheduler, type BatchingOptions, type SubmitOptions } from "./scheduler.js";
-import type { RunResult } from "./plugin.js";
+import type { EncodedRequest, RunResult } from "./plugin.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
 import { tryLoadNative } from "../../bindings/native.js";
@@ -370,6 +370,14 @@ export class ModelTable {
     if (e.state !== "ready" || !e.scheduler) return undefined;
     e.lastUsed = new Date();
     return e.scheduler.trySubmitSync(inputs, options);
+  }
+
+  /** The encoded form of {@link trySubmitSync} (Scheduler.trySubmitEncodedSync). */
+  trySubmitEncodedSync(name: string, version: string | undefined, request: EncodedRequest): Uint8Array | undefined {
+    const e = this.get(name, version);
+    if (e.state !== "ready" || !e.scheduler) return undefined;
+    e.lastUsed = new Date();
+    return e.scheduler.trySubmitEncodedSync(request);
   }
 
   /**

@@ -1,7 +1,7 @@
 import type { AxonManifest } from "../axon/manifest/types.js";
 import { Tensor } from "../tensor/tensor.js";
 import { MlosError } from "./errors.js";
-import type { RunResult } from "./plugin.js";
+import type { EncodedRequest, RunResult } from "./plugin.js";
 import type { LoadedEntry, ResolvedSource, Runtime } from "./runtime.js";
 import { checkInputs, concreteShape, formatShape, type TensorInfo } from "./signature.js";
 
@@ -143,6 +143,18 @@ export class Model {
       } else throw new MlosError("OUTPUT_INVALID", "options.outputs must be an array of output names or an object { name: Tensor }");
     }
     return loaded.runSync({ inputs, bindings, outputs, preallocated, signal: options?.signal, debugAddresses: options?.debugAddresses });
+  }
+
+  /**
+   * A request body in a wire format, decoded, run and encoded by the plugin on the calling thread
+   * ({@link LoadedModel.runEncodedSync}); undefined when the plugin has no such path or declines
+   * this request (nothing ran: take the general path).
+   */
+  inferEncodedSync(request: EncodedRequest): Uint8Array | undefined {
+    const loaded = this.#entry.model;
+    if (!loaded.runEncodedSync) return undefined;
+    if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
+    return loaded.runEncodedSync(request);
   }
 
   #checkOutputNames(names: readonly unknown[]): string[] {

@@ -56,6 +56,16 @@ export interface RunRequest {
 /** What a run returns: one tensor per requested output. */
 export type RunResult = Record<string, Tensor>;
 
+/** A request body in a wire format, for {@link LoadedModel.runEncodedSync}. */
+export interface EncodedRequest {
+  /** `kserve-v2-json`: a KServe v2 / Open Inference Protocol infer request, JSON tensors only. */
+  readonly format: "kserve-v2-json";
+  readonly body: Uint8Array;
+  /** The names the response carries (`model_name`, `model_version`). */
+  readonly modelName: string;
+  readonly modelVersion: string;
+}
+
 /** A loaded model, as a plugin holds it. */
 export interface LoadedModel {
   readonly signature: Signature;
@@ -68,6 +78,17 @@ export interface LoadedModel {
    * answer such requests without a promise in between.
    */
   runSync?(request: RunRequest): RunResult | undefined;
+  /**
+   * Optional: decodes a request body in a wire format, runs it on the calling thread and returns
+   * the encoded response body, with no JS tensor in between (the server's fast path for
+   * microsecond models, where that JS work costs more than the run). The response must be
+   * byte-for-byte what the server writes for the same request through `run`; for anything it does
+   * not fully handle (an invalid request included) it returns undefined having done nothing, and
+   * the server takes the general path, which reports errors. The bytes returned may be a view of
+   * a buffer the plugin reuses: they are valid until its next call (the server writes them to the
+   * socket at once).
+   */
+  runEncodedSync?(request: EncodedRequest): Uint8Array | undefined;
   /** Releases the model once the runs in flight are done. */
   unload(): Promise<void>;
   /** Plugin-specific facts for `ps`/metrics/debugging (run mode, measured timings ...). */

@@ -13,7 +13,7 @@
  */
 import { MlosError } from "./errors.js";
 import type { InferOptions, Model } from "./model.js";
-import type { RunResult } from "./plugin.js";
+import type { EncodedRequest, RunResult } from "./plugin.js";
 import { dtypeInfo, type NumericDType } from "../tensor/dtype.js";
 import { copyCounter, type TensorPool } from "../tensor/pool.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -143,6 +143,23 @@ export class Scheduler {
     this.#running++;
     try {
       const out = this.#model.inferSync(inputs, this.#inferOptions(options));
+      if (out) this.onTimings?.(0, (performance.now() - started) / 1000, 1);
+      return out;
+    } finally {
+      this.#running--;
+    }
+  }
+
+  /**
+   * The encoded form of {@link trySubmitSync}: a wire-format request body run at once on the
+   * calling thread under the same conditions (see Model.inferEncodedSync); undefined otherwise.
+   */
+  trySubmitEncodedSync(request: EncodedRequest): Uint8Array | undefined {
+    if (this.#batchDim || this.#queue.length > 0 || this.#running >= this.#options.instances) return undefined;
+    const started = performance.now();
+    this.#running++;
+    try {
+      const out = this.#model.inferEncodedSync(request);
       if (out) this.onTimings?.(0, (performance.now() - started) / 1000, 1);
       return out;
     } finally {

@@ -46,15 +46,44 @@ export interface HttpServer {
 
 const VERSION = (createRequire(import.meta.url)("../../../package.json") as { version: string }).version;
 const JSON_TYPE = "application/json";
+const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({ "Content-Type": JSON_TYPE });
 
-interface Ctx {
-  aborted: boolean;
-  readonly controller: AbortController;
-  readonly method: string;
-  readonly url: string;
-  readonly headers: Record<string, string>;
-  readonly params: string[];
+/** What a handler knows of its request: everything is copied from uWS before the handler returns. */
+class Ctx {
+  aborted = false;
+  #controller: AbortController | undefined;
+  constructor(
+    readonly method: string,
+    readonly url: string,
+    /** The request headers the routes read (authorization, content-length, inference-header-content-length), lower-case. */
+    readonly headers: Readonly<Record<string, string | undefined>>,
+    readonly params: string[],
+    readonly controllers: AbortController[],
+  ) {}
+  /**
+   * Aborted when the client goes away. Made on first use only: a request answered synchronously
+   * never needs one (AbortControllers cost microseconds; unused ones are reused).
+   */
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = this.controllers.pop() ?? new AbortController();
+      if (this.aborted) this.#controller.abort(new Error("the client went away"));
+    }
+    return this.#controller.signal;
+  }
+  abort(): void {
+    this.aborted = true;
+    this.#controller?.abort(new Error("the client went away"));
+  }
+  /** Hands an unaborted controller back for reuse. */
+  release(): void {
+    if (this.#controller && !this.aborted && this.controllers.length < 4096) this.controllers.push(this.#controller);
+    this.#controller = undefined;
+  }
 }
+
+/** The headers any route reads; uWS gives "" for a missing one. */
+const READ_HEADERS = ["authorization", "content-length", "inference-header-content-length"] as const;
 
 /** Starts the server; resolves once it listens. */
 export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
@@ -93,21 +122,24 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       reply.after?.(); // the client went away: nothing to write, but the outputs' memory goes back
       return;
     }
-    if (controllers.length < 4096) controllers.push(ctx.controller);
+    ctx.release();
     const status = reply.status ?? 200;
     res.cork(() => {
       res.writeStatus(`${status} ${STATUS_TEXT[status] ?? ""}`.trim());
       for (const [k, v] of Object.entries(reply.headers ?? {})) res.writeHeader(k, v);
       if (reply.parts) {
-        const total = reply.parts.reduce((a, p) => a + p.byteLength, 0);
         if (!reply.headers?.["Content-Type"]) res.writeHeader("Content-Type", "application/octet-stream");
-        const body = Buffer.allocUnsafe(total);
-        let at = 0;
-        for (const p of reply.parts) {
-          body.set(p, at);
-          at += p.byteLength;
+        if (reply.parts.length === 1) {
+          res.end(reply.parts[0]!);
+        } else {
+          const body = Buffer.allocUnsafe(reply.parts.reduce((a, p) => a + p.byteLength, 0));
+          let at = 0;
+          for (const p of reply.parts) {
+            body.set(p, at);
+            at += p.byteLength;
+          }
+          res.end(body);
         }
-        res.end(body);
       } else if (reply.body === undefined) {
         res.end();
       } else {
@@ -121,19 +153,15 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   function route(method: "get" | "post" | "del", pattern: string, withBody: boolean, handler: Handler, admin?: boolean): void {
     const paramCount = (pattern.match(/:/g) ?? []).length;
     app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
-      // AbortControllers cost microseconds to make; one that was never aborted is reused.
-      const controller = controllers.pop() ?? new AbortController();
-      const headers: Record<string, string> = {};
-      req.forEach((k, v) => {
-        headers[k] = v;
-      });
+      const headers: Record<string, string | undefined> = {};
+      for (const name of READ_HEADERS) {
+        const v = req.getHeader(name);
+        if (v !== "") headers[name] = v;
+      }
       const params: string[] = [];
       for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i) ?? ""));
-      const ctx: Ctx = { aborted: false, controller, method: req.getMethod(), url: req.getUrl(), headers, params };
-      res.onAborted(() => {
-        ctx.aborted = true;
-        controller.abort(new Error("the client went away"));
-      });
+      const ctx = new Ctx(req.getMethod(), req.getUrl(), headers, params, controllers);
+      res.onAborted(() => ctx.abort());
       const fail = (e: unknown): void => {
         const h = toHttpError(e);
         send(res, ctx, { status: h.status, body: { error: h.message, code: h.code }, headers: h.headers });
@@ -208,7 +236,6 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     return v as Record<string, unknown>;
   }
 
-  const okCounters = new Map<string, { inc(): void }>();
   /** Runs one request through the model's scheduler (queue limit, batching); counts it. */
   /** A request's `priority` (higher first) and `timeout` (ms) from KServe-style `parameters` or the MLOS body. */
   function requestParameters(p: unknown): { priority?: number; timeoutMs?: number } {
@@ -220,30 +247,18 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     return { ...(priority !== undefined ? { priority: priority as number } : {}), ...(timeout !== undefined ? { timeoutMs: timeout as number } : {}) };
   }
 
-  /** `infer` on the calling thread when the model's scheduler can run it at once inline; else undefined. */
-  function inferSync(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[], params: { priority?: number; timeoutMs?: number } = {}): Record<string, Tensor> | undefined {
-    if (params.timeoutMs !== undefined) return undefined;
-    const label = `${entry.name}@${entry.version}`;
-    let out: Record<string, Tensor> | undefined;
-    try {
-      out = table.trySubmitSync(entry.name, entry.version, inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}) });
-    } catch (e) {
-      const h = toHttpError(e);
-      metrics.requests.inc({ model: label, route: routeName, outcome: h.status >= 500 ? "server_error" : "client_error" });
-      throw e;
-    }
-    if (!out) return undefined;
-    let ok = okCounters.get(`${label}\0${routeName}`);
-    if (!ok) okCounters.set(`${label}\0${routeName}`, (ok = metrics.requests.labels({ model: label, route: routeName, outcome: "ok" })));
-    ok.inc();
-    return out;
+  /**
+   * A model's bound metric children, made once per model and route: label lookups hash their
+   * label objects on every call. Also hooks the scheduler's timings (queue, compute, batch size).
+   */
+  interface ModelMetrics {
+    ok: { inc(): void };
+    total: { observe(v: number): void };
   }
-
-  async function infer(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[], params: { priority?: number; timeoutMs?: number } = {}): Promise<Record<string, Tensor>> {
+  const modelMetrics = new Map<string, ModelMetrics>();
+  function metricsFor(entry: ModelEntry & { scheduler: Scheduler }, routeName: string): ModelMetrics {
     const label = `${entry.name}@${entry.version}`;
-    entry.lastUsed = new Date();
     if (!entry.scheduler.onTimings) {
-      // Label lookups hash their label objects on every call: bind the children once per model.
       const queueHist = metrics.latency.labels({ model: label, phase: "queue" });
       const computeHist = metrics.latency.labels({ model: label, phase: "compute" });
       const batchHist = metrics.batchSize.labels({ model: label });
@@ -253,17 +268,64 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         batchHist.observe(batch);
       };
     }
-    let ok = okCounters.get(`${label}\0${routeName}`);
-    if (!ok) okCounters.set(`${label}\0${routeName}`, (ok = metrics.requests.labels({ model: label, route: routeName, outcome: "ok" })));
-    try {
-      const out = await table.submit(entry.name, entry.version, inputs, { signal: ctx.controller.signal, ...(outputs ? { outputs } : {}), ...params });
-      ok.inc();
-      return out;
-    } catch (e) {
-      const h = toHttpError(e);
-      metrics.requests.inc({ model: label, route: routeName, outcome: h.code === "QUEUE_FULL" ? "rejected" : h.status >= 500 ? "server_error" : "client_error" });
-      throw e;
+    const key = `${label}\0${routeName}`;
+    let m = modelMetrics.get(key);
+    if (!m) {
+      m = { ok: metrics.requests.labels({ model: label, route: routeName, outcome: "ok" }), total: metrics.latency.labels({ model: label, phase: "total" }) };
+      modelMetrics.set(key, m);
     }
+    return m;
+  }
+
+  /** Counts a failed request by its outcome, and rethrows it. */
+  function countFailure(entry: ModelEntry, routeName: string, e: unknown): never {
+    const h = toHttpError(e);
+    metrics.requests.inc({ model: `${entry.name}@${entry.version}`, route: routeName, outcome: h.code === "QUEUE_FULL" ? "rejected" : h.status >= 500 ? "server_error" : "client_error" });
+    throw e;
+  }
+
+  /** `infer` on the calling thread when the model's scheduler can run it at once inline; else undefined. */
+  function inferSync(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[], params: { priority?: number; timeoutMs?: number } = {}): Record<string, Tensor> | undefined {
+    if (params.timeoutMs !== undefined) return undefined;
+    const m = metricsFor(entry, routeName);
+    let out: Record<string, Tensor> | undefined;
+    try {
+      // No signal: nothing can abort a run that holds the thread, and the client was there when it started.
+      out = table.trySubmitSync(entry.name, entry.version, inputs, outputs ? { outputs } : {});
+    } catch (e) {
+      countFailure(entry, routeName, e);
+    }
+    if (out) m.ok.inc();
+    return out;
+  }
+
+  /**
+   * The fast path: the plugin decodes the KServe JSON body, runs it inline and encodes the response
+   * itself (LoadedModel.runEncodedSync); undefined when it declines (nothing ran).
+   */
+  function inferEncodedSync(entry: ModelEntry & { scheduler: Scheduler }, body: Buffer, routeName: string): Uint8Array | undefined {
+    const m = metricsFor(entry, routeName);
+    let out: Uint8Array | undefined;
+    try {
+      out = table.trySubmitEncodedSync(entry.name, entry.version, { format: "kserve-v2-json", body, modelName: entry.name, modelVersion: entry.version });
+    } catch (e) {
+      countFailure(entry, routeName, e);
+    }
+    if (out) m.ok.inc();
+    return out;
+  }
+
+  async function infer(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[], params: { priority?: number; timeoutMs?: number } = {}): Promise<Record<string, Tensor>> {
+    entry.lastUsed = new Date();
+    const m = metricsFor(entry, routeName);
+    let out: Record<string, Tensor>;
+    try {
+      out = await table.submit(entry.name, entry.version, inputs, { signal: ctx.signal, ...(outputs ? { outputs } : {}), ...params });
+    } catch (e) {
+      countFailure(entry, routeName, e);
+    }
+    m.ok.inc();
+    return out;
   }
 
   const disposeAll = (ts: Iterable<Tensor>): void => {
@@ -328,6 +390,13 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       }
       jsonPart = body.subarray(0, n);
       binary = body.subarray(n);
+    }
+    if (binary === undefined && body !== undefined && body.byteLength > 0) {
+      const encoded = inferEncodedSync(entry, body, "kserve");
+      if (encoded) {
+        const totalHist = metricsFor(entry, "kserve").total;
+        return { parts: [encoded], headers: JSON_HEADERS, after: () => totalHist.observe((performance.now() - total) / 1000) };
+      }
     }
     const request = parseJson(jsonPart, "infer");
     if (!Array.isArray(request.inputs)) throw new HttpError(400, "BAD_REQUEST", 'infer: "inputs" must be an array of tensors');
@@ -418,7 +487,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         return { name, datatype: datatypeOf(t.dtype), shape: [...t.shape], data: jsonData(t) };
       }),
     };
-    const totalHist = (entry as { totalHist?: { observe(v: number): void } }).totalHist ??= metrics.latency.labels({ model: `${entry.name}@${entry.version}`, phase: "total" });
+    const totalHist = metricsFor(entry as ModelEntry & { scheduler: Scheduler }, "kserve").total;
     const after = () => {
       disposeAll(Object.values(outputs));
       totalHist.observe((performance.now() - total) / 1000);

@@ -1,0 +1,88 @@
+// The KServe v2 / Open Inference Protocol JSON codec for the server's fast path: decodes an infer
+// request's tensors straight into typed buffers and encodes the response, with no JS object in
+// between. Plain C++17: no Node-API, no ONNX Runtime.
+//
+// It is deliberately partial. DecodeInferRequest accepts only requests that it understands
+// completely and that are valid for the model; for anything else (malformed JSON, a wrong shape or
+// dtype, BYTES tensors, binary data, `parameters`, an `outputs` selection, escapes in names...) it
+// declines, and the caller hands the same body to the general path in JS, which owns every error
+// message. So the fast path can never answer differently from the general one: it either gives
+// the same response or none.
+//
+// The response is byte-for-byte what the JS path writes with JSON.stringify: numbers are written
+// as JavaScript's Number::toString writes them (AppendJsNumber), int64 values beyond 2^53 as
+// strings, NaN and infinities as null.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace mlos::kserve {
+
+// The element types this codec reads and writes.
+enum class Elem : uint8_t { kFloat32, kFloat64, kInt8, kInt16, kInt32, kInt64, kUint8, kUint16, kUint32, kBool };
+
+size_t ElemSize(Elem e);
+// The KServe datatype name ("FP32", "INT64", "BOOL", ...).
+const char* DatatypeName(Elem e);
+
+// One dimension of an input's signature: a fixed size (>= 0), or dynamic (size < 0), optionally
+// named (`symbol`): every input dimension with the same name must have the same size.
+struct Dim {
+  int64_t size = -1;
+  std::string symbol;
+};
+
+struct InputSpec {
+  std::string name;
+  Elem elem = Elem::kFloat32;
+  std::vector<Dim> dims;
+};
+
+// One decoded input: its shape and its elements as `elem` values, little-endian, packed.
+struct DecodedInput {
+  std::vector<int64_t> shape;
+  std::vector<unsigned char> bytes;
+};
+
+// A decoded request: one input per spec, in the specs' order. Kept between calls, its buffers keep
+// their capacity (no allocation per request once warm).
+struct DecodedRequest {
+  std::vector<DecodedInput> inputs;
+  std::string id;  // the request's "id" when it is a plain string
+  bool hasId = false;
+  // Scratch: the elements of the input being decoded, as JSON gave them.
+  std::vector<double> values;
+};
+
+// Decodes `body` for a model whose inputs are `specs`. True when the request is fully understood
+// and valid (every input present once, datatype, rank, fixed and named dimensions, element count
+// and element values all right); false otherwise, with `out` unspecified. Never throws on input.
+bool DecodeInferRequest(std::string_view body, const std::vector<InputSpec>& specs, DecodedRequest& out);
+
+// One output tensor to encode.
+struct OutputView {
+  std::string_view name;
+  Elem elem;
+  const int64_t* shape;
+  size_t rank;
+  const void* data;  // `count` packed elements
+  size_t count;
+};
+
+// Appends the response body: {"model_name","model_version"[,"id"],"outputs":[...]}.
+void EncodeInferResponse(std::string& out, std::string_view modelName, std::string_view modelVersion,
+                         const DecodedRequest& request, const OutputView* outputs, size_t count);
+
+// Appends `v` as JavaScript's Number.prototype.toString writes it (the shortest digits that
+// round-trip, in JS's choice of plain or exponent notation); NaN and infinities as null, as
+// JSON.stringify writes them.
+void AppendJsNumber(std::string& out, double v);
+
+// Appends `s` as a JSON string literal, escaped as JSON.stringify escapes it.
+void AppendJsonString(std::string& out, std::string_view s);
+
+}  // namespace mlos::kserve

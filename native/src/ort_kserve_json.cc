@@ -1,0 +1,290 @@
+// The KServe v2 JSON fast path of an OrtSession: request body in, response body out, on the JS
+// thread, with no JS object per tensor. For models that run in microseconds, the JS work around a
+// run (parsing the JSON into objects, pool tensors and their finalizers, the result objects,
+// JSON.stringify) costs several times the run itself; here it is one call.
+//
+//   session.prepareKserveJson({ modelName, modelVersion, inputs, outputs, stats }) -> bool
+//   session.runKserveJson(body: Uint8Array, out: Uint8Array) -> number
+//   session.readKserveResponse(out: Uint8Array) -> number
+//
+// `inputs` is the model's signature as the JS side checks it ({ name, dtype, shape } with
+// dimensions as numbers, -1 or names), so both paths accept exactly the same requests.
+// runKserveJson returns the response's length, having written it into `out` when it fits (else
+// readKserveResponse copies it, until the next run, into a buffer large enough): the server's one
+// reused buffer, so a request costs no allocation and no finalizer. It declines (returns -1,
+// having run nothing) whatever the codec declines
+// (kserve_json.h) and any run that fails: the caller then takes the general path, which reports
+// the problem in its own words. `stats[0]` receives Session::Run's time in microseconds.
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "errors.h"
+#include "kserve_json.h"
+#include "ort_session.h"
+#include "ort_session_state.h"
+
+namespace mlos {
+
+struct KserveJsonPath {
+  std::string modelName;
+  std::string modelVersion;
+  std::vector<kserve::InputSpec> inputs;
+  std::vector<std::string> outputs;
+  std::vector<const char*> inputNames;
+  std::vector<const char*> outputNames;
+  Napi::Reference<Napi::Float64Array> stats;
+  double* statsData = nullptr;
+  // Kept from call to call, so that a warm path allocates only the response Buffer.
+  kserve::DecodedRequest request;
+  std::string response;
+  std::vector<OrtValue*> inputValues;
+  std::vector<OrtValue*> outputValues;
+  std::vector<kserve::OutputView> views;
+  std::vector<std::vector<int64_t>> shapes;
+};
+
+void KserveJsonPathDeleter::operator()(KserveJsonPath* p) const { delete p; }
+
+namespace {
+
+bool ElemOfDtype(const std::string& dtype, kserve::Elem* out) {
+  static constexpr struct {
+    const char* name;
+    kserve::Elem elem;
+  } kTable[] = {{"float32", kserve::Elem::kFloat32}, {"float64", kserve::Elem::kFloat64},
+                {"int8", kserve::Elem::kInt8},       {"int16", kserve::Elem::kInt16},
+                {"int32", kserve::Elem::kInt32},     {"int64", kserve::Elem::kInt64},
+                {"uint8", kserve::Elem::kUint8},     {"uint16", kserve::Elem::kUint16},
+                {"uint32", kserve::Elem::kUint32},   {"bool", kserve::Elem::kBool}};
+  for (const auto& e : kTable) {
+    if (dtype == e.name) {
+      *out = e.elem;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool ElemOfOrtType(ONNXTensorElementDataType t, kserve::Elem* out) {
+  switch (t) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: *out = kserve::Elem::kFloat32; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: *out = kserve::Elem::kFloat64; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: *out = kserve::Elem::kInt8; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16: *out = kserve::Elem::kInt16; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: *out = kserve::Elem::kInt32; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: *out = kserve::Elem::kInt64; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: *out = kserve::Elem::kUint8; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16: *out = kserve::Elem::kUint16; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32: *out = kserve::Elem::kUint32; return true;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: *out = kserve::Elem::kBool; return true;
+    default: return false;
+  }
+}
+
+ONNXTensorElementDataType OrtTypeOfElem(kserve::Elem e) {
+  switch (e) {
+    case kserve::Elem::kFloat32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    case kserve::Elem::kFloat64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
+    case kserve::Elem::kInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
+    case kserve::Elem::kInt16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16;
+    case kserve::Elem::kInt32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    case kserve::Elem::kInt64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+    case kserve::Elem::kUint8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    case kserve::Elem::kUint16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16;
+    case kserve::Elem::kUint32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32;
+    case kserve::Elem::kBool: return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
+  }
+  return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+}
+
+std::string StringField(Napi::Env env, Napi::Object o, const char* key, const char* what) {
+  Napi::Value v = o.Get(key);
+  MLOS_REQUIRE_TYPE(v.IsString(), env, std::string(what) + "." + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// True for success; releases the status of a failure.
+bool Ok(const OrtApi* api, OrtStatus* s) {
+  if (s == nullptr) return true;
+  api->ReleaseStatus(s);
+  return false;
+}
+
+// Releases the OrtValues of one fast-path run, whatever happened.
+struct RunValues {
+  const OrtApi* api;
+  std::vector<OrtValue*>& inputs;
+  std::vector<OrtValue*>& outputs;
+  ~RunValues() {
+    for (OrtValue*& v : inputs) {
+      if (v != nullptr) api->ReleaseValue(v);
+      v = nullptr;
+    }
+    for (OrtValue*& v : outputs) {
+      if (v != nullptr) api->ReleaseValue(v);
+      v = nullptr;
+    }
+  }
+};
+
+}  // namespace
+
+Napi::Value OrtSessionWrap::PrepareKserveJson(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<OrtSessionState> st = Open(env);
+  constexpr const char* kWhat = "prepareKserveJson(options)";
+  MLOS_REQUIRE_TYPE(info[0].IsObject(), env, std::string(kWhat) + ": options must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto path = std::make_unique<KserveJsonPath>();
+  path->modelName = StringField(env, o, "modelName", "options");
+  path->modelVersion = StringField(env, o, "modelVersion", "options");
+  Napi::Value stats = o.Get("stats");
+  MLOS_REQUIRE_TYPE(stats.IsTypedArray() && stats.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
+                        stats.As<Napi::Float64Array>().ElementLength() >= 1,
+                    env, std::string(kWhat) + ": options.stats must be a Float64Array of at least 1 element");
+  path->stats = Napi::Persistent(stats.As<Napi::Float64Array>());
+  path->statsData = stats.As<Napi::Float64Array>().Data();
+
+  bool supported = true;
+  Napi::Value inputs = o.Get("inputs");
+  MLOS_REQUIRE_TYPE(inputs.IsArray(), env, std::string(kWhat) + ": options.inputs must be an array");
+  Napi::Array in = inputs.As<Napi::Array>();
+  for (uint32_t i = 0; i < in.Length(); ++i) {
+    MLOS_REQUIRE_TYPE(in.Get(i).IsObject(), env, std::string(kWhat) + ": options.inputs[] must be objects");
+    Napi::Object spec = in.Get(i).As<Napi::Object>();
+    kserve::InputSpec s;
+    s.name = StringField(env, spec, "name", "options.inputs[]");
+    MLOS_REQUIRE_TYPE(st->InputIndex(s.name) >= 0, env,
+                      std::string(kWhat) + ": the model has no input \"" + s.name + "\"");
+    supported = ElemOfDtype(StringField(env, spec, "dtype", "options.inputs[]"), &s.elem) && supported;
+    Napi::Value shape = spec.Get("shape");
+    MLOS_REQUIRE_TYPE(shape.IsArray(), env, std::string(kWhat) + ": options.inputs[].shape must be an array");
+    Napi::Array dims = shape.As<Napi::Array>();
+    for (uint32_t d = 0; d < dims.Length(); ++d) {
+      Napi::Value dim = dims.Get(d);
+      kserve::Dim k;
+      if (dim.IsNumber()) {
+        k.size = static_cast<int64_t>(dim.As<Napi::Number>().DoubleValue());
+      } else {
+        MLOS_REQUIRE_TYPE(dim.IsString(), env, std::string(kWhat) + ": a dimension must be a number or a name");
+        k.symbol = dim.As<Napi::String>().Utf8Value();
+      }
+      s.dims.push_back(std::move(k));
+    }
+    path->inputs.push_back(std::move(s));
+  }
+  Napi::Value outputs = o.Get("outputs");
+  MLOS_REQUIRE_TYPE(outputs.IsArray(), env, std::string(kWhat) + ": options.outputs must be an array of names");
+  Napi::Array out = outputs.As<Napi::Array>();
+  for (uint32_t i = 0; i < out.Length(); ++i) {
+    MLOS_REQUIRE_TYPE(out.Get(i).IsString(), env, std::string(kWhat) + ": options.outputs must be an array of names");
+    std::string name = out.Get(i).As<Napi::String>().Utf8Value();
+    const int index = st->OutputIndex(name);
+    MLOS_REQUIRE_TYPE(index >= 0, env, std::string(kWhat) + ": the model has no output \"" + name + "\"");
+    kserve::Elem ignored;
+    const IoMeta& meta = st->outputs[static_cast<size_t>(index)];
+    if (meta.type != ONNX_TYPE_TENSOR || meta.dtype == nullptr || !ElemOfOrtType(meta.dtype->type, &ignored)) {
+      supported = false;
+    }
+    path->outputs.push_back(std::move(name));
+  }
+  for (const auto& s : path->inputs) path->inputNames.push_back(s.name.c_str());
+  for (const auto& n : path->outputs) path->outputNames.push_back(n.c_str());
+  path->inputValues.assign(path->inputs.size(), nullptr);
+  path->outputValues.assign(path->outputs.size(), nullptr);
+  kserve_.reset(supported ? path.release() : nullptr);
+  return Napi::Boolean::New(env, supported);
+}
+
+Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<OrtSessionState> st = Open(env);
+  KserveJsonPath* path = kserve_.get();
+  if (path == nullptr) return Napi::Number::New(env, -1);
+  MLOS_REQUIRE_TYPE(info[0].IsTypedArray() || info[0].IsArrayBuffer(), env,
+                    "runKserveJson(body, out): body must be a Uint8Array or an ArrayBuffer");
+  MLOS_REQUIRE_TYPE(info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array, env,
+                    "runKserveJson(body, out): out must be a Uint8Array");
+  std::string_view body;
+  if (info[0].IsArrayBuffer()) {
+    Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+    body = std::string_view(static_cast<const char*>(ab.Data()), ab.ByteLength());
+  } else {
+    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+    body = std::string_view(static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
+  }
+  if (!kserve::DecodeInferRequest(body, path->inputs, path->request)) return Napi::Number::New(env, -1);
+
+  const OrtApi* api = st->rt->api;
+  RunValues values{api, path->inputValues, path->outputValues};
+  static unsigned char empty = 0;  // data for zero-element inputs (ORT wants a pointer)
+  for (size_t i = 0; i < path->inputs.size(); ++i) {
+    kserve::DecodedInput& in = path->request.inputs[i];
+    void* data = in.bytes.empty() ? &empty : in.bytes.data();
+    if (!Ok(api, api->CreateTensorWithDataAsOrtValue(st->rt->cpuMemory, data, in.bytes.size(), in.shape.data(),
+                                                     in.shape.size(), OrtTypeOfElem(path->inputs[i].elem),
+                                                     &path->inputValues[i]))) {
+      return Napi::Number::New(env, -1);
+    }
+  }
+  const auto started = std::chrono::steady_clock::now();
+  OrtStatus* status = api->Run(st->session, nullptr, path->inputNames.data(), path->inputValues.data(),
+                          path->inputValues.size(), path->outputNames.data(), path->outputNames.size(),
+                          path->outputValues.data());
+  path->statsData[0] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
+  if (!Ok(api, status)) return Napi::Number::New(env, -1);  // the general path runs it again and reports the error
+
+  std::vector<kserve::OutputView>& views = path->views;
+  views.resize(path->outputs.size());
+  path->shapes.resize(path->outputs.size());
+  for (size_t i = 0; i < path->outputs.size(); ++i) {
+    OrtValue* v = path->outputValues[i];
+    OrtTensorTypeAndShapeInfo* ti = nullptr;
+    if (v == nullptr || !Ok(api, api->GetTensorTypeAndShape(v, &ti))) return Napi::Number::New(env, -1);
+    std::vector<int64_t>& shape = path->shapes[i];
+    ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    size_t rank = 0, count = 0;
+    bool ok = Ok(api, api->GetTensorElementType(ti, &et)) && Ok(api, api->GetDimensionsCount(ti, &rank));
+    if (ok) {
+      shape.resize(rank);
+      ok = (rank == 0 || Ok(api, api->GetDimensions(ti, shape.data(), rank))) &&
+           Ok(api, api->GetTensorShapeElementCount(ti, &count));
+    }
+    api->ReleaseTensorTypeAndShapeInfo(ti);
+    void* data = nullptr;
+    if (!ok || !ElemOfOrtType(et, &views[i].elem) || !Ok(api, api->GetTensorMutableData(v, &data))) {
+      return Napi::Number::New(env, -1);
+    }
+    views[i].name = path->outputs[i];
+    views[i].shape = shape.data();
+    views[i].rank = rank;
+    views[i].data = data;
+    views[i].count = count;
+  }
+  path->response.clear();
+  kserve::EncodeInferResponse(path->response, path->modelName, path->modelVersion, path->request, views.data(),
+                              views.size());
+  Napi::Uint8Array out = info[1].As<Napi::Uint8Array>();
+  if (path->response.size() <= out.ByteLength()) {
+    std::memcpy(out.Data(), path->response.data(), path->response.size());
+  }
+  return Napi::Number::New(env, static_cast<double>(path->response.size()));
+}
+
+Napi::Value OrtSessionWrap::ReadKserveResponse(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  KserveJsonPath* path = kserve_.get();
+  MLOS_REQUIRE_TYPE(info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array, env,
+                    "readKserveResponse(out): out must be a Uint8Array");
+  Napi::Uint8Array out = info[0].As<Napi::Uint8Array>();
+  const size_t n = path == nullptr ? 0 : path->response.size();
+  MLOS_REQUIRE_RANGE(n <= out.ByteLength(), env,
+                     "readKserveResponse(out): out has " + std::to_string(out.ByteLength()) + " bytes, the response " +
+                         std::to_string(n));
+  if (n > 0) std::memcpy(out.Data(), path->response.data(), n);
+  return Napi::Number::New(env, static_cast<double>(n));
+}
+
+}  // namespace mlos
