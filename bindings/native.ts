@@ -358,7 +358,8 @@ export interface NativeOrtSession {
   /**
    * Sets up the KServe v2 JSON fast path (native/src/ort_kserve_json.cc) for requests to the
    * model `modelName` version `modelVersion`, whose inputs `inputs` are checked as checkInputs
-   * checks them and whose response lists `outputs` in that order. `stats[0]` receives each fast
+   * checks them and whose response lists `outputs` in that order (those whose shape the inputs'
+   * dimensions fix are preallocated, in buffers reused from run to run). `stats[0]` receives each fast
    * run's Session::Run time (µs). False when a dtype is outside the fast path (then
    * runKserveJson always declines).
    */
@@ -366,7 +367,7 @@ export interface NativeOrtSession {
     modelName: string;
     modelVersion: string;
     inputs: ReadonlyArray<{ name: string; dtype: string; shape: ReadonlyArray<number | string> }>;
-    outputs: readonly string[];
+    outputs: ReadonlyArray<{ name: string; shape: ReadonlyArray<number | string> }>;
     stats: Float64Array;
   }): boolean;
   /**

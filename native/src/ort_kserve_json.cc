@@ -27,26 +27,6 @@
 
 namespace mlos {
 
-struct KserveJsonPath {
-  std::string modelName;
-  std::string modelVersion;
-  std::vector<kserve::InputSpec> inputs;
-  std::vector<std::string> outputs;
-  std::vector<const char*> inputNames;
-  std::vector<const char*> outputNames;
-  Napi::Reference<Napi::Float64Array> stats;
-  double* statsData = nullptr;
-  // Kept from call to call, so that a warm path allocates only the response Buffer.
-  kserve::DecodedRequest request;
-  std::string response;
-  std::vector<OrtValue*> inputValues;
-  std::vector<OrtValue*> outputValues;
-  std::vector<kserve::OutputView> views;
-  std::vector<std::vector<int64_t>> shapes;
-};
-
-void KserveJsonPathDeleter::operator()(KserveJsonPath* p) const { delete p; }
-
 namespace {
 
 bool ElemOfDtype(const std::string& dtype, kserve::Elem* out) {
@@ -105,6 +85,25 @@ std::string StringField(Napi::Env env, Napi::Object o, const char* key, const ch
   return v.As<Napi::String>().Utf8Value();
 }
 
+// A signature's dimensions: numbers (-1: dynamic) or names.
+std::vector<kserve::Dim> DimsOf(Napi::Env env, Napi::Value shape, const char* what) {
+  MLOS_REQUIRE_TYPE(shape.IsArray(), env, std::string(what) + ": a shape must be an array");
+  Napi::Array dims = shape.As<Napi::Array>();
+  std::vector<kserve::Dim> out;
+  for (uint32_t d = 0; d < dims.Length(); ++d) {
+    Napi::Value dim = dims.Get(d);
+    kserve::Dim k;
+    if (dim.IsNumber()) {
+      k.size = static_cast<int64_t>(dim.As<Napi::Number>().DoubleValue());
+    } else {
+      MLOS_REQUIRE_TYPE(dim.IsString(), env, std::string(what) + ": a dimension must be a number or a name");
+      k.symbol = dim.As<Napi::String>().Utf8Value();
+    }
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
 // True for success; releases the status of a failure.
 bool Ok(const OrtApi* api, OrtStatus* s) {
   if (s == nullptr) return true;
@@ -112,24 +111,111 @@ bool Ok(const OrtApi* api, OrtStatus* s) {
   return false;
 }
 
-// Releases the OrtValues of one fast-path run, whatever happened.
-struct RunValues {
-  const OrtApi* api;
-  std::vector<OrtValue*>& inputs;
-  std::vector<OrtValue*>& outputs;
-  ~RunValues() {
-    for (OrtValue*& v : inputs) {
-      if (v != nullptr) api->ReleaseValue(v);
-      v = nullptr;
+// An OrtValue over caller memory, made again only when the memory or the shape changed: the
+// decoded inputs and the preallocated outputs live in buffers reused from request to request, so
+// a warm path creates no OrtValue at all.
+struct CachedValue {
+  OrtValue* value = nullptr;
+  const void* data = nullptr;
+  size_t bytes = 0;
+  std::vector<int64_t> shape;
+
+  bool Set(const OrtApi* api, const OrtMemoryInfo* memory, void* d, size_t b, const std::vector<int64_t>& s,
+           ONNXTensorElementDataType type) {
+    if (value != nullptr && data == d && bytes == b && shape == s) return true;
+    Release(api);
+    if (!Ok(api, api->CreateTensorWithDataAsOrtValue(memory, d, b, s.data(), s.size(), type, &value))) {
+      value = nullptr;
+      return false;
     }
-    for (OrtValue*& v : outputs) {
-      if (v != nullptr) api->ReleaseValue(v);
-      v = nullptr;
-    }
+    data = d;
+    bytes = b;
+    shape = s;
+    return true;
+  }
+  void Release(const OrtApi* api) {
+    if (value != nullptr) api->ReleaseValue(value);
+    value = nullptr;
   }
 };
 
+// An output of the fast path: its signature (to preallocate it when the inputs fix its shape).
+struct OutputSpec {
+  std::string name;
+  kserve::Elem elem = kserve::Elem::kFloat32;
+  std::vector<kserve::Dim> dims;
+  // Preallocated run to run when its shape is known from the inputs' dimensions (else ORT
+  // allocates it): the buffer, this run's shape, and the OrtValue over them.
+  std::vector<unsigned char> buffer;
+  std::vector<int64_t> shape;
+  CachedValue cached;
+};
+
 }  // namespace
+
+struct KserveJsonPath {
+  std::string modelName;
+  std::string modelVersion;
+  std::vector<kserve::InputSpec> inputs;
+  std::vector<OutputSpec> outputs;
+  std::vector<const char*> inputNames;
+  std::vector<const char*> outputNames;
+  Napi::Reference<Napi::Float64Array> stats;
+  double* statsData = nullptr;
+  // Set when ORT refused a preallocated output (the signature's shape was wrong): ORT allocates.
+  bool noPrealloc = false;
+  // Kept from call to call, so that a warm path allocates nothing.
+  kserve::DecodedRequest request;
+  std::string response;
+  std::vector<CachedValue> inputValues;
+  std::vector<OrtValue*> runInputs;
+  std::vector<OrtValue*> runOutputs;
+  std::vector<bool> ortAllocated;  // runOutputs[i] was allocated by ORT for this run
+  std::vector<std::pair<const std::string*, int64_t>> bindings;
+  std::vector<kserve::OutputView> views;
+  std::vector<std::vector<int64_t>> shapes;
+
+  ~KserveJsonPath() {
+    const OrtRuntime* rt = OrtCurrent();
+    if (rt == nullptr) return;
+    for (CachedValue& v : inputValues) v.Release(rt->api);
+    for (OutputSpec& o : outputs) o.cached.Release(rt->api);
+    ReleaseOrtOutputs(rt->api);
+  }
+
+  void ReleaseOrtOutputs(const OrtApi* api) {
+    for (size_t i = 0; i < runOutputs.size(); ++i) {
+      if (ortAllocated[i] && runOutputs[i] != nullptr) api->ReleaseValue(runOutputs[i]);
+      runOutputs[i] = nullptr;
+      ortAllocated[i] = false;
+    }
+  }
+
+  // The shape of output `o` given the request's inputs, when every dimension is fixed or named by
+  // an input; false otherwise.
+  bool OutputShape(const OutputSpec& o, std::vector<int64_t>* shape) const {
+    shape->clear();
+    for (const kserve::Dim& d : o.dims) {
+      if (d.size >= 0) {
+        shape->push_back(d.size);
+        continue;
+      }
+      if (d.symbol.empty()) return false;
+      bool found = false;
+      for (const auto& [name, value] : bindings) {
+        if (*name == d.symbol) {
+          shape->push_back(value);
+          found = true;
+          break;
+        }
+      }
+      if (!found) return false;
+    }
+    return true;
+  }
+};
+
+void KserveJsonPathDeleter::operator()(KserveJsonPath* p) const { delete p; }
 
 Napi::Value OrtSessionWrap::PrepareKserveJson(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -159,41 +245,32 @@ Napi::Value OrtSessionWrap::PrepareKserveJson(const Napi::CallbackInfo& info) {
     MLOS_REQUIRE_TYPE(st->InputIndex(s.name) >= 0, env,
                       std::string(kWhat) + ": the model has no input \"" + s.name + "\"");
     supported = ElemOfDtype(StringField(env, spec, "dtype", "options.inputs[]"), &s.elem) && supported;
-    Napi::Value shape = spec.Get("shape");
-    MLOS_REQUIRE_TYPE(shape.IsArray(), env, std::string(kWhat) + ": options.inputs[].shape must be an array");
-    Napi::Array dims = shape.As<Napi::Array>();
-    for (uint32_t d = 0; d < dims.Length(); ++d) {
-      Napi::Value dim = dims.Get(d);
-      kserve::Dim k;
-      if (dim.IsNumber()) {
-        k.size = static_cast<int64_t>(dim.As<Napi::Number>().DoubleValue());
-      } else {
-        MLOS_REQUIRE_TYPE(dim.IsString(), env, std::string(kWhat) + ": a dimension must be a number or a name");
-        k.symbol = dim.As<Napi::String>().Utf8Value();
-      }
-      s.dims.push_back(std::move(k));
-    }
+    s.dims = DimsOf(env, spec.Get("shape"), kWhat);
     path->inputs.push_back(std::move(s));
   }
   Napi::Value outputs = o.Get("outputs");
-  MLOS_REQUIRE_TYPE(outputs.IsArray(), env, std::string(kWhat) + ": options.outputs must be an array of names");
+  MLOS_REQUIRE_TYPE(outputs.IsArray(), env, std::string(kWhat) + ": options.outputs must be an array");
   Napi::Array out = outputs.As<Napi::Array>();
   for (uint32_t i = 0; i < out.Length(); ++i) {
-    MLOS_REQUIRE_TYPE(out.Get(i).IsString(), env, std::string(kWhat) + ": options.outputs must be an array of names");
-    std::string name = out.Get(i).As<Napi::String>().Utf8Value();
-    const int index = st->OutputIndex(name);
-    MLOS_REQUIRE_TYPE(index >= 0, env, std::string(kWhat) + ": the model has no output \"" + name + "\"");
-    kserve::Elem ignored;
+    MLOS_REQUIRE_TYPE(out.Get(i).IsObject(), env, std::string(kWhat) + ": options.outputs[] must be objects");
+    Napi::Object spec = out.Get(i).As<Napi::Object>();
+    OutputSpec os;
+    os.name = StringField(env, spec, "name", "options.outputs[]");
+    const int index = st->OutputIndex(os.name);
+    MLOS_REQUIRE_TYPE(index >= 0, env, std::string(kWhat) + ": the model has no output \"" + os.name + "\"");
     const IoMeta& meta = st->outputs[static_cast<size_t>(index)];
-    if (meta.type != ONNX_TYPE_TENSOR || meta.dtype == nullptr || !ElemOfOrtType(meta.dtype->type, &ignored)) {
+    if (meta.type != ONNX_TYPE_TENSOR || meta.dtype == nullptr || !ElemOfOrtType(meta.dtype->type, &os.elem)) {
       supported = false;
     }
-    path->outputs.push_back(std::move(name));
+    os.dims = DimsOf(env, spec.Get("shape"), kWhat);
+    path->outputs.push_back(std::move(os));
   }
   for (const auto& s : path->inputs) path->inputNames.push_back(s.name.c_str());
-  for (const auto& n : path->outputs) path->outputNames.push_back(n.c_str());
-  path->inputValues.assign(path->inputs.size(), nullptr);
-  path->outputValues.assign(path->outputs.size(), nullptr);
+  for (const auto& o : path->outputs) path->outputNames.push_back(o.name.c_str());
+  path->inputValues.resize(path->inputs.size());
+  path->runInputs.assign(path->inputs.size(), nullptr);
+  path->runOutputs.assign(path->outputs.size(), nullptr);
+  path->ortAllocated.assign(path->outputs.size(), false);
   kserve_.reset(supported ? path.release() : nullptr);
   return Napi::Boolean::New(env, supported);
 }
@@ -218,29 +295,58 @@ Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
   if (!kserve::DecodeInferRequest(body, path->inputs, path->request)) return Napi::Number::New(env, -1);
 
   const OrtApi* api = st->rt->api;
-  RunValues values{api, path->inputValues, path->outputValues};
-  static unsigned char empty = 0;  // data for zero-element inputs (ORT wants a pointer)
+  static unsigned char empty = 0;  // data for zero-element tensors (ORT wants a pointer)
+  path->bindings.clear();
   for (size_t i = 0; i < path->inputs.size(); ++i) {
+    const kserve::InputSpec& spec = path->inputs[i];
     kserve::DecodedInput& in = path->request.inputs[i];
     void* data = in.bytes.empty() ? &empty : in.bytes.data();
-    if (!Ok(api, api->CreateTensorWithDataAsOrtValue(st->rt->cpuMemory, data, in.bytes.size(), in.shape.data(),
-                                                     in.shape.size(), OrtTypeOfElem(path->inputs[i].elem),
-                                                     &path->inputValues[i]))) {
+    if (!path->inputValues[i].Set(api, st->rt->cpuMemory, data, in.bytes.size(), in.shape, OrtTypeOfElem(spec.elem))) {
       return Napi::Number::New(env, -1);
     }
+    path->runInputs[i] = path->inputValues[i].value;
+    for (size_t d = 0; d < spec.dims.size(); ++d) {
+      if (spec.dims[d].size < 0 && !spec.dims[d].symbol.empty()) path->bindings.emplace_back(&spec.dims[d].symbol, in.shape[d]);
+    }
   }
+  // Outputs whose shape the inputs fix are written by ORT into the path's own buffers.
+  for (size_t i = 0; i < path->outputs.size(); ++i) {
+    OutputSpec& o = path->outputs[i];
+    path->runOutputs[i] = nullptr;
+    path->ortAllocated[i] = true;
+    if (path->noPrealloc || !path->OutputShape(o, &o.shape)) continue;
+    size_t count = 1;
+    for (int64_t d : o.shape) count *= static_cast<size_t>(d);
+    o.buffer.resize(count * kserve::ElemSize(o.elem));
+    void* data = o.buffer.empty() ? &empty : o.buffer.data();
+    if (!o.cached.Set(api, st->rt->cpuMemory, data, o.buffer.size(), o.shape, OrtTypeOfElem(o.elem))) continue;
+    path->runOutputs[i] = o.cached.value;
+    path->ortAllocated[i] = false;
+  }
+  struct ReleaseAfter {  // ORT's own outputs go back whatever happens
+    KserveJsonPath* path;
+    const OrtApi* api;
+    ~ReleaseAfter() { path->ReleaseOrtOutputs(api); }
+  } releaseAfter{path, api};
   const auto started = std::chrono::steady_clock::now();
-  OrtStatus* status = api->Run(st->session, nullptr, path->inputNames.data(), path->inputValues.data(),
-                          path->inputValues.size(), path->outputNames.data(), path->outputNames.size(),
-                          path->outputValues.data());
+  OrtStatus* status = api->Run(st->session, nullptr, path->inputNames.data(), path->runInputs.data(),
+                               path->runInputs.size(), path->outputNames.data(), path->outputNames.size(),
+                               path->runOutputs.data());
   path->statsData[0] = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - started).count();
-  if (!Ok(api, status)) return Napi::Number::New(env, -1);  // the general path runs it again and reports the error
+  if (!Ok(api, status)) {
+    // The general path runs it again and reports the error. A refused preallocation (the
+    // signature's output shape was wrong) is not tried again.
+    for (bool ort : path->ortAllocated) {
+      if (!ort) path->noPrealloc = true;
+    }
+    return Napi::Number::New(env, -1);
+  }
 
   std::vector<kserve::OutputView>& views = path->views;
   views.resize(path->outputs.size());
   path->shapes.resize(path->outputs.size());
   for (size_t i = 0; i < path->outputs.size(); ++i) {
-    OrtValue* v = path->outputValues[i];
+    OrtValue* v = path->runOutputs[i];
     OrtTensorTypeAndShapeInfo* ti = nullptr;
     if (v == nullptr || !Ok(api, api->GetTensorTypeAndShape(v, &ti))) return Napi::Number::New(env, -1);
     std::vector<int64_t>& shape = path->shapes[i];
@@ -257,7 +363,7 @@ Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
     if (!ok || !ElemOfOrtType(et, &views[i].elem) || !Ok(api, api->GetTensorMutableData(v, &data))) {
       return Napi::Number::New(env, -1);
     }
-    views[i].name = path->outputs[i];
+    views[i].name = path->outputs[i].name;
     views[i].shape = shape.data();
     views[i].rank = rank;
     views[i].data = data;

@@ -146,7 +146,7 @@ class OrtLoadedModel implements LoadedModel {
         modelName: req.modelName,
         modelVersion: req.modelVersion,
         inputs: this.signature.inputs,
-        outputs: this.signature.outputs.map((o) => o.name),
+        outputs: this.signature.outputs,
         stats: this.#kserveStats,
       });
       this.#kserve = { key, usable };
