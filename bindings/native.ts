@@ -360,8 +360,9 @@ export interface NativeOrtSession {
    * model `modelName` version `modelVersion`, whose inputs `inputs` are checked as checkInputs
    * checks them and whose response lists `outputs` in that order (those whose shape the inputs'
    * dimensions fix are preallocated, in buffers reused from run to run). `stats[0]` receives each fast
-   * run's Session::Run time (µs). False when a dtype is outside the fast path (then
-   * runKserveJson always declines).
+   * run's Session::Run time (µs). `usable` is false when a dtype is outside the fast path (then
+   * every run declines); `batchable` when every input and output starts with the same named
+   * dimension (runKserveJsonBatch can stack requests).
    */
   prepareKserveJson(options: {
     modelName: string;
@@ -369,7 +370,7 @@ export interface NativeOrtSession {
     inputs: ReadonlyArray<{ name: string; dtype: string; shape: ReadonlyArray<number | string> }>;
     outputs: ReadonlyArray<{ name: string; shape: ReadonlyArray<number | string> }>;
     stats: Float64Array;
-  }): boolean;
+  }): { usable: boolean; batchable: boolean };
   /**
    * Decodes a KServe v2 JSON infer request, runs it on this thread and encodes the response body,
    * byte-for-byte as the JS path writes it; returns its length, having written it into `out` when
@@ -377,6 +378,15 @@ export interface NativeOrtSession {
    * it does not fully handle (an invalid one included) and for a failed run.
    */
   runKserveJson(body: Uint8Array | ArrayBuffer, out: Uint8Array): number;
+  /**
+   * Several KServe v2 JSON requests as one run, stacked along the batch dimension (up to `maxRows`
+   * rows; requests whose other dimensions differ from the first one taken are left out): each
+   * request's own rows of the outputs are encoded in turn into `out` (when they all fit; else
+   * {@link readKserveResponse}). `lengths[j]`: request j's response length, -1 where it was
+   * declined (nothing ran for it), or -2 for a valid request left for another batch (past maxRows,
+   * or other dimensions than the first request taken). Returns the total length.
+   */
+  runKserveJsonBatch(bodies: ReadonlyArray<Uint8Array>, out: Uint8Array, lengths: Int32Array, maxRows: number): number;
   /** Copies the last fast-path response into `out` (which must hold it); returns its length. */
   readKserveResponse(out: Uint8Array): number;
   /** Asks every run created and not finished (queued ones too), or those tagged `tag`, to stop; returns how many. */

@@ -3,8 +3,10 @@
 // run (parsing the JSON into objects, pool tensors and their finalizers, the result objects,
 // JSON.stringify) costs several times the run itself; here it is one call.
 //
-//   session.prepareKserveJson({ modelName, modelVersion, inputs, outputs, stats }) -> bool
+//   session.prepareKserveJson({ modelName, modelVersion, inputs, outputs, stats })
+//       -> { usable, batchable }
 //   session.runKserveJson(body: Uint8Array, out: Uint8Array) -> number
+//   session.runKserveJsonBatch(bodies: Uint8Array[], out: Uint8Array, lengths: Int32Array) -> number
 //   session.readKserveResponse(out: Uint8Array) -> number
 //
 // `inputs` is the model's signature as the JS side checks it ({ name, dtype, shape } with
@@ -15,6 +17,7 @@
 // having run nothing) whatever the codec declines
 // (kserve_json.h) and any run that fails: the caller then takes the general path, which reports
 // the problem in its own words. `stats[0]` receives Session::Run's time in microseconds.
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -139,6 +142,13 @@ struct CachedValue {
   }
 };
 
+// One input tensor handed to Execute: its bytes and shape.
+struct InputRef {
+  void* data;
+  size_t bytes;
+  const std::vector<int64_t>* shape;
+};
+
 // An output of the fast path: its signature (to preallocate it when the inputs fix its shape).
 struct OutputSpec {
   std::string name;
@@ -174,6 +184,16 @@ struct KserveJsonPath {
   std::vector<std::pair<const std::string*, int64_t>> bindings;
   std::vector<kserve::OutputView> views;
   std::vector<std::vector<int64_t>> shapes;
+  std::vector<InputRef> inputRefs;
+  // runKserveJsonBatch: whether the model has a batch dimension (the first of every input and
+  // output, one name), and its scratch.
+  bool batchable = false;
+  std::vector<kserve::DecodedRequest> batch;
+  std::vector<size_t> taken;
+  std::vector<std::vector<unsigned char>> stacked;
+  std::vector<std::vector<int64_t>> stackedShapes;
+  std::vector<kserve::OutputView> slices;
+  std::vector<std::vector<int64_t>> sliceShapes;
 
   ~KserveJsonPath() {
     const OrtRuntime* rt = OrtCurrent();
@@ -271,42 +291,42 @@ Napi::Value OrtSessionWrap::PrepareKserveJson(const Napi::CallbackInfo& info) {
   path->runInputs.assign(path->inputs.size(), nullptr);
   path->runOutputs.assign(path->outputs.size(), nullptr);
   path->ortAllocated.assign(path->outputs.size(), false);
+  // Batchable: every input and output starts with the same named dynamic dimension.
+  const std::string* batchDim = nullptr;
+  bool batchable = !path->inputs.empty();
+  auto firstDim = [&](const std::vector<kserve::Dim>& dims) {
+    if (dims.empty() || dims[0].size >= 0 || dims[0].symbol.empty()) return false;
+    if (batchDim == nullptr) batchDim = &dims[0].symbol;
+    return dims[0].symbol == *batchDim;
+  };
+  for (const auto& in : path->inputs) batchable = batchable && firstDim(in.dims);
+  for (const auto& o : path->outputs) batchable = batchable && firstDim(o.dims);
+  path->batchable = batchable;
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("usable", Napi::Boolean::New(env, supported));
+  result.Set("batchable", Napi::Boolean::New(env, supported && batchable));
   kserve_.reset(supported ? path.release() : nullptr);
-  return Napi::Boolean::New(env, supported);
+  return result;
 }
 
-Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::shared_ptr<OrtSessionState> st = Open(env);
-  KserveJsonPath* path = kserve_.get();
-  if (path == nullptr) return Napi::Number::New(env, -1);
-  MLOS_REQUIRE_TYPE(info[0].IsTypedArray() || info[0].IsArrayBuffer(), env,
-                    "runKserveJson(body, out): body must be a Uint8Array or an ArrayBuffer");
-  MLOS_REQUIRE_TYPE(info[1].IsTypedArray() && info[1].As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array, env,
-                    "runKserveJson(body, out): out must be a Uint8Array");
-  std::string_view body;
-  if (info[0].IsArrayBuffer()) {
-    Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
-    body = std::string_view(static_cast<const char*>(ab.Data()), ab.ByteLength());
-  } else {
-    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-    body = std::string_view(static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
-  }
-  if (!kserve::DecodeInferRequest(body, path->inputs, path->request)) return Napi::Number::New(env, -1);
+namespace {
 
+// Runs the session on `inputs` (one per path input, in order) and fills path->views with its
+// outputs, which stay valid until path->ReleaseOrtOutputs(). False when anything failed.
+bool Execute(KserveJsonPath* path, OrtSessionState* st, const std::vector<InputRef>& inputs) {
   const OrtApi* api = st->rt->api;
   static unsigned char empty = 0;  // data for zero-element tensors (ORT wants a pointer)
   path->bindings.clear();
   for (size_t i = 0; i < path->inputs.size(); ++i) {
     const kserve::InputSpec& spec = path->inputs[i];
-    kserve::DecodedInput& in = path->request.inputs[i];
-    void* data = in.bytes.empty() ? &empty : in.bytes.data();
-    if (!path->inputValues[i].Set(api, st->rt->cpuMemory, data, in.bytes.size(), in.shape, OrtTypeOfElem(spec.elem))) {
-      return Napi::Number::New(env, -1);
+    const InputRef& in = inputs[i];
+    if (!path->inputValues[i].Set(api, st->rt->cpuMemory, in.bytes == 0 ? &empty : in.data, in.bytes, *in.shape,
+                                  OrtTypeOfElem(spec.elem))) {
+      return false;
     }
     path->runInputs[i] = path->inputValues[i].value;
     for (size_t d = 0; d < spec.dims.size(); ++d) {
-      if (spec.dims[d].size < 0 && !spec.dims[d].symbol.empty()) path->bindings.emplace_back(&spec.dims[d].symbol, in.shape[d]);
+      if (spec.dims[d].size < 0 && !spec.dims[d].symbol.empty()) path->bindings.emplace_back(&spec.dims[d].symbol, (*in.shape)[d]);
     }
   }
   // Outputs whose shape the inputs fix are written by ORT into the path's own buffers.
@@ -323,11 +343,6 @@ Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
     path->runOutputs[i] = o.cached.value;
     path->ortAllocated[i] = false;
   }
-  struct ReleaseAfter {  // ORT's own outputs go back whatever happens
-    KserveJsonPath* path;
-    const OrtApi* api;
-    ~ReleaseAfter() { path->ReleaseOrtOutputs(api); }
-  } releaseAfter{path, api};
   const auto started = std::chrono::steady_clock::now();
   OrtStatus* status = api->Run(st->session, nullptr, path->inputNames.data(), path->runInputs.data(),
                                path->runInputs.size(), path->outputNames.data(), path->outputNames.size(),
@@ -339,16 +354,15 @@ Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
     for (bool ort : path->ortAllocated) {
       if (!ort) path->noPrealloc = true;
     }
-    return Napi::Number::New(env, -1);
+    return false;
   }
-
   std::vector<kserve::OutputView>& views = path->views;
   views.resize(path->outputs.size());
   path->shapes.resize(path->outputs.size());
   for (size_t i = 0; i < path->outputs.size(); ++i) {
     OrtValue* v = path->runOutputs[i];
     OrtTensorTypeAndShapeInfo* ti = nullptr;
-    if (v == nullptr || !Ok(api, api->GetTensorTypeAndShape(v, &ti))) return Napi::Number::New(env, -1);
+    if (v == nullptr || !Ok(api, api->GetTensorTypeAndShape(v, &ti))) return false;
     std::vector<int64_t>& shape = path->shapes[i];
     ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
     size_t rank = 0, count = 0;
@@ -360,23 +374,167 @@ Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
     }
     api->ReleaseTensorTypeAndShapeInfo(ti);
     void* data = nullptr;
-    if (!ok || !ElemOfOrtType(et, &views[i].elem) || !Ok(api, api->GetTensorMutableData(v, &data))) {
-      return Napi::Number::New(env, -1);
-    }
+    if (!ok || !ElemOfOrtType(et, &views[i].elem) || !Ok(api, api->GetTensorMutableData(v, &data))) return false;
     views[i].name = path->outputs[i].name;
     views[i].shape = shape.data();
     views[i].rank = rank;
     views[i].data = data;
     views[i].count = count;
   }
-  path->response.clear();
-  kserve::EncodeInferResponse(path->response, path->modelName, path->modelVersion, path->request, views.data(),
-                              views.size());
-  Napi::Uint8Array out = info[1].As<Napi::Uint8Array>();
-  if (path->response.size() <= out.ByteLength()) {
-    std::memcpy(out.Data(), path->response.data(), path->response.size());
+  return true;
+}
+
+// ORT's own outputs of a run go back when the caller is done with them, whatever happened.
+struct ReleaseOrtOutputsAfter {
+  KserveJsonPath* path;
+  const OrtApi* api;
+  ~ReleaseOrtOutputsAfter() { path->ReleaseOrtOutputs(api); }
+};
+
+std::string_view BodyOf(const Napi::Value& v) {
+  if (v.IsArrayBuffer()) {
+    Napi::ArrayBuffer ab = v.As<Napi::ArrayBuffer>();
+    return std::string_view(static_cast<const char*>(ab.Data()), ab.ByteLength());
   }
-  return Napi::Number::New(env, static_cast<double>(path->response.size()));
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  return std::string_view(static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset(), ta.ByteLength());
+}
+
+bool IsUint8Array(const Napi::Value& v) {
+  return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
+}
+
+// Copies the encoded response(s) into `out` when they fit; returns their length.
+Napi::Value Deliver(Napi::Env env, const std::string& response, Napi::Uint8Array out) {
+  if (response.size() <= out.ByteLength()) std::memcpy(out.Data(), response.data(), response.size());
+  return Napi::Number::New(env, static_cast<double>(response.size()));
+}
+
+}  // namespace
+
+Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<OrtSessionState> st = Open(env);
+  KserveJsonPath* path = kserve_.get();
+  if (path == nullptr) return Napi::Number::New(env, -1);
+  MLOS_REQUIRE_TYPE(info[0].IsTypedArray() || info[0].IsArrayBuffer(), env,
+                    "runKserveJson(body, out): body must be a Uint8Array or an ArrayBuffer");
+  MLOS_REQUIRE_TYPE(IsUint8Array(info[1]), env, "runKserveJson(body, out): out must be a Uint8Array");
+  if (!kserve::DecodeInferRequest(BodyOf(info[0]), path->inputs, path->request)) return Napi::Number::New(env, -1);
+  std::vector<InputRef>& refs = path->inputRefs;
+  refs.clear();
+  for (kserve::DecodedInput& in : path->request.inputs) refs.push_back({in.bytes.data(), in.bytes.size(), &in.shape});
+  ReleaseOrtOutputsAfter release{path, st->rt->api};
+  if (!Execute(path, st.get(), refs)) return Napi::Number::New(env, -1);
+  path->response.clear();
+  kserve::EncodeInferResponse(path->response, path->modelName, path->modelVersion, path->request, path->views.data(),
+                              path->views.size());
+  return Deliver(env, path->response, info[1].As<Napi::Uint8Array>());
+}
+
+// runKserveJsonBatch(bodies, out, lengths, maxRows) -> total length. Every request it takes must have
+// the same dimensions but the first (the batch dimension, which every input and output has);
+// their inputs are stacked row-wise into one run, and each request gets its own rows of the
+// outputs back, encoded one after the other into `out` (when they fit). lengths[j] is request
+// j's response length, or -1 where it was declined (nothing ran for it), or -2 for a valid request
+// left for another batch (past maxRows rows in all, or other dimensions than the first one taken).
+Napi::Value OrtSessionWrap::RunKserveJsonBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<OrtSessionState> st = Open(env);
+  constexpr const char* kUsage = "runKserveJsonBatch(bodies, out, lengths, maxRows)";
+  MLOS_REQUIRE_TYPE(info[0].IsArray(), env, std::string(kUsage) + ": bodies must be an array of Uint8Arrays");
+  MLOS_REQUIRE_TYPE(IsUint8Array(info[1]), env, std::string(kUsage) + ": out must be a Uint8Array");
+  MLOS_REQUIRE_TYPE(info[2].IsTypedArray() && info[2].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
+                    env, std::string(kUsage) + ": lengths must be an Int32Array");
+  MLOS_REQUIRE_TYPE(info[3].IsNumber(), env, std::string(kUsage) + ": maxRows must be a number");
+  const double maxRows = info[3].As<Napi::Number>().DoubleValue();
+  Napi::Array bodies = info[0].As<Napi::Array>();
+  Napi::Int32Array lengths = info[2].As<Napi::Int32Array>();
+  const size_t n = bodies.Length();
+  MLOS_REQUIRE_RANGE(lengths.ElementLength() >= n, env, std::string(kUsage) + ": lengths is shorter than bodies");
+  for (size_t j = 0; j < n; ++j) lengths[j] = -1;
+  KserveJsonPath* path = kserve_.get();
+  if (path == nullptr || !path->batchable || n == 0) return Napi::Number::New(env, 0);
+
+  // Decode; keep the requests whose dimensions past the first match the first one kept, while
+  // the rows stay within maxRows.
+  if (path->batch.size() < n) path->batch.resize(n);
+  std::vector<size_t>& taken = path->taken;
+  taken.clear();
+  int64_t rows = 0;
+  for (size_t j = 0; j < n; ++j) {
+    Napi::Value b = bodies.Get(static_cast<uint32_t>(j));
+    if (!(b.IsTypedArray() || b.IsArrayBuffer())) continue;
+    kserve::DecodedRequest& r = path->batch[j];
+    if (!kserve::DecodeInferRequest(BodyOf(b), path->inputs, r)) continue;
+    bool same = true;
+    if (!taken.empty()) {
+      const kserve::DecodedRequest& first = path->batch[taken[0]];
+      for (size_t i = 0; same && i < path->inputs.size(); ++i) {
+        same = std::equal(r.inputs[i].shape.begin() + 1, r.inputs[i].shape.end(), first.inputs[i].shape.begin() + 1,
+                          first.inputs[i].shape.end());
+      }
+    }
+    const int64_t mine = r.inputs[0].shape[0];
+    if (same && static_cast<double>(rows + mine) <= maxRows) {
+      taken.push_back(j);
+      rows += mine;
+    } else {
+      lengths[j] = -2;  // valid, but not in this batch: another one can take it
+    }
+  }
+  if (taken.empty()) return Napi::Number::New(env, 0);
+
+  // Stack the inputs row-wise.
+  path->stacked.resize(path->inputs.size());
+  path->stackedShapes.resize(path->inputs.size());
+  std::vector<InputRef>& refs = path->inputRefs;
+  refs.clear();
+  for (size_t i = 0; i < path->inputs.size(); ++i) {
+    std::vector<unsigned char>& buf = path->stacked[i];
+    buf.clear();
+    for (size_t j : taken) buf.insert(buf.end(), path->batch[j].inputs[i].bytes.begin(), path->batch[j].inputs[i].bytes.end());
+    path->stackedShapes[i] = path->batch[taken[0]].inputs[i].shape;
+    path->stackedShapes[i][0] = rows;
+    refs.push_back({buf.data(), buf.size(), &path->stackedShapes[i]});
+  }
+  ReleaseOrtOutputsAfter release{path, st->rt->api};
+  // A failed run, or outputs not row-aligned with the inputs: every request declined.
+  auto declineAll = [&] {
+    for (size_t j = 0; j < n; ++j) lengths[j] = -1;
+    return Napi::Number::New(env, 0);
+  };
+  if (!Execute(path, st.get(), refs)) return declineAll();
+  for (const kserve::OutputView& v : path->views) {
+    if (v.rank == 0 || v.shape[0] != rows) return declineAll();
+  }
+
+  // Each request's rows of every output, encoded in turn.
+  path->response.clear();
+  std::vector<kserve::OutputView>& slices = path->slices;
+  slices.resize(path->views.size());
+  path->sliceShapes.resize(path->views.size());
+  int64_t row = 0;
+  for (size_t j : taken) {
+    const int64_t mine = path->batch[j].inputs[0].shape[0];
+    for (size_t i = 0; i < path->views.size(); ++i) {
+      const kserve::OutputView& whole = path->views[i];
+      const size_t perRow = rows == 0 ? 0 : whole.count / static_cast<size_t>(rows);
+      std::vector<int64_t>& shape = path->sliceShapes[i];
+      shape.assign(whole.shape, whole.shape + whole.rank);
+      shape[0] = mine;
+      slices[i] = whole;
+      slices[i].shape = shape.data();
+      slices[i].count = perRow * static_cast<size_t>(mine);
+      slices[i].data = static_cast<const unsigned char*>(whole.data) + perRow * static_cast<size_t>(row) * kserve::ElemSize(whole.elem);
+    }
+    const size_t before = path->response.size();
+    kserve::EncodeInferResponse(path->response, path->modelName, path->modelVersion, path->batch[j], slices.data(),
+                                slices.size());
+    lengths[j] = static_cast<int32_t>(path->response.size() - before);
+    row += mine;
+  }
+  return Deliver(env, path->response, info[1].As<Napi::Uint8Array>());
 }
 
 Napi::Value OrtSessionWrap::ReadKserveResponse(const Napi::CallbackInfo& info) {

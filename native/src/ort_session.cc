@@ -753,6 +753,7 @@ void OrtSessionWrap::Init(Napi::Env env, Napi::Object exports, AddonData* data) 
       method("isReleased", Checked<&OrtSessionWrap::IsReleased>),
       method("prepareKserveJson", Checked<&OrtSessionWrap::PrepareKserveJson>),
       method("runKserveJson", Checked<&OrtSessionWrap::RunKserveJson>),
+      method("runKserveJsonBatch", Checked<&OrtSessionWrap::RunKserveJsonBatch>),
       method("readKserveResponse", Checked<&OrtSessionWrap::ReadKserveResponse>),
   });
   ctor.Set("open", Napi::Function::New(env, OpenSession, "open"));

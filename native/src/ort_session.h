@@ -15,13 +15,17 @@
 //                             stop (they reject with ORT_TERMINATED)
 //   OrtSession.open(modelPath, options?) -> Promise<OrtSession>   CreateSession on a worker thread
 //   .prepareKserveJson({ modelName, modelVersion, inputs: [{ name, dtype, shape }], outputs:
-//                             [names], stats: Float64Array(1) }) -> bool   sets up the KServe v2
-//                             JSON fast path (ort_kserve_json.cc); false when the model has a
-//                             dtype it does not take (then runKserveJson always declines)
+//                             [{ name, shape }], stats: Float64Array(1) }) -> { usable,
+//                             batchable }   sets up the KServe v2 JSON fast path
+//                             (ort_kserve_json.cc); usable is false when the model has a dtype it
+//                             does not take (then every run declines)
 //   .runKserveJson(body, out) -> length   decodes a KServe v2 JSON infer request, runs it on
 //                             this thread and writes the encoded response into `out` when it fits
 //                             (else .readKserveResponse(bigger) copies it); -1 (and nothing ran)
 //                             when the fast path declines the request
+//   .runKserveJsonBatch(bodies, out, lengths) -> total length   several requests stacked into
+//                             one run along the batch dimension; each response's length in
+//                             lengths (-1: declined)
 //   .release()                releases the session once the runs in flight are done; later
 //                             calls throw CLOSED
 //
@@ -74,6 +78,7 @@ class OrtSessionWrap : public Napi::ObjectWrap<OrtSessionWrap> {
   Napi::Value IsReleased(const Napi::CallbackInfo& info);
   Napi::Value PrepareKserveJson(const Napi::CallbackInfo& info);  // ort_kserve_json.cc
   Napi::Value RunKserveJson(const Napi::CallbackInfo& info);      // ort_kserve_json.cc
+  Napi::Value RunKserveJsonBatch(const Napi::CallbackInfo& info); // ort_kserve_json.cc
   Napi::Value ReadKserveResponse(const Napi::CallbackInfo& info); // ort_kserve_json.cc
 
   std::shared_ptr<OrtSessionState> Open(Napi::Env env);

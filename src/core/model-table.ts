@@ -380,6 +380,14 @@ export class ModelTable {
     return e.scheduler.trySubmitEncodedSync(request);
   }
 
+  /** Batched models: the encoded request joins this turn's batch (Scheduler.submitEncoded); undefined when that path does not apply. */
+  submitEncoded(name: string, version: string | undefined, request: EncodedRequest): Promise<Uint8Array | undefined> | undefined {
+    const e = this.get(name, version);
+    if (e.state !== "ready" || !e.scheduler) return undefined;
+    e.lastUsed = new Date();
+    return e.scheduler.submitEncoded(request);
+  }
+
   /**
    * The model `name[@version]` for a request, loading it first when it was unloaded by the memory
    * budget or the keep-alive (a failed or explicitly unloaded one is MODEL_NOT_READY).

@@ -1,7 +1,7 @@
 import type { AxonManifest } from "../axon/manifest/types.js";
 import { Tensor } from "../tensor/tensor.js";
 import { MlosError } from "./errors.js";
-import type { EncodedRequest, RunResult } from "./plugin.js";
+import type { EncodedRequest, LATER, RunResult } from "./plugin.js";
 import type { LoadedEntry, ResolvedSource, Runtime } from "./runtime.js";
 import { checkInputs, concreteShape, formatShape, type TensorInfo } from "./signature.js";
 
@@ -155,6 +155,19 @@ export class Model {
     if (!loaded.runEncodedSync) return undefined;
     if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
     return loaded.runEncodedSync(request);
+  }
+
+  /** Several encoded requests as one batch ({@link LoadedModel.runEncodedBatchSync}); undefined when the plugin cannot batch them. */
+  inferEncodedBatchSync(requests: readonly EncodedRequest[], maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined {
+    const loaded = this.#entry.model;
+    if (!loaded.runEncodedBatchSync) return undefined;
+    if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
+    return loaded.runEncodedBatchSync(requests, maxRows);
+  }
+
+  /** Whether the plugin has a batched encoded path at all. */
+  get canBatchEncoded(): boolean {
+    return this.#entry.model.runEncodedBatchSync !== undefined;
   }
 
   #checkOutputNames(names: readonly unknown[]): string[] {

@@ -56,6 +56,9 @@ export interface RunRequest {
 /** What a run returns: one tensor per requested output. */
 export type RunResult = Record<string, Tensor>;
 
+/** {@link LoadedModel.runEncodedBatchSync}'s answer for a request left for another batch. */
+export const LATER = Symbol("mlos.later");
+
 /** A request body in a wire format, for {@link LoadedModel.runEncodedSync}. */
 export interface EncodedRequest {
   /** `kserve-v2-json`: a KServe v2 / Open Inference Protocol infer request, JSON tensors only. */
@@ -89,6 +92,14 @@ export interface LoadedModel {
    * socket at once).
    */
   runEncodedSync?(request: EncodedRequest): Uint8Array | undefined;
+  /**
+   * Optional, for batched models: several encoded requests (of this model) as one run of at most
+   * `maxRows` rows, on the calling thread. Returns each request's response (same contract as
+   * runEncodedSync; undefined for one it declines; `LATER` for a valid one that did not fit in
+   * this batch: the caller runs it in another), or undefined when it cannot batch this model at
+   * all. Its responses stay valid (they are not views of a reused buffer).
+   */
+  runEncodedBatchSync?(requests: readonly EncodedRequest[], maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined;
   /** Releases the model once the runs in flight are done. */
   unload(): Promise<void>;
   /** Plugin-specific facts for `ps`/metrics/debugging (run mode, measured timings ...). */

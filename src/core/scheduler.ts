@@ -13,7 +13,7 @@
  */
 import { MlosError } from "./errors.js";
 import type { InferOptions, Model } from "./model.js";
-import type { EncodedRequest, RunResult } from "./plugin.js";
+import { LATER, type EncodedRequest, type RunResult } from "./plugin.js";
 import { dtypeInfo, type NumericDType } from "../tensor/dtype.js";
 import { copyCounter, type TensorPool } from "../tensor/pool.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -74,6 +74,11 @@ export class Scheduler {
   #running = 0;
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
+  /** Encoded requests waiting for the end of this event-loop turn (submitEncoded). */
+  readonly #encoded: Array<{ request: EncodedRequest; enqueued: number; resolve: (r: Uint8Array | undefined) => void }> = [];
+  #encodedFlush: NodeJS.Immediate | undefined;
+  /** Set once the plugin said it cannot batch this model's encoded requests. */
+  #encodedUnbatchable = false;
   readonly stats: SchedulerStats = { queued: 0, running: 0, batches: 0, batchedRequests: 0, batchSizes: {} };
   /** Called with each finished request's queue and compute time (seconds). */
   onTimings?: (queueSeconds: number, computeSeconds: number, batchSize: number) => void;
@@ -91,7 +96,7 @@ export class Scheduler {
 
   /** Requests admitted and not answered. */
   get pending(): number {
-    return this.#queue.length + this.#running;
+    return this.#queue.length + this.#running + this.#encoded.length;
   }
 
   submit(inputs: Record<string, Tensor>, options: SubmitOptions = {}): Promise<RunResult> {
@@ -164,6 +169,64 @@ export class Scheduler {
       return out;
     } finally {
       this.#running--;
+    }
+  }
+
+  /**
+   * Batched models: a wire-format request body joins the others that arrived in this event-loop
+   * turn, and all of them run as one batch (up to max_batch_size rows) through the plugin's
+   * encoded path once the turn's I/O is read (setImmediate): batching with no added delay, for
+   * models that run inline, where stacking in JS would cost more than the run. Resolves with the
+   * response, or undefined where the plugin declined that request (take the general path).
+   * Undefined (synchronously) when this path does not apply: no batching, a plugin without it,
+   * requests already queued the general way (they keep their order), or the queue is full.
+   */
+  submitEncoded(request: EncodedRequest): Promise<Uint8Array | undefined> | undefined {
+    if (!this.#batchDim || this.#encodedUnbatchable || !this.#model.canBatchEncoded || this.#queue.length > 0) return undefined;
+    if (this.pending >= this.#options.maxQueueDepth) return undefined;
+    return new Promise((resolve) => {
+      this.#encoded.push({ request, enqueued: performance.now(), resolve });
+      this.#encodedFlush ??= setImmediate(() => this.#flushEncoded());
+    });
+  }
+
+  #flushEncoded(): void {
+    this.#encodedFlush = undefined;
+    let waiting = this.#encoded.splice(0);
+    const maxRows = this.#options.batching!.maxBatchSize;
+    // Batch after batch until every request has run or was declined (those the plugin leaves for
+    // another batch come back in the next one).
+    while (waiting.length > 0) {
+      const started = performance.now();
+      let out: Array<Uint8Array | typeof LATER | undefined> | undefined;
+      this.#running++;
+      try {
+        out = this.#model.inferEncodedBatchSync(waiting.map((w) => w.request), maxRows);
+      } catch {
+        out = []; // (a disposed model, say): the general path reports it
+      } finally {
+        this.#running--;
+      }
+      if (out === undefined) this.#encodedUnbatchable = true;
+      const compute = (performance.now() - started) / 1000;
+      let ran = 0;
+      for (const o of out ?? []) if (o instanceof Uint8Array) ran++;
+      if (ran > 0) {
+        this.stats.batches++;
+        this.stats.batchedRequests += ran;
+        this.stats.batchSizes[ran] = (this.stats.batchSizes[ran] ?? 0) + 1;
+      }
+      const later: typeof waiting = [];
+      waiting.forEach((w, i) => {
+        const r = out?.[i];
+        if (r === LATER && ran > 0) {
+          later.push(w);
+          return;
+        }
+        if (r instanceof Uint8Array) this.onTimings?.((started - w.enqueued) / 1000, compute, ran);
+        w.resolve(r instanceof Uint8Array ? r : undefined);
+      });
+      waiting = later;
     }
   }
 

@@ -304,15 +304,11 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
    * itself (LoadedModel.runEncodedSync); undefined when it declines (nothing ran).
    */
   function inferEncodedSync(entry: ModelEntry & { scheduler: Scheduler }, body: Buffer, routeName: string): Uint8Array | undefined {
-    const m = metricsFor(entry, routeName);
-    let out: Uint8Array | undefined;
     try {
-      out = table.trySubmitEncodedSync(entry.name, entry.version, { format: "kserve-v2-json", body, modelName: entry.name, modelVersion: entry.version });
+      return table.trySubmitEncodedSync(entry.name, entry.version, { format: "kserve-v2-json", body, modelName: entry.name, modelVersion: entry.version });
     } catch (e) {
       countFailure(entry, routeName, e);
     }
-    if (out) m.ok.inc();
-    return out;
   }
 
   async function infer(entry: ModelEntry & { scheduler: Scheduler }, inputs: Record<string, Tensor>, routeName: string, ctx: Ctx, outputs?: string[], params: { priority?: number; timeoutMs?: number } = {}): Promise<Record<string, Tensor>> {
@@ -392,12 +388,23 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       binary = body.subarray(n);
     }
     if (binary === undefined && body !== undefined && body.byteLength > 0) {
+      // The fast path: the plugin decodes, runs and encodes; alone at once, or batched with the
+      // requests of this event-loop turn. Whatever it declines takes the general path below.
+      const encodedReply = (encoded: Uint8Array): Reply => {
+        const m = metricsFor(entry, "kserve");
+        m.ok.inc();
+        return { parts: [encoded], headers: JSON_HEADERS, after: () => m.total.observe((performance.now() - total) / 1000) };
+      };
       const encoded = inferEncodedSync(entry, body, "kserve");
-      if (encoded) {
-        const totalHist = metricsFor(entry, "kserve").total;
-        return { parts: [encoded], headers: JSON_HEADERS, after: () => totalHist.observe((performance.now() - total) / 1000) };
-      }
+      if (encoded) return encodedReply(encoded);
+      const batched = table.submitEncoded(entry.name, entry.version, { format: "kserve-v2-json", body, modelName: entry.name, modelVersion: entry.version });
+      if (batched) return batched.then((r) => (r ? encodedReply(r) : kserveInferGeneral(ctx, entry, body, jsonPart, binary, total)));
     }
+    return kserveInferGeneral(ctx, entry, body, jsonPart, binary, total);
+  };
+
+  /** KServe v2 infer through JS tensors: binary data, outputs selection, parameters, and every request the fast path declines. */
+  const kserveInferGeneral = (ctx: Ctx, entry: ModelEntry & { model: Model; scheduler: Scheduler }, body: Buffer | undefined, jsonPart: Buffer | undefined, binary: Buffer | undefined, total: number): Reply | Promise<Reply> => {
     const request = parseJson(jsonPart, "infer");
     if (!Array.isArray(request.inputs)) throw new HttpError(400, "BAD_REQUEST", 'infer: "inputs" must be an array of tensors');
     const inputs: Record<string, Tensor> = {};

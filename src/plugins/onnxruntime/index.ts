@@ -9,7 +9,7 @@
 import { stat } from "node:fs/promises";
 import { loadedOrtInfo, loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
 import { MlosError } from "../../core/errors.js";
-import type { EncodedRequest, LoadedModel, ModelSource, Plugin, PluginAvailability, PluginLoadOptions, RunRequest, RunResult } from "../../core/plugin.js";
+import { LATER, type EncodedRequest, type LoadedModel, type ModelSource, type Plugin, type PluginAvailability, type PluginLoadOptions, type RunRequest, type RunResult } from "../../core/plugin.js";
 import { concreteShape, mergeSignature, type Signature, type TensorInfo } from "../../core/signature.js";
 import { isDType, type DType } from "../../tensor/dtype.js";
 import { getDefaultPool, type TensorPool } from "../../tensor/pool.js";
@@ -64,7 +64,7 @@ class OrtLoadedModel implements LoadedModel {
   /** The last inline call's tensors with every output given, and its binding once they repeat. */
   #bound: Bound | undefined;
   /** The KServe JSON fast path: for which model name and version the session is prepared, and whether it can take requests. */
-  #kserve: { key: string; usable: boolean } | undefined;
+  #kserve: { key: string; usable: boolean; batchable: boolean } | undefined;
   /** Written by the native fast path: [0] the last fast run's Session::Run time (µs). */
   readonly #kserveStats = new Float64Array(1);
   /** The fast path's response buffer, reused from request to request (runEncodedSync's contract). */
@@ -140,18 +140,7 @@ class OrtLoadedModel implements LoadedModel {
   runEncodedSync(req: EncodedRequest): Uint8Array | undefined {
     // JSON text is at least twice the size of the binary tensors it holds.
     if (req.format !== "kserve-v2-json" || !this.#policy.inline || !this.#policy.inlineFor(req.body.byteLength / 2)) return undefined;
-    const key = `${req.modelName}\0${req.modelVersion}`;
-    if (this.#kserve?.key !== key) {
-      const usable = this.#session.prepareKserveJson({
-        modelName: req.modelName,
-        modelVersion: req.modelVersion,
-        inputs: this.signature.inputs,
-        outputs: this.signature.outputs,
-        stats: this.#kserveStats,
-      });
-      this.#kserve = { key, usable };
-    }
-    if (!this.#kserve.usable) return undefined;
+    if (!this.#prepareKserve(req).usable) return undefined;
     const n = this.#session.runKserveJson(req.body, this.#kserveOut);
     if (n < 0) return undefined;
     this.#policy.recordInline(this.#kserveStats[0]!);
@@ -161,6 +150,49 @@ class OrtLoadedModel implements LoadedModel {
     this.#session.readKserveResponse(out);
     if (out.byteLength <= 1 << 20) this.#kserveOut = out;
     return out.subarray(0, n);
+  }
+
+  /**
+   * Batched models: the requests stacked into one fast-path run (NativeOrtSession.runKserveJsonBatch),
+   * when the run policy keeps this model on the calling thread and its inputs and outputs share a
+   * batch dimension; undefined otherwise.
+   */
+  runEncodedBatchSync(reqs: readonly EncodedRequest[], maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined {
+    if (reqs.length === 0 || reqs[0]!.format !== "kserve-v2-json" || !this.#prepareKserve(reqs[0]!).batchable) return undefined;
+    // Until the run policy has measured the model as one that runs inline, or for a request
+    // larger than those it measured, the general path (which runs off the thread, and measures)
+    // takes them. The run policy measured single runs; a stacked run grows sublinearly.
+    if (!this.#policy.inline || reqs.some((r) => !this.#policy.inlineFor(r.body.byteLength / 2))) return reqs.map(() => undefined);
+    const lengths = new Int32Array(reqs.length);
+    const total = this.#session.runKserveJsonBatch(reqs.map((r) => r.body), this.#kserveOut, lengths, maxRows);
+    // One buffer for the batch's responses, not the reused one: they are written out later.
+    const all = Buffer.allocUnsafe(total);
+    if (total <= this.#kserveOut.byteLength) this.#kserveOut.copy(all, 0, 0, total);
+    else this.#session.readKserveResponse(all);
+    let at = 0;
+    return Array.from(lengths, (n) => {
+      if (n < 0) return n === -2 ? LATER : undefined;
+      at += n;
+      return all.subarray(at - n, at);
+    });
+  }
+
+  /** Sets up the native KServe JSON path for this model name and version (once; again when they change). */
+  #prepareKserve(req: EncodedRequest): { usable: boolean; batchable: boolean } {
+    const key = `${req.modelName}\0${req.modelVersion}`;
+    if (this.#kserve?.key !== key) {
+      this.#kserve = {
+        key,
+        ...this.#session.prepareKserveJson({
+          modelName: req.modelName,
+          modelVersion: req.modelVersion,
+          inputs: this.signature.inputs,
+          outputs: this.signature.outputs,
+          stats: this.#kserveStats,
+        }),
+      };
+    }
+    return this.#kserve;
   }
 
   #inline(req: RunRequest): boolean {
