@@ -14,6 +14,7 @@ import { Axon, Runtime, Tensor, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
 import { mulberry32 } from "../src/tools/make-demo-models.js";
 import { freePort } from "./helpers/registry.js";
+import { startServer, stop, type Served } from "./helpers/axon-serve.js";
 import { writeGraphMlp, graphMlpReference } from "./helpers/tfjs-models.js";
 import { torchTestModelTool, tryLoadTorch } from "../bindings/torch.js";
 import { copyFileSync, mkdirSync } from "node:fs";
@@ -22,34 +23,6 @@ const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..")
 const CLI = path.join(ROOT, "bin", "run.js");
 const skip = tryLoadOrt() ? false : "ONNX Runtime is unavailable";
 
-interface Served {
-  child: ChildProcess;
-  base: string;
-  port: number;
-  stderr: () => string;
-}
-
-async function startServer(home: string, args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, "serve", "--http-port", String(await freePort()), "--json", ...args], { env: { ...process.env, AXON_HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
-  const line = await new Promise<string>((resolve, reject) => {
-    let out = "";
-    child.stdout!.on("data", (d: Buffer) => {
-      out += d.toString();
-      const nl = out.indexOf("\n");
-      if (nl >= 0) resolve(out.slice(0, nl));
-    });
-    child.once("exit", (code) => reject(new Error(`axon serve exited with ${code}: ${err}`)));
-  });
-  const { http } = JSON.parse(line) as { http: number };
-  return { child, base: `http://127.0.0.1:${http}`, port: http, stderr: () => err };
-}
-
-async function stop(s: Served): Promise<number | null> {
-  s.child.kill("SIGTERM");
-  return new Promise((resolve) => s.child.once("exit", (code) => resolve(code)));
-}
 
 function curl(args: string[]): { status: number; body: string; headers: string } {
   const r = spawnSync("curl", ["-s", "-S", "-D", "-", ...args], { encoding: "latin1" });

@@ -181,7 +181,10 @@ class OrtLoadedModel implements LoadedModel {
   #prepareKserve(req: EncodedRequest): { usable: boolean; batchable: boolean } {
     const key = `${req.modelName}\0${req.modelVersion}`;
     if (this.#kserve?.key !== key) {
-      this.#kserve = {
+      // The general path lists outputs in a JS object's key order, which puts integer-like names
+      // ("0", "17") first: for such a model the two paths could order them differently.
+      const integerLikeNames = this.signature.outputs.some((o) => /^(0|[1-9]\d*)$/.test(o.name));
+      this.#kserve = integerLikeNames ? { key, usable: false, batchable: false } : {
         key,
         ...this.#session.prepareKserveJson({
           modelName: req.modelName,

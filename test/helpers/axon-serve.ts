@@ -1,0 +1,42 @@
+/**
+ * `axon serve` in a child process for the end-to-end server tests: started on a free port with
+ * `--json` (its first stdout line says the ports), stopped with SIGTERM.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "./registry.js";
+
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+const CLI = path.join(ROOT, "bin", "run.js");
+
+export interface Served {
+  child: ChildProcess;
+  base: string;
+  port: number;
+  stderr: () => string;
+}
+
+/** Starts `axon serve --http-port <free> --json ...args` with AXON_HOME=home; resolves once it listens. */
+export async function startServer(home: string, args: string[]): Promise<Served> {
+  const child = spawn(process.execPath, [CLI, "serve", "--http-port", String(await freePort()), "--json", ...args], { env: { ...process.env, AXON_HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf("\n");
+      if (nl >= 0) resolve(out.slice(0, nl));
+    });
+    child.once("exit", (code) => reject(new Error(`axon serve exited with ${code}: ${err}`)));
+  });
+  const { http } = JSON.parse(line) as { http: number };
+  return { child, base: `http://127.0.0.1:${http}`, port: http, stderr: () => err };
+}
+
+/** SIGTERM; resolves with the exit code. */
+export async function stop(s: Served): Promise<number | null> {
+  s.child.kill("SIGTERM");
+  return new Promise((resolve) => s.child.once("exit", (code) => resolve(code)));
+}
