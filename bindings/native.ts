@@ -509,8 +509,8 @@ export interface NativeAddon {
   readonly pageSize: number;
 }
 
-/** The package root: the nearest directory above this file with mlos's package.json. */
-function packageRoot(): string {
+/** The package root: the nearest directory above this file with mlos's package.json (both addons' loaders look from there). */
+export function packageRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const pj = path.join(dir, "package.json");

@@ -5,11 +5,10 @@
 // The addon is loaded lazily, on the first loadTorch() call: it maps libtorch (about 285 shared
 // libraries, about 0.4 s), so nothing loads it until a torch model is used. torchStatus() answers
 // "could it load?" without loading it.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { NativeError } from "./native.js";
+import { NativeError, packageRoot } from "./native.js";
 
 /** Stable `code` values of errors thrown by the torch addon. */
 export type NativeTorchErrorCode = "TORCH_FAIL" | "TORCH_UNAVAILABLE" | "BAD_ARGUMENT" | "CLOSED";
@@ -127,24 +126,6 @@ export class TorchUnavailableError extends Error {
 }
 
 const HOW_TO_BUILD = "Install libtorch and build the addon: `apt-get install libtorch-dev && npm run build:native`";
-
-/** The package root: the nearest directory above this file with mlos's package.json. */
-function packageRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const pj = path.join(dir, "package.json");
-    if (existsSync(pj)) {
-      try {
-        if ((JSON.parse(readFileSync(pj, "utf8")) as { name?: string }).name === "mlos") return dir;
-      } catch {
-        // not ours; keep looking
-      }
-    }
-    const up = path.dirname(dir);
-    if (up === dir) return path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
-    dir = up;
-  }
-}
 
 /** Where the loader looks: $MLOS_TORCH_PATH alone when it is set, else build/Release, then build/Debug. */
 export function torchCandidates(): string[] {
