@@ -21,6 +21,7 @@
 #include "errors.h"
 #include "ort_api.h"
 #include "ort_session_state.h"
+#include "run_worker.h"
 #include "shm_pool_binding.h"
 
 namespace mlos {
@@ -662,72 +663,11 @@ Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::V
   return result;
 }
 
-// Worker threads that run models are made a little "nicer" than the event loop's thread (once per
-// thread; an unprivileged process cannot take it back, and need not: these threads only do
-// background work). With more busy threads than cores, the kernel then gives the event loop the
-// CPU as soon as it has something to do, which keeps its delay low under load. MLOS_RUN_NICE sets
-// the increment (default 5; 0 leaves priorities alone).
-void LowerWorkerPriorityOnce() {
-  static const int increment = [] {
-    const char* env = std::getenv("MLOS_RUN_NICE");
-    return env != nullptr ? std::atoi(env) : 5;
-  }();
-  thread_local bool done = false;
-  if (done || increment <= 0) return;
-  done = true;
-#ifdef __linux__
-  const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
-  errno = 0;
-  const int current = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
-  if (errno == 0) setpriority(PRIO_PROCESS, static_cast<id_t>(tid), std::min(19, current + increment));
-#endif
+// OrtSession.run's worker (run_worker.h): Session::Run off the JS thread, the result built back on it.
+Napi::Value BuildRunResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::Value>& kept) {
+  return BuildResult(env, plan, kept);
 }
-
-class RunWorker : public Napi::AsyncWorker {
- public:
-  RunWorker(Napi::Env env, Napi::Object session, std::unique_ptr<RunPlan> plan,
-            const std::vector<Napi::Object>& keep)
-      : Napi::AsyncWorker(env, "mlos.OrtSession.run"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        plan_(std::move(plan)) {
-    // The session object and every buffer the run reads or writes stay alive until it is done.
-    session_ = Napi::Persistent(session);
-    for (const auto& o : keep) keep_.push_back(Napi::Persistent(o));
-  }
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    LowerWorkerPriorityOnce();
-    ExecutePlan(*plan_);
-    if (!plan_->error.empty()) SetError(plan_->error);
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    try {
-      std::vector<Napi::Value> kept;
-      for (const auto& ref : keep_) kept.push_back(ref.Value());
-      deferred_.Resolve(BuildResult(env, *plan_, kept));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-
-  void OnError(const Napi::Error& /*unused*/) override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    deferred_.Reject(MakeJsError(env, JsErrorKind::kError, plan_->errorCode, plan_->error).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::unique_ptr<RunPlan> plan_;
-  Napi::ObjectReference session_;
-  std::vector<Napi::ObjectReference> keep_;
-};
+using OrtRunWorker = RunWorker<RunPlan, &ExecutePlan, &BuildRunResult>;
 
 }  // namespace
 
@@ -799,60 +739,18 @@ OrtSessionWrap::OrtSessionWrap(const Napi::CallbackInfo& info)
 
 namespace {
 
-// OrtSession.open(modelPath, options?): CreateSession (which reads and optimises the model: up to
-// seconds for a large one) on a libuv worker thread, so that loading never blocks the event loop.
-class OpenWorker : public Napi::AsyncWorker {
- public:
-  OpenWorker(Napi::Env env, const OrtRuntime* rt, SessionConfig config)
-      : Napi::AsyncWorker(env, "mlos.OrtSession.open"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        rt_(rt),
-        config_(std::move(config)) {}
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    error_ = OpenSessionState(rt_, config_, &state_);
-    if (!error_.empty()) SetError(error_);
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    AddonData* data = GetAddonData(env);
-    try {
-      data->pendingSession = std::move(state_);
-      Napi::Object obj = data->ortSessionConstructor.New(
-          {env.Undefined(), Napi::String::New(env, config_.path)});
-      data->pendingSession.reset();
-      deferred_.Resolve(obj);
-    } catch (const Napi::Error& e) {
-      data->pendingSession.reset();
-      deferred_.Reject(e.Value());
-    }
-  }
-
-  void OnError(const Napi::Error& /*unused*/) override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    deferred_.Reject(
-        MakeJsError(env, JsErrorKind::kError, "ORT_FAIL", error_ + " (model " + config_.path + ")").Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  const OrtRuntime* rt_;
-  SessionConfig config_;
-  std::shared_ptr<OrtSessionState> state_;
-  std::string error_;
-};
-
+// OrtSession.open(modelPath, options?): CreateSession (which reads and optimises the model) on a
+// libuv worker thread, so that loading never blocks the event loop (run_worker.h).
 Napi::Value OpenSession(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const OrtRuntime* rt = RequireRuntime(env);
   SessionConfig config = ParseSessionConfig(info, "OrtSession.open(modelPath, options?)");
-  auto* worker = new OpenWorker(env, rt, std::move(config));
+  AddonData* data = GetAddonData(env);
+  std::string path = config.path;
+  auto* worker = new OpenWorker<OrtSessionState>(
+      env, "mlos.OrtSession.open", std::move(path),
+      [rt, config = std::move(config)](std::shared_ptr<OrtSessionState>* state) { return OpenSessionState(rt, config, state); },
+      &data->pendingSession, &data->ortSessionConstructor, "ORT_FAIL");
   Napi::Promise promise = worker->Promise();
   worker->Queue();  // deletes itself when done
   return promise;
@@ -872,7 +770,7 @@ Napi::Value OrtSessionWrap::Run(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<Napi::Object> keep;
   std::unique_ptr<RunPlan> plan = BuildPlan(info, Open(env), &keep, false);
-  auto* worker = new RunWorker(env, info.This().As<Napi::Object>(), std::move(plan), keep);
+  auto* worker = new OrtRunWorker(env, "mlos.OrtSession.run", info.This().As<Napi::Object>(), std::move(plan), keep);
   Napi::Promise promise = worker->Promise();
   worker->Queue();  // deletes itself when done
   return promise;

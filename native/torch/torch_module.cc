@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "errors.h"  // native/src/errors.h: the one error idiom of both addons
+#include "run_worker.h"  // native/src/run_worker.h: the run worker and thread priority of both addons
 
 namespace mlos {
 namespace torchaddon {
@@ -72,27 +73,6 @@ std::string TorchMessage(const std::exception& e) {
   return e.what();
 }
 
-// Worker threads that run models are made a little "nicer" than the event loop's thread, as
-// native/src/ort_session.cc does (MLOS_RUN_NICE, default 5; 0 leaves priorities alone). This sets
-// the thread's nice value to the increment when it is lower, so a libuv thread that also ran ONNX
-// Runtime (and was niced by the other addon) is not niced twice.
-void LowerWorkerPriorityOnce() {
-  static const int increment = [] {
-    const char* env = std::getenv("MLOS_RUN_NICE");
-    return env != nullptr ? std::atoi(env) : 5;
-  }();
-  thread_local bool done = false;
-  if (done || increment <= 0) return;
-  done = true;
-#ifdef __linux__
-  const pid_t tid = static_cast<pid_t>(syscall(SYS_gettid));
-  errno = 0;
-  const int current = getpriority(PRIO_PROCESS, static_cast<id_t>(tid));
-  if (errno == 0 && current < increment) {
-    setpriority(PRIO_PROCESS, static_cast<id_t>(tid), std::min(19, increment));
-  }
-#endif
-}
 
 }  // namespace
 
@@ -477,100 +457,23 @@ Napi::Array BuildResult(Napi::Env env, ForwardPlan& plan) {
   return result;
 }
 
-class ForwardWorker : public Napi::AsyncWorker {
- public:
-  ForwardWorker(Napi::Env env, Napi::Object module, std::unique_ptr<ForwardPlan> plan,
-                const std::vector<Napi::Object>& keep)
-      : Napi::AsyncWorker(env, "mlos.TorchModule.forward"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        plan_(std::move(plan)) {
-    // The module object and every buffer the run reads stay alive until it is done.
-    module_ = Napi::Persistent(module);
-    for (const auto& o : keep) keep_.push_back(Napi::Persistent(o));
-  }
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    LowerWorkerPriorityOnce();
-    ExecutePlan(*plan_);
-    if (!plan_->error.empty()) SetError(plan_->error);
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    try {
-      deferred_.Resolve(BuildResult(env, *plan_));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-
-  void OnError(const Napi::Error& /*unused*/) override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    deferred_.Reject(MakeJsError(env, JsErrorKind::kError, plan_->errorCode, plan_->error).Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::unique_ptr<ForwardPlan> plan_;
-  Napi::ObjectReference module_;
-  std::vector<Napi::ObjectReference> keep_;
-};
+// TorchModule.forward's worker (native/src/run_worker.h): the forward pass off the JS thread.
+Napi::Value BuildForwardResult(Napi::Env env, ForwardPlan& plan, const std::vector<Napi::Value>& /*kept*/) {
+  return BuildResult(env, plan);
+}
+using ForwardWorker = RunWorker<ForwardPlan, &ExecutePlan, &BuildForwardResult>;
 
 // TorchModule.open(path, options?): torch::jit::load (which reads and deserialises the whole
-// archive) on a libuv worker thread, so that loading never blocks the event loop.
-class OpenWorker : public Napi::AsyncWorker {
- public:
-  OpenWorker(Napi::Env env, OpenConfig config)
-      : Napi::AsyncWorker(env, "mlos.TorchModule.open"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        config_(std::move(config)) {}
-
-  Napi::Promise Promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    error_ = OpenState(config_, &state_);
-    if (!error_.empty()) SetError(error_);
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    TorchAddonData* data = GetTorchAddonData(env);
-    try {
-      data->pendingModule = std::move(state_);
-      Napi::Object obj = data->torchModuleConstructor.New({env.Undefined(), Napi::String::New(env, config_.path)});
-      data->pendingModule.reset();
-      deferred_.Resolve(obj);
-    } catch (const Napi::Error& e) {
-      data->pendingModule.reset();
-      deferred_.Reject(e.Value());
-    }
-  }
-
-  void OnError(const Napi::Error& /*unused*/) override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    deferred_.Reject(
-        MakeJsError(env, JsErrorKind::kError, "TORCH_FAIL", error_ + " (model " + config_.path + ")").Value());
-  }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  OpenConfig config_;
-  std::shared_ptr<TorchModuleState> state_;
-  std::string error_;
-};
-
+// archive) on a libuv worker thread, so that loading never blocks the event loop (run_worker.h).
 Napi::Value OpenModule(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   OpenConfig config = ParseOpenConfig(info, "TorchModule.open(path, options?)");
-  auto* worker = new OpenWorker(env, std::move(config));
+  TorchAddonData* data = GetTorchAddonData(env);
+  std::string path = config.path;
+  auto* worker = new OpenWorker<TorchModuleState>(
+      env, "mlos.TorchModule.open", std::move(path),
+      [config = std::move(config)](std::shared_ptr<TorchModuleState>* state) { return OpenState(config, state); },
+      &data->pendingModule, &data->torchModuleConstructor, "TORCH_FAIL");
   Napi::Promise promise = worker->Promise();
   worker->Queue();  // deletes itself when done
   return promise;
@@ -647,7 +550,7 @@ Napi::Value TorchModuleWrap::Forward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<Napi::Object> keep;
   std::unique_ptr<ForwardPlan> plan = BuildPlan(info, Open(env), &keep);
-  auto* worker = new ForwardWorker(env, info.This().As<Napi::Object>(), std::move(plan), keep);
+  auto* worker = new ForwardWorker(env, "mlos.TorchModule.forward", info.This().As<Napi::Object>(), std::move(plan), keep);
   Napi::Promise promise = worker->Promise();
   worker->Queue();  // deletes itself when done
   return promise;
