@@ -236,7 +236,9 @@ export class Scheduler {
     let rows = -1;
     for (const spec of this.#model.inputs) {
       const t = inputs[spec.name];
-      if (!(t instanceof Tensor) || t.disposed || t.dtype === "string" || t.shape.length === 0) return 0;
+      // A request that does not fit the signature runs alone, where the model's checks answer it:
+      // stacked, its bytes would be read as another dtype (or past the batch's buffer).
+      if (!(t instanceof Tensor) || t.disposed || t.dtype === "string" || t.dtype !== spec.dtype || t.shape.length === 0 || t.shape.length !== spec.shape.length) return 0;
       if (rows === -1) rows = t.shape[0]!;
       else if (t.shape[0] !== rows) return 0;
     }

@@ -162,7 +162,14 @@ class OrtLoadedModel implements LoadedModel {
     // Until the run policy has measured the model as one that runs inline, or for a request
     // larger than those it measured, the general path (which runs off the thread, and measures)
     // takes them. The run policy measured single runs; a stacked run grows sublinearly.
-    if (!this.#policy.inline || reqs.some((r) => !this.#policy.inlineFor(r.body.byteLength / 2))) return reqs.map(() => undefined);
+    if (!this.#policy.inline) return reqs.map(() => undefined);
+    const taken = reqs.filter((r) => this.#policy.inlineFor(r.body.byteLength / 2));
+    if (taken.length < reqs.length) {
+      // The others, declined, go the general path; the rest run as one batch.
+      const out = taken.length > 0 ? this.runEncodedBatchSync(taken, maxRows) : undefined;
+      let next = 0;
+      return reqs.map((r) => (r === taken[next] ? out?.[next++] : undefined));
+    }
     const lengths = new Int32Array(reqs.length);
     const total = this.#session.runKserveJsonBatch(reqs.map((r) => r.body), this.#kserveOut, lengths, maxRows);
     // One buffer for the batch's responses, not the reused one: they are written out later.
