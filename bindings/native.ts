@@ -360,7 +360,7 @@ export interface NativeOrtSession {
    * model `modelName` version `modelVersion`, whose inputs `inputs` are checked as checkInputs
    * checks them and whose response lists `outputs` in that order (those whose shape the inputs'
    * dimensions fix are preallocated, in buffers reused from run to run). `stats[0]` receives each fast
-   * run's Session::Run time (µs). `usable` is false when a dtype is outside the fast path (then
+   * run's Session::Run time (µs), and `stats[1]` (when present) a batched run's rows. `usable` is false when a dtype is outside the fast path (then
    * every run declines); `batchable` when every input and output starts with the same named
    * dimension (runKserveJsonBatch can stack requests).
    */

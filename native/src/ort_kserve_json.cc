@@ -16,7 +16,8 @@
 // reused buffer, so a request costs no allocation and no finalizer. It declines (returns -1,
 // having run nothing) whatever the codec declines
 // (kserve_json.h) and any run that fails: the caller then takes the general path, which reports
-// the problem in its own words. `stats[0]` receives Session::Run's time in microseconds.
+// the problem in its own words. `stats[0]` receives Session::Run's time in microseconds, and
+// `stats[1]` (when present) a batched run's rows.
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -171,7 +172,8 @@ struct KserveJsonPath {
   std::vector<const char*> inputNames;
   std::vector<const char*> outputNames;
   Napi::Reference<Napi::Float64Array> stats;
-  double* statsData = nullptr;
+  double* statsData = nullptr;  // [0] Session::Run's time (µs); [1] a batched run's rows
+  size_t statsLength = 0;
   // Set when ORT refused a preallocated output (the signature's shape was wrong): ORT allocates.
   bool noPrealloc = false;
   // Kept from call to call, so that a warm path allocates nothing.
@@ -252,6 +254,7 @@ Napi::Value OrtSessionWrap::PrepareKserveJson(const Napi::CallbackInfo& info) {
                     env, std::string(kWhat) + ": options.stats must be a Float64Array of at least 1 element");
   path->stats = Napi::Persistent(stats.As<Napi::Float64Array>());
   path->statsData = stats.As<Napi::Float64Array>().Data();
+  path->statsLength = stats.As<Napi::Float64Array>().ElementLength();
 
   bool supported = true;
   Napi::Value inputs = o.Get("inputs");
@@ -505,6 +508,7 @@ Napi::Value OrtSessionWrap::RunKserveJsonBatch(const Napi::CallbackInfo& info) {
     return Napi::Number::New(env, 0);
   };
   if (!Execute(path, st.get(), refs)) return declineAll();
+  if (path->statsLength >= 2) path->statsData[1] = static_cast<double>(rows);
   for (const kserve::OutputView& v : path->views) {
     if (v.rank == 0 || v.shape[0] != rows) return declineAll();
   }

@@ -65,8 +65,8 @@ class OrtLoadedModel implements LoadedModel {
   #bound: Bound | undefined;
   /** The KServe JSON fast path: for which model name and version the session is prepared, and whether it can take requests. */
   #kserve: { key: string; usable: boolean; batchable: boolean } | undefined;
-  /** Written by the native fast path: [0] the last fast run's Session::Run time (µs). */
-  readonly #kserveStats = new Float64Array(1);
+  /** Written by the native fast path: [0] the last fast run's Session::Run time (µs), [1] its rows (batched runs). */
+  readonly #kserveStats = new Float64Array(2);
   /** The fast path's response buffer, reused from request to request (runEncodedSync's contract). */
   #kserveOut: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
 
@@ -171,7 +171,8 @@ class OrtLoadedModel implements LoadedModel {
       return reqs.map((r) => (r === taken[next] ? out?.[next++] : undefined));
     }
     const lengths = new Int32Array(reqs.length);
-    const total = this.#session.runKserveJsonBatch(reqs.map((r) => r.body), this.#kserveOut, lengths, maxRows);
+    const total = this.#session.runKserveJsonBatch(reqs.map((r) => r.body), this.#kserveOut, lengths, this.#policy.batchRows(maxRows));
+    if (lengths.some((n) => n >= 0)) this.#policy.recordBatch(this.#kserveStats[0]!, this.#kserveStats[1]!);
     // One buffer for the batch's responses, not the reused one: they are written out later.
     const all = Buffer.allocUnsafe(total);
     if (total <= this.#kserveOut.byteLength) this.#kserveOut.copy(all, 0, 0, total);

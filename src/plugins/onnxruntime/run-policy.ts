@@ -19,6 +19,12 @@ export const INLINE_MAX_US = 200;
 export const INLINE_EVICT_US = 20_000;
 export const INLINE_SIZE_FACTOR = 4;
 const EMA_WEIGHT = 1 / 32;
+/**
+ * The longest a stacked (batched) inline run may hold the event loop, in µs: batches are capped
+ * at the rows that fit, at the measured time per row.
+ */
+export const BATCH_MAX_US = 1000;
+const BATCH_EMA_WEIGHT = 1 / 8;
 
 export type RunMode = "auto" | "inline" | "async";
 
@@ -34,6 +40,8 @@ export class RunPolicy {
   #hop: number[] = [];
   #decisions = 0;
   #inlineAverage = 0;
+  /** A batched inline run's Session::Run time per row (moving average); undefined until one ran. */
+  #batchRowMicros: number | undefined;
   /** The largest input size (bytes) seen while measuring; inline runs take up to INLINE_SIZE_FACTOR times it. */
   #measuredBytes = 0;
 
@@ -78,8 +86,27 @@ export class RunPolicy {
 
   #last: { runMicros: number; hopMicros: number } | undefined;
 
+  /**
+   * How many rows a batched inline run may stack (at most `maxRows`): those that fit in
+   * BATCH_MAX_US at the time per row batched runs took, or single runs' average before any did.
+   * A preempted run only nudges the average, and never sends the model off the thread: batches
+   * just get smaller.
+   */
+  batchRows(maxRows: number): number {
+    const perRow = this.#batchRowMicros ?? this.#inlineAverage;
+    if (!(perRow > 0)) return maxRows;
+    return Math.max(1, Math.min(maxRows, Math.floor(BATCH_MAX_US / perRow)));
+  }
+
+  /** Records a batched inline run: Session::Run's time (µs) and the rows it stacked. */
+  recordBatch(runMicros: number, rows: number): void {
+    if (!(rows > 0) || !Number.isFinite(runMicros)) return;
+    const perRow = runMicros / rows;
+    this.#batchRowMicros = this.#batchRowMicros === undefined ? perRow : this.#batchRowMicros + (perRow - this.#batchRowMicros) * BATCH_EMA_WEIGHT;
+  }
+
   /** What was measured and decided, for `describe()`. */
   describe(): Record<string, unknown> {
-    return { runMode: this.mode, inline: this.#inline, decisions: this.#decisions, measured: this.#last, inlineAverageMicros: this.#inline ? this.#inlineAverage : undefined };
+    return { runMode: this.mode, inline: this.#inline, decisions: this.#decisions, measured: this.#last, inlineAverageMicros: this.#inline ? this.#inlineAverage : undefined, batchRowMicros: this.#batchRowMicros };
   }
 }
