@@ -77,6 +77,8 @@ export class Scheduler {
   /** Encoded requests waiting for the end of this event-loop turn (submitEncoded). */
   readonly #encoded: Array<{ request: EncodedRequest; enqueued: number; resolve: (r: Uint8Array | undefined) => void }> = [];
   #encodedFlush: NodeJS.Immediate | undefined;
+  /** Set while the event-loop turn that ran an encoded request at once lasts (trySubmitEncodedSync). */
+  #encodedTurn = false;
   /** Set once the plugin said it cannot batch this model's encoded requests. */
   #encodedUnbatchable = false;
   readonly stats: SchedulerStats = { queued: 0, running: 0, batches: 0, batchedRequests: 0, batchSizes: {} };
@@ -157,10 +159,19 @@ export class Scheduler {
 
   /**
    * The encoded form of {@link trySubmitSync}: a wire-format request body run at once on the
-   * calling thread under the same conditions (see Model.inferEncodedSync); undefined otherwise.
+   * calling thread under the same conditions (see Model.inferEncodedSync), and for a batched model
+   * when it is the first of its event-loop turn; undefined otherwise.
    */
   trySubmitEncodedSync(request: EncodedRequest): Uint8Array | undefined {
-    if (this.#batchDim || this.#queue.length > 0 || this.#running >= this.#options.instances) return undefined;
+    if (this.#queue.length > 0 || this.#running >= this.#options.instances) return undefined;
+    if (this.#batchDim) {
+      // A batched model runs the first request of an event-loop turn at once, when nothing waits:
+      // a lone client then pays no batching hop, and the requests that come in the same turn
+      // after it are batched (submitEncoded).
+      if (!this.#model.canBatchEncoded || this.#encodedTurn || this.#encoded.length > 0) return undefined;
+      this.#encodedTurn = true;
+      setImmediate(() => (this.#encodedTurn = false));
+    }
     const started = performance.now();
     this.#running++;
     try {
