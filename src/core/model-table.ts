@@ -366,26 +366,25 @@ export class ModelTable {
 
   /** `submit`, synchronously, when the model is ready and its scheduler can run it at once inline; else undefined. */
   trySubmitSync(name: string, version: string | undefined, inputs: Record<string, Tensor>, options?: SubmitOptions): RunResult | undefined {
+    return this.#schedulerForRequest(name, version)?.trySubmitSync(inputs, options);
+  }
+
+  /** The scheduler of a ready model for a request now (marking the model used), or undefined when it is not ready. */
+  #schedulerForRequest(name: string, version: string | undefined): Scheduler | undefined {
     const e = this.get(name, version);
     if (e.state !== "ready" || !e.scheduler) return undefined;
     e.lastUsed = new Date();
-    return e.scheduler.trySubmitSync(inputs, options);
+    return e.scheduler;
   }
 
   /** The encoded form of {@link trySubmitSync} (Scheduler.trySubmitEncodedSync). */
   trySubmitEncodedSync(name: string, version: string | undefined, request: EncodedRequest): Uint8Array | undefined {
-    const e = this.get(name, version);
-    if (e.state !== "ready" || !e.scheduler) return undefined;
-    e.lastUsed = new Date();
-    return e.scheduler.trySubmitEncodedSync(request);
+    return this.#schedulerForRequest(name, version)?.trySubmitEncodedSync(request);
   }
 
   /** Batched models: the encoded request joins this turn's batch (Scheduler.submitEncoded); undefined when that path does not apply. */
   submitEncoded(name: string, version: string | undefined, request: EncodedRequest): Promise<Uint8Array | undefined> | undefined {
-    const e = this.get(name, version);
-    if (e.state !== "ready" || !e.scheduler) return undefined;
-    e.lastUsed = new Date();
-    return e.scheduler.submitEncoded(request);
+    return this.#schedulerForRequest(name, version)?.submitEncoded(request);
   }
 
   /**

@@ -9,6 +9,7 @@
  */
 import { createRequire } from "node:module";
 import type { Model } from "../core/model.js";
+import type { EncodedRequest } from "../core/plugin.js";
 import type { ModelEntry, ModelTable, RegisterSpec } from "../core/model-table.js";
 import type { Scheduler } from "../core/scheduler.js";
 import { importPlugin, type Runtime } from "../core/runtime.js";
@@ -255,8 +256,13 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     ok: { inc(): void };
     total: { observe(v: number): void };
   }
-  const modelMetrics = new Map<string, ModelMetrics>();
+  /** Per scheduler (a model version as loaded now), per route: found without building a string. */
+  const modelMetrics = new WeakMap<Scheduler, Map<string, ModelMetrics>>();
   function metricsFor(entry: ModelEntry & { scheduler: Scheduler }, routeName: string): ModelMetrics {
+    let byRoute = modelMetrics.get(entry.scheduler);
+    if (!byRoute) modelMetrics.set(entry.scheduler, (byRoute = new Map()));
+    const found = byRoute.get(routeName);
+    if (found) return found;
     const label = `${entry.name}@${entry.version}`;
     if (!entry.scheduler.onTimings) {
       const queueHist = metrics.latency.labels({ model: label, phase: "queue" });
@@ -268,12 +274,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
         batchHist.observe(batch);
       };
     }
-    const key = `${label}\0${routeName}`;
-    let m = modelMetrics.get(key);
-    if (!m) {
-      m = { ok: metrics.requests.labels({ model: label, route: routeName, outcome: "ok" }), total: metrics.latency.labels({ model: label, phase: "total" }) };
-      modelMetrics.set(key, m);
-    }
+    const m = { ok: metrics.requests.labels({ model: label, route: routeName, outcome: "ok" }), total: metrics.latency.labels({ model: label, phase: "total" }) };
+    byRoute.set(routeName, m);
     return m;
   }
 
@@ -303,9 +305,9 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
    * The fast path: the plugin decodes the KServe JSON body, runs it inline and encodes the response
    * itself (LoadedModel.runEncodedSync); undefined when it declines (nothing ran).
    */
-  function inferEncodedSync(entry: ModelEntry & { scheduler: Scheduler }, body: Buffer, routeName: string): Uint8Array | undefined {
+  function inferEncodedSync(entry: ModelEntry & { scheduler: Scheduler }, request: EncodedRequest, routeName: string): Uint8Array | undefined {
     try {
-      return table.trySubmitEncodedSync(entry.name, entry.version, { format: "kserve-v2-json", body, modelName: entry.name, modelVersion: entry.version });
+      return table.trySubmitEncodedSync(entry.name, entry.version, request);
     } catch (e) {
       countFailure(entry, routeName, e);
     }
@@ -390,14 +392,15 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     if (binary === undefined && body !== undefined && body.byteLength > 0) {
       // The fast path: the plugin decodes, runs and encodes; alone at once, or batched with the
       // requests of this event-loop turn. Whatever it declines takes the general path below.
+      const m = metricsFor(entry, "kserve"); // (before the run: it hooks the scheduler's timings)
       const encodedReply = (encoded: Uint8Array): Reply => {
-        const m = metricsFor(entry, "kserve");
         m.ok.inc();
         return { parts: [encoded], headers: JSON_HEADERS, after: () => m.total.observe((performance.now() - total) / 1000) };
       };
-      const encoded = inferEncodedSync(entry, body, "kserve");
+      const request: EncodedRequest = { format: "kserve-v2-json", body, modelName: entry.name, modelVersion: entry.version };
+      const encoded = inferEncodedSync(entry, request, "kserve");
       if (encoded) return encodedReply(encoded);
-      const batched = table.submitEncoded(entry.name, entry.version, { format: "kserve-v2-json", body, modelName: entry.name, modelVersion: entry.version });
+      const batched = table.submitEncoded(entry.name, entry.version, request);
       if (batched) return batched.then((r) => (r ? encodedReply(r) : kserveInferGeneral(ctx, entry, body, jsonPart, binary, total)));
     }
     return kserveInferGeneral(ctx, entry, body, jsonPart, binary, total);
