@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { tmpdir } from "node:os";
+import { networkInterfaces, tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -129,6 +129,10 @@ describe("axon serve over HTTP", { skip }, () => {
       ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }], parameters: { priority: "high" } }), 400, "BAD_REQUEST", /parameters.priority must be an integer/],
       ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }], parameters: { timeout: 1e-9 } }), 504, "RUN_TIMEOUT"],
       ["/api/v1/models/register", JSON.stringify({ model_id: "demo/nope@1" }), 404, "NOT_FOUND"],
+      // A shape that disagrees with its data is the client's mistake, found before any memory is reserved.
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [100000000000, 4], datatype: "FP32", data: [1, 2, 3, 4] }] }), 400, "BAD_DATA", /^input "x": shape \[100000000000, 4\] needs 400000000000 elements, data has 4$/],
+      ["/v2/models/mlp/infer", JSON.stringify({ inputs: [{ name: "x", shape: [100000000000, 4], datatype: "FP32", data: [1, 2, 3, 4] }], parameters: {} }), 400, "BAD_DATA", /^input "x": shape \[100000000000, 4\] needs/],
+      ["/api/v1/inference", JSON.stringify({ model_id: "mlp", inputs: { x: { shape: [100000000000, 4], data: [1, 2, 3, 4] } } }), 400, "BAD_DATA", /^input "x": shape \[100000000000, 4\] needs 400000000000 elements, data has 4$/],
     ];
     for (const [p, body, status, code, message, headers] of cases) {
       const r = await post(p, body, headers);
@@ -256,6 +260,90 @@ describe("axon serve with the tensorflow and torch plugins", { skip }, () => {
 });
 
 describe("axon serve security and limits", { skip }, () => {
+  /** This machine's first address other than loopback (the tests reach the server through it, as another host would). */
+  const outsideAddress = Object.values(networkInterfaces()).flat().find((a) => a && a.family === "IPv4" && !a.internal)?.address;
+
+  it("listens on loopback by default, and says so", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-host-"));
+    await seedDemoModels(new Axon({ home }));
+    const s = await startServer(home, ["--model", "demo/mlp@1"]);
+    try {
+      assert.equal(s.info.host, "127.0.0.1");
+      assert.match(s.info.admin, /listening on this machine only/);
+      assert.equal((await fetch(`${s.base}/health`)).status, 200);
+      if (outsideAddress) {
+        const refused = await fetch(`http://${outsideAddress}:${s.port}/health`).catch((e: Error & { cause?: { code?: string } }) => e.cause?.code ?? e.message);
+        assert.equal(refused, "ECONNREFUSED", `not reachable through ${outsideAddress}`);
+      }
+    } finally {
+      await stop(s);
+    }
+  });
+
+  it("listening beyond loopback, refuses admin routes from other hosts unless an admin key is set", { skip: outsideAddress ? false : "this machine has no address but loopback" }, async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-remote-"));
+    await seedDemoModels(new Axon({ home }));
+    const folder = path.join(home, "models", "demo", "tiny-cnn", "1.0.0");
+    const open = await startServer(home, ["--model", "demo/mlp@1", "--host", "0.0.0.0"]);
+    const outside = `http://${outsideAddress}:${open.port}`;
+    const register = (base: string, id: string, key?: string) =>
+      fetch(`${base}/api/v1/models/register`, { method: "POST", headers: key ? { Authorization: `Bearer ${key}` } : {}, body: JSON.stringify({ model_id: id, path: folder }) }).then(async (r) => ({ status: r.status, body: (await r.json()) as { code?: string; error?: string } }));
+    try {
+      assert.equal(open.info.host, "0.0.0.0");
+      assert.match(open.info.admin, /admin routes .* answer clients on this machine only/);
+      const inferred = await fetch(`${outside}/v2/models/mlp/infer`, { method: "POST", body: JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 2, 3, 4] }] }) });
+      assert.equal(inferred.status, 200, "other hosts may infer");
+      const remote = await register(outside, "from-outside");
+      assert.equal(remote.status, 403, JSON.stringify(remote.body));
+      assert.equal(remote.body.code, "ADMIN_LOCAL_ONLY");
+      assert.match(remote.body.error!, /admin route .* clients on this machine only/);
+      for (const [method, route] of [["DELETE", "/api/v1/models/mlp"], ["POST", "/v2/repository/models/mlp/unload"], ["POST", "/v2/repository/models/mlp/load"], ["POST", "/api/v1/plugins/register"]] as const) {
+        const r = await fetch(`${outside}${route}`, { method, body: method === "POST" ? "{}" : undefined });
+        assert.equal(r.status, 403, `${method} ${route}`);
+      }
+      assert.equal((await fetch(`${outside}/api/v1/models/mlp`)).status, 200, "reading stays open");
+      assert.equal((await register(open.base, "from-here")).status, 201, "loopback clients may register");
+    } finally {
+      await stop(open);
+    }
+    const keyed = await startServer(home, ["--model", "demo/mlp@1", "--host", "0.0.0.0", "--admin-key", "admin-key"]);
+    try {
+      assert.match(keyed.info.admin, /admin routes .* need the admin key/);
+      const base = `http://${outsideAddress}:${keyed.port}`;
+      assert.equal((await register(base, "no-key")).status, 401);
+      assert.equal((await register(base, "with-key", "admin-key")).status, 201, "with the admin key, other hosts may register");
+    } finally {
+      await stop(keyed);
+    }
+  });
+
+  it("takes the plugin and framework names people use", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-names-"));
+    await seedDemoModels(new Axon({ home }));
+    const s = await startServer(home, []);
+    const folder = path.join(home, "models", "demo", "mlp", "1.0.0");
+    try {
+      for (const [i, names] of [{ plugin_id: "onnx" }, { plugin_id: "ONNXRuntime" }, { plugin_id: "ort" }, { framework: "onnx" }, { framework: "onnxruntime" }].entries()) {
+        const r = await fetch(`${s.base}/api/v1/models/register`, { method: "POST", body: JSON.stringify({ model_id: `m${i}`, path: folder, ...names }) });
+        assert.equal(r.status, 201, `${JSON.stringify(names)}: ${await r.text()}`);
+        assert.equal(((await (await fetch(`${s.base}/api/v1/models/m${i}`)).json()) as { plugin: string }).plugin, "onnxruntime");
+      }
+      // pytorch / torch name the torch plugin: an ONNX file is then not a TorchScript archive (or
+      // libtorch is missing), but the plugin is found.
+      for (const plugin of ["pytorch", "torch", "PyTorch", "tensorflow", "tfjs"]) {
+        const r = await fetch(`${s.base}/api/v1/models/register`, { method: "POST", body: JSON.stringify({ model_id: `p-${plugin}`, path: folder, plugin_id: plugin }) });
+        const body = (await r.json()) as { code: string; error: string };
+        assert.notEqual(body.code, "PLUGIN_NOT_FOUND", `${plugin}: ${body.error}`);
+      }
+      const unknown = await fetch(`${s.base}/api/v1/models/register`, { method: "POST", body: JSON.stringify({ model_id: "caffe", path: folder, plugin_id: "caffe" }) });
+      const body = (await unknown.json()) as { code: string; error: string };
+      assert.equal(body.code, "PLUGIN_NOT_FOUND");
+      assert.match(body.error, /no plugin "caffe" is registered \(registered: onnxruntime \(onnx, ort\), torch \(pytorch, libtorch, torchscript\)/);
+    } finally {
+      await stop(s);
+    }
+  });
+
   it("needs the API key, and the admin key for registration", async () => {
     const home = mkdtempSync(path.join(tmpdir(), "mlos-auth-"));
     await seedDemoModels(new Axon({ home }));

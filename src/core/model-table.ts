@@ -28,7 +28,7 @@ export interface RegisterSpec {
   target: string;
   /** Force a plugin by id. */
   plugin?: string;
-  /** Accepted for the seed's API; the plugin is chosen from the manifest or the format. */
+  /** The framework (`pytorch`, `onnx` ...): picks the plugin when neither `plugin`, a manifest nor the file's format does. */
   framework?: string;
   load?: LoadOptions;
 }
@@ -176,6 +176,11 @@ export class ModelTable {
   }
 
   /** The scheduler for a loaded model: batching from the manifest (unless turned off), else the table's default. */
+  /** What a registration loads with: the table's defaults, its own options, its plugin and framework. */
+  #loadOptions(spec: RegisterSpec): LoadOptions {
+    return { ...this.#options.load, ...spec.load, plugin: spec.plugin ?? spec.load?.plugin, framework: spec.framework ?? spec.load?.framework };
+  }
+
   #schedulerFor(model: Model): Scheduler {
     const serving = model.manifest?.spec.serving;
     const fromManifest = serving?.batching?.max_batch_size
@@ -212,7 +217,7 @@ export class ModelTable {
     this.#models.set(name, table);
     try {
       entry.state = "loading";
-      const model = await this.#runtime.load(spec.target, { ...this.#options.load, ...spec.load, plugin: spec.plugin ?? spec.load?.plugin });
+      const model = await this.#runtime.load(spec.target, this.#loadOptions(spec));
       const version = model.manifest?.metadata.version ?? "1";
       const existing = table.get(version);
       if (existing && existing.target !== spec.target && existing.state !== "failed") {
@@ -288,7 +293,7 @@ export class ModelTable {
       const oldScheduler = e.scheduler!;
       let model: Model;
       try {
-        model = await this.#runtime.load(e.target, { ...this.#options.load, ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
+        model = await this.#runtime.load(e.target, this.#loadOptions(e.spec));
       } catch (err) {
         results.push({ model: `${e.name}@${e.version}`, ok: false, error: (err as Error).message });
         continue;
@@ -333,7 +338,7 @@ export class ModelTable {
       pending = (async () => {
         e.state = "loading";
         try {
-          const model = await this.#runtime.load(e.target, { ...this.#options.load, ...e.spec.load, plugin: e.spec.plugin ?? e.spec.load?.plugin });
+          const model = await this.#runtime.load(e.target, this.#loadOptions(e.spec));
           await this.#makeRoom(model.memoryBytes, e);
           e.model = model;
           e.scheduler = this.#schedulerFor(model);

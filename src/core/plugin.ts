@@ -112,8 +112,10 @@ export interface Plugin {
   /** Stable id: `onnxruntime`, `torch`, `tensorflow`, or a third party's. */
   readonly id: string;
   readonly version: string;
-  /** Manifest `spec.framework.name`s it serves. */
+  /** Manifest `spec.framework.name`s it serves (matched case-insensitively). */
   readonly frameworks: readonly string[];
+  /** Other names a register request or a manifest's `spec.serving.plugin` may call it by. */
+  readonly aliases?: readonly string[];
   /** Manifest `spec.format.type`s (and file extensions, without the dot) it opens. */
   readonly formats: readonly string[];
   /** Whether it can run here, and why not. */

@@ -23,8 +23,13 @@ import { Model, type InferOptions } from "./model.js";
 import type { LoadedModel, ModelSource, Plugin, PluginLoadOptions } from "./plugin.js";
 
 export interface LoadOptions extends PluginLoadOptions {
-  /** Use this plugin (by id) instead of the one the manifest or the file's format names. */
+  /**
+   * Use this plugin instead of the one the manifest or the file's format names: its id or a name
+   * people use for it (`onnx`, `pytorch`, `tfjs`: see {@link Runtime.findPlugin}).
+   */
   plugin?: string;
+  /** The framework the model was made with (`pytorch`, `onnx`, `tensorflow` ...), when it has no manifest to say so. */
+  framework?: string;
   /** Install a reference that is not installed yet (default true). */
   install?: boolean;
   /** The Axon instance references resolve through (default: the runtime's, on $AXON_HOME). */
@@ -104,7 +109,7 @@ export class Runtime {
   async load(target: string, options: LoadOptions = {}): Promise<Model> {
     if (typeof target !== "string" || target.length === 0) throw new MlosError("MODEL_NOT_FOUND", "load(target): target must be a model reference or a path");
     const source = await this.#resolve(target, options);
-    const plugin = this.#choosePlugin(source, options.plugin);
+    const plugin = this.#choosePlugin(source, options.plugin, options.framework);
     const pluginOptions: PluginLoadOptions = {
       intraOpThreads: options.intraOpThreads,
       interOpThreads: options.interOpThreads,
@@ -166,16 +171,32 @@ export class Runtime {
     await this.#axon?.close();
   }
 
-  #choosePlugin(source: ModelSource, explicit: string | undefined): Plugin {
+  /**
+   * The plugin a name designates: its id, or a name people use for its framework (case-insensitive):
+   * `onnx` and `onnxruntime`, `pytorch` and `torch`, `tensorflow` and `tfjs`, and whatever a
+   * plugin lists in its `frameworks` and `aliases`. An id wins over another plugin's alias.
+   */
+  findPlugin(name: string): Plugin | undefined {
+    const exact = this.#plugins.get(name);
+    if (exact) return exact;
+    const wanted = name.toLowerCase();
+    const all = [...this.#plugins.values()];
+    return all.find((p) => p.id.toLowerCase() === wanted) ?? all.find((p) => [...p.frameworks, ...(p.aliases ?? [])].some((n) => n.toLowerCase() === wanted));
+  }
+
+  #choosePlugin(source: ModelSource, explicit: string | undefined, frameworkHint: string | undefined): Plugin {
     const wanted = explicit ?? source.manifest?.spec.serving?.plugin;
     let plugin: Plugin | undefined;
     if (wanted) {
-      plugin = this.#plugins.get(wanted);
-      if (!plugin) throw new MlosError("PLUGIN_NOT_FOUND", `no plugin "${wanted}" is registered (registered: ${[...this.#plugins.keys()].join(", ")})`, { plugin: wanted });
+      plugin = this.findPlugin(wanted);
+      if (!plugin) throw new MlosError("PLUGIN_NOT_FOUND", `no plugin "${wanted}" is registered (registered: ${this.#pluginNames()})`, { plugin: wanted });
     } else {
-      const framework = source.manifest?.spec.framework.name;
+      const framework = source.manifest?.spec.framework.name ?? frameworkHint;
       const all = [...this.#plugins.values()];
-      plugin = all.find((p) => p.formats.includes(source.format)) ?? (framework ? all.find((p) => p.frameworks.includes(framework)) : undefined);
+      plugin = all.find((p) => p.formats.includes(source.format)) ?? (framework ? this.findPlugin(framework) : undefined);
+      if (!plugin && frameworkHint && !source.manifest) {
+        throw new MlosError("PLUGIN_NOT_FOUND", `no plugin serves framework "${frameworkHint}" (registered: ${this.#pluginNames()})`, { framework: frameworkHint });
+      }
       if (!plugin) {
         throw new MlosError("PLUGIN_NOT_FOUND", `no plugin serves ${source.format} models${framework ? ` (framework ${framework})` : ""}: ${source.entrypoint} (registered: ${all.map((p) => `${p.id} [${p.formats.join(", ")}]`).join("; ")})`, { format: source.format, framework });
       }
@@ -183,6 +204,14 @@ export class Runtime {
     const a = plugin.availability();
     if (!a.available) throw new MlosError("PLUGIN_UNAVAILABLE", `the ${plugin.id} plugin cannot run here: ${a.reason}`, { plugin: plugin.id });
     return plugin;
+  }
+
+  /** `onnxruntime (onnx, ort), torch (pytorch ...)`: ids with the other names they answer to. */
+  #pluginNames(): string {
+    return [...this.#plugins.values()].map((p) => {
+      const other = [...new Set([...p.frameworks, ...(p.aliases ?? [])])].filter((n) => n !== p.id);
+      return other.length ? `${p.id} (${other.join(", ")})` : p.id;
+    }).join(", ");
   }
 
   async #resolve(target: string, options: LoadOptions): Promise<ResolvedSource> {

@@ -16,6 +16,7 @@ import { importPlugin, type Runtime } from "../core/runtime.js";
 import type { TensorInfo } from "../core/signature.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
 import { Tensor } from "../tensor/tensor.js";
+import { ADMIN_ROUTES, DEFAULT_HOST, isLoopback } from "./admin-policy.js";
 import { HttpError, toHttpError } from "./http-error.js";
 import { binaryData, datatypeOf, jsonData, tensorFromBinary, tensorFromJson } from "./kserve-codec.js";
 import { mlosInputs, outputsToJson } from "./json-inputs.js";
@@ -27,13 +28,18 @@ export interface HttpServerOptions {
   runtime: Runtime;
   /** Default 8080; 0 picks a free port (see `port` on the result). */
   port?: number;
+  /** Listen address; default 127.0.0.1 (this machine only). */
   host?: string;
   pool?: TensorPool;
   /** Largest request body accepted, in bytes (default 64 MiB); larger ones get 413. */
   maxBodyBytes?: number;
   /** When set, every route but health needs `Authorization: Bearer <apiKey>` (or the admin key). */
   apiKey?: string;
-  /** When set, register/unregister/load/unload/plugins need `Authorization: Bearer <adminKey>`. */
+  /**
+   * When set, register/unregister/load/unload/plugins need `Authorization: Bearer <adminKey>`, from
+   * any host. When not set, those routes answer loopback clients only (403 ADMIN_LOCAL_ONLY to
+   * others), so that a server listening beyond this machine cannot be told to load arbitrary paths.
+   */
   adminKey?: string;
   /** TLS: PEM certificate and key files. */
   tls?: { certFile: string; keyFile: string; passphrase?: string };
@@ -163,6 +169,10 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
       for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i) ?? ""));
       const ctx = new Ctx(req.getMethod(), req.getUrl(), headers, params, controllers);
       res.onAborted(() => ctx.abort());
+      if (admin === true && options.adminKey === undefined && !isLoopback(Buffer.from(res.getRemoteAddressAsText()).toString())) {
+        send(res, ctx, { status: 403, body: { error: `${ctx.method.toUpperCase()} ${ctx.url} is an admin route (${ADMIN_ROUTES}): without an admin key (--admin-key) the server answers it for clients on this machine only`, code: "ADMIN_LOCAL_ONLY" } });
+        return;
+      }
       const fail = (e: unknown): void => {
         const h = toHttpError(e);
         send(res, ctx, { status: h.status, body: { error: h.message, code: h.code }, headers: h.headers });
@@ -531,7 +541,9 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
     if (typeof id !== "string" || id === "") throw new HttpError(400, "BAD_REQUEST", 'register: "model_id" must be a non-empty string (a name, or an Axon reference when no "path" is given)');
     if (path !== undefined && typeof path !== "string") throw new HttpError(400, "BAD_REQUEST", 'register: "path" must be a string');
     if (plugin !== undefined && typeof plugin !== "string") throw new HttpError(400, "BAD_REQUEST", 'register: "plugin_id" must be a string');
-    const spec: RegisterSpec = path ? { id, target: path, plugin: plugin as string | undefined, framework: framework as string | undefined } : { target: id, plugin: plugin as string | undefined };
+    if (framework !== undefined && typeof framework !== "string") throw new HttpError(400, "BAD_REQUEST", 'register: "framework" must be a string');
+    const named = { plugin: plugin as string | undefined, framework: framework as string | undefined };
+    const spec: RegisterSpec = path ? { id, target: path, ...named } : { target: id, ...named };
     const entry = await table.register(spec);
     return { status: 201, body: { model_id: entry.name, status: entry.state, ...table.summary(entry) } };
   }, true);
@@ -583,9 +595,8 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   });
 
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-    const cb = (s: us_listen_socket | false) => (s ? resolve(s) : reject(new HttpError(500, "LISTEN_FAILED", `cannot listen on ${options.host ?? "0.0.0.0"}:${options.port ?? 8080} (in use, or not permitted)`)));
-    if (options.host) app.listen(options.host, options.port ?? 8080, cb);
-    else app.listen(options.port ?? 8080, cb);
+    const cb = (s: us_listen_socket | false) => (s ? resolve(s) : reject(new HttpError(500, "LISTEN_FAILED", `cannot listen on ${options.host ?? DEFAULT_HOST}:${options.port ?? 8080} (in use, or not permitted)`)));
+    app.listen(options.host ?? DEFAULT_HOST, options.port ?? 8080, cb);
   });
   const port = uws.us_socket_local_port(listenSocket);
   return {

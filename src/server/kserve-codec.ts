@@ -83,6 +83,14 @@ function fill(data: unknown, out: ArrayLike<number | bigint> & { [i: number]: nu
   return offset + 1;
 }
 
+/** The number of leaf elements of nested `data` (a scalar counts one). */
+function countElements(data: unknown): number {
+  if (!Array.isArray(data)) return 1;
+  let n = 0;
+  for (const d of data) n += Array.isArray(d) ? countElements(d) : 1;
+  return n;
+}
+
 function flattenStrings(data: unknown, out: string[], name: string): void {
   if (Array.isArray(data)) {
     for (const d of data) flattenStrings(d, out, name);
@@ -111,6 +119,10 @@ export function tensorFromJson(input: unknown, pool: TensorPool, index: number):
     if (strings.length !== n) throw new HttpError(400, "BAD_DATA", `tensor "${name}": shape [${shape.join(", ")}] needs ${n} elements, data has ${strings.length}`);
     return Tensor.string(shape, strings);
   }
+  // Count before reserving: a shape that disagrees with its data is the client's mistake, not a
+  // lack of memory (and a huge shape must not reserve anything).
+  const given = countElements(t.data);
+  if (given !== n) throw new HttpError(400, "BAD_DATA", `input "${name}": shape [${shape.join(", ")}] needs ${n} elements, data has ${given}`);
   const tensor = pool.tensor(dtype, shape);
   try {
     const written = fill(t.data, tensor.data as never, 0, dtype, name, n);

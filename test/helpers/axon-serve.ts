@@ -15,6 +15,8 @@ export interface Served {
   base: string;
   port: number;
   stderr: () => string;
+  /** The first stdout line of `--json`: ports, listen address, admin policy, models. */
+  info: { http: number; host: string; admin: string; models: string[] };
 }
 
 /** Starts `axon serve --http-port <free> --json ...args` with AXON_HOME=home; resolves once it listens. */
@@ -31,8 +33,8 @@ export async function startServer(home: string, args: string[]): Promise<Served>
     });
     child.once("exit", (code) => reject(new Error(`axon serve exited with ${code}: ${err}`)));
   });
-  const { http } = JSON.parse(line) as { http: number };
-  return { child, base: `http://127.0.0.1:${http}`, port: http, stderr: () => err };
+  const info = JSON.parse(line) as Served["info"];
+  return { child, base: `http://127.0.0.1:${info.http}`, port: info.http, stderr: () => err, info };
 }
 
 /** SIGTERM; resolves with the exit code. */

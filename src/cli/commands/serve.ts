@@ -1,5 +1,6 @@
 import { Flags } from "@oclif/core";
 import { AxonCommand, parseSize } from "../base.js";
+import { adminPolicy, DEFAULT_HOST } from "../../server/admin-policy.js";
 
 export default class Serve extends AxonCommand {
   static override summary = "Start MLOS Core: serve models over HTTP (MLOS v1 and KServe v2 APIs)";
@@ -13,7 +14,7 @@ export default class Serve extends AxonCommand {
   static override flags = {
     config: Flags.string({ char: "c", description: "YAML configuration file (schemas/server-config.schema.json); flags and environment variables override it" }),
     "http-port": Flags.integer({ description: "HTTP port; 0 disables the HTTP door [default: 8080]", min: 0, max: 65535 }),
-    host: Flags.string({ description: "address to listen on (default: all)" }),
+    host: Flags.string({ description: "address to listen on; another than loopback (0.0.0.0 for all) opens the server to other hosts, whose admin requests then need --admin-key [default: 127.0.0.1]" }),
     "grpc-port": Flags.integer({ description: "gRPC port (not served yet; 0 disables)", default: 8081, min: 0, max: 65535 }),
     "ipc-name": Flags.string({ description: "shared-memory IPC name (not served yet)", default: "mlos" }),
     plugin: Flags.string({ description: "a third-party plugin to load (module path or npm package; repeatable)", multiple: true }),
@@ -72,9 +73,14 @@ export default class Serve extends AxonCommand {
     });
     const models = server.table.list().map((e) => `${e.name}@${e.version}`);
     const scheme = options.tls ? "https" : "http";
-    if (server.http) this.logToStderr(`MLOS Core listening on ${scheme}://${options.host ?? "0.0.0.0"}:${server.http.port} (MLOS v1 /api/v1, KServe v2 /v2, /health, /metrics)`);
+    const host = options.host ?? DEFAULT_HOST;
+    const admin = adminPolicy(host, options.adminKey !== undefined);
+    if (server.http) {
+      this.logToStderr(`MLOS Core listening on ${scheme}://${host.includes(":") ? `[${host}]` : host}:${server.http.port} (MLOS v1 /api/v1, KServe v2 /v2, /health, /metrics)`);
+      this.logToStderr(admin);
+    }
     if (flags["grpc-port"] !== 0 || flags["ipc-name"]) this.logToStderr("gRPC and shared-memory IPC doors: not served yet");
-    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, models })}\n`);
+    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, host, admin, models })}\n`);
     await new Promise<void>((resolve) => {
       const stop = () => resolve();
       process.once("SIGINT", stop);

@@ -363,7 +363,8 @@ function runError(e: unknown, signal: AbortSignal | undefined, timeoutMs: number
 /** The built-in ONNX Runtime plugin. */
 export class OnnxRuntimePlugin implements Plugin {
   readonly id = "onnxruntime";
-  readonly frameworks = ["onnx"] as const;
+  readonly frameworks = ["onnx", "onnxruntime"] as const;
+  readonly aliases = ["ort"] as const;
   readonly formats = ["onnx", "ort"] as const;
 
   /** ONNX Runtime's version once it is loaded ("not loaded" before: asking never loads it). */

@@ -398,6 +398,7 @@ function layersSignature(model: TF.LayersModel, source: ModelSource): { inputs: 
 export class TensorflowPlugin implements Plugin {
   readonly id = "tensorflow";
   readonly frameworks = ["tensorflow", "tfjs"] as const;
+  readonly aliases = ["tf", "tensorflowjs", "tensorflow.js"] as const;
   readonly formats = ["tfjs-graph", "tfjs-layers", "tfjs"] as const;
 
   /** TensorFlow.js core's version (read from its package.json until it is loaded). */

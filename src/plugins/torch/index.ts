@@ -181,7 +181,8 @@ class TorchLoadedModel implements LoadedModel {
 /** The built-in libtorch plugin. */
 export class TorchPlugin implements Plugin {
   readonly id = "torch";
-  readonly frameworks = ["pytorch"] as const;
+  readonly frameworks = ["pytorch", "torch"] as const;
+  readonly aliases = ["libtorch", "torchscript"] as const;
   readonly formats = ["torchscript", "pt"] as const;
 
   /** libtorch's version once a torch model was loaded; "not loaded" before (reading it would map libtorch). */
