@@ -13,6 +13,15 @@
 //   node scripts/build-native.js --gyp      node-gyp instead, built in build/gyp/ (so cmake-js's
 //                                           build/ is left alone): build/gyp/build/Release/mlos_native.node
 //
+//   node scripts/build-native.js --addon-only
+//                                           the addon alone (no C++ tests, no torch test-model
+//                                           generator) and no intermediate files left in build/:
+//                                           what a consumer's `npm install mlos` runs (see below)
+//
+// As a dependency (this package sits in a node_modules folder, as in `npm install mlos`), the
+// install script builds the addons only: --addon-only is implied. The C++ tests are the
+// repository's, and their objects would only take the user's time and disk.
+//
 // Environment: MLOS_SKIP_NATIVE=1 skips the build (the loader then explains what is missing);
 // MLOS_NATIVE_JOBS=N sets the parallel build jobs (default: the number of CPUs).
 //
@@ -45,13 +54,16 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(path.join(root, "package.json"));
 const args = new Set(process.argv.slice(2));
+/** Installed as a dependency (inside a node_modules folder), or asked for: build the addons and nothing else. */
+const addonOnly = args.has("--addon-only") || root.split(path.sep).includes("node_modules");
+const noTests = addonOnly || args.has("--no-tests");
 const jobs = Number(process.env.MLOS_NATIVE_JOBS) || Math.max(1, os.cpus().length);
 
 function fail(message) {
   console.error(`mlos: native build failed: ${message}`);
   console.error(
-    "mlos: it needs cmake >= 3.15, make or ninja, and a C++17 compiler (g++ or clang++). Install them and run " +
-      "`npm run build:native`, or set MLOS_SKIP_NATIVE=1 to install without the native core.",
+    "mlos: it needs cmake >= 3.15, make or ninja, and a C++17 compiler (g++ or clang++; Debian: apt-get install cmake g++). " +
+      `Install them and run ${addonOnly ? "`npm rebuild mlos`" : "`npm run build:native`"}, or set MLOS_SKIP_NATIVE=1 to install without the native core.`,
   );
   process.exit(1);
 }
@@ -139,7 +151,7 @@ async function buildCmake() {
     debug: config === "Debug",
     parallel: jobs,
     cMakeOptions: {
-      MLOS_NATIVE_TESTS: args.has("--no-tests") ? "OFF" : "ON",
+      MLOS_NATIVE_TESTS: noTests ? "OFF" : "ON",
       MLOS_SANITIZE: args.has("--sanitize") ? "ON" : "OFF",
       MLOS_WITH_ORT: ort.dir ? "ON" : "OFF",
       ORT_INCLUDE_DIR: ort.dir ?? "",
@@ -217,7 +229,7 @@ async function buildTorch() {
       cMakeOptions: {
         Torch_DIR: torch.dir,
         MLOS_TORCH_OUTPUT_DIR: path.join(root, "build", config),
-        MLOS_TORCH_TEST_MODEL: args.has("--no-tests") ? "OFF" : "ON",
+        MLOS_TORCH_TEST_MODEL: noTests ? "OFF" : "ON",
       },
       log: process.env.MLOS_NATIVE_VERBOSE ? "verbose" : "info",
     });
@@ -279,6 +291,18 @@ function buildSanitizeTree() {
   console.log(`mlos: built the sanitized C++ tests in ${path.relative(root, dir)}/native-tests`);
 }
 
+/**
+ * After an --addon-only build: keeps build/<config>/*.node and removes the rest of build/ (CMake's
+ * trees, objects, static libraries: ~9 MB a user has no use for; a rebuild configures afresh).
+ */
+function pruneBuildTree() {
+  const dir = path.join(root, "build");
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.isDirectory() && (e.name === "Release" || e.name === "Debug")) continue;
+    rmSync(path.join(dir, e.name), { recursive: true, force: true });
+  }
+}
+
 if (process.env.MLOS_SKIP_NATIVE === "1") {
   console.log("mlos: MLOS_SKIP_NATIVE=1, native build skipped");
 } else if (args.has("--gyp")) {
@@ -288,4 +312,5 @@ if (process.env.MLOS_SKIP_NATIVE === "1") {
 } else {
   await buildCmake();
   await buildTorch();
+  if (addonOnly) pruneBuildTree();
 }
