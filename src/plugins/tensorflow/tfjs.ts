@@ -10,10 +10,10 @@
  * and `loadTensorflow()` loads the packages the first time a model is loaded. TensorFlow.js keeps
  * one engine per process, so every plugin instance (and every Runtime) shares the backend chosen.
  */
-import { existsSync, readFileSync } from "node:fs";
-import { createRequire } from "node:module";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import type * as TF from "@tensorflow/tfjs";
+import { MissingPackageError, missingPackagesReason, optionalImport, optionalPackageDir, optionalPackageVersion } from "../optional-import.js";
 
 export type TfNamespace = typeof TF;
 
@@ -38,39 +38,13 @@ export const NODE_PACKAGE = "@tensorflow/tfjs-node";
 export const TFJS_PACKAGE = "@tensorflow/tfjs";
 export const WASM_PACKAGE = "@tensorflow/tfjs-backend-wasm";
 
-const require = createRequire(import.meta.url);
+const WHY = "the tensorflow plugin";
 
-/** Package folders found so far (a package installed while the process runs is found on the next ask). */
-const packageDirs = new Map<string, string>();
-
-function resolvePackageDir(name: string): string | undefined {
-  let dir = packageDirs.get(name);
-  if (dir) return dir;
-  try {
-    dir = path.dirname(require.resolve(`${name}/package.json`));
-  } catch {
-    return undefined;
-  }
-  packageDirs.set(name, dir);
-  return dir;
-}
-
-const versions = new Map<string, string>();
+/** A package's folder, or undefined (resolved from mlos's folder; loads nothing). */
+const resolvePackageDir = optionalPackageDir;
 
 /** A package's version from its package.json (without loading the package), or undefined. */
-export function packageVersion(name: string): string | undefined {
-  const known = versions.get(name);
-  if (known) return known;
-  const dir = resolvePackageDir(name);
-  if (!dir) return undefined;
-  try {
-    const v = (JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as { version?: string }).version;
-    if (v) versions.set(name, v);
-    return v;
-  } catch {
-    return undefined;
-  }
-}
+export const packageVersion = optionalPackageVersion;
 
 /** The folder holding the wasm backend's binaries (with a trailing separator), or undefined. */
 export function wasmBinaryDir(): string | undefined {
@@ -88,6 +62,11 @@ function preference(): Preference {
   if (v === "tensorflow" || v === "node" || v === "tfjs-node") return "tensorflow";
   if (v === "wasm" || v === "cpu") return v;
   return "auto";
+}
+
+/** The wasm backend's packages that are missing, with the command that installs them. */
+function missingWasmError(): MissingPackageError {
+  return new MissingPackageError([TFJS_PACKAGE, WASM_PACKAGE].filter((p) => !resolvePackageDir(p)), WHY);
 }
 
 export type TfPlan =
@@ -116,31 +95,15 @@ export function tensorflowPlan(): TfPlan {
   if (want === "auto" && hasNode) return { available: true, backend: "tensorflow", package: NODE_PACKAGE };
   const note = nodeFailure ? `${NODE_PACKAGE} failed to load: ${nodeFailure}` : undefined;
   if (want === "cpu") {
-    return hasTfjs ? { available: true, backend: "cpu", package: TFJS_PACKAGE, note } : { available: false, reason: `${TFJS_PACKAGE} is not installed` };
+    return hasTfjs ? { available: true, backend: "cpu", package: TFJS_PACKAGE, note } : { available: false, reason: missingPackagesReason([TFJS_PACKAGE], `${WHY} (MLOS_TFJS_BACKEND=cpu)`) };
   }
-  if (!hasTfjs) return { available: false, reason: `neither ${NODE_PACKAGE} nor ${TFJS_PACKAGE} (with ${WASM_PACKAGE}) is installed: npm install ${TFJS_PACKAGE} ${WASM_PACKAGE}` };
-  if (!resolvePackageDir(WASM_PACKAGE)) return { available: false, reason: `${WASM_PACKAGE} is not installed (npm install ${WASM_PACKAGE}@${packageVersion(TFJS_PACKAGE) ?? "4"})` };
+  if (!hasTfjs || !resolvePackageDir(WASM_PACKAGE)) return { available: false, reason: missingWasmError().message };
   if (!wasmBinaryDir()) return { available: false, reason: `${WASM_PACKAGE} is installed without its dist/*.wasm binaries` };
   return { available: true, backend: "wasm", package: TFJS_PACKAGE, note };
 }
 
-/**
- * Loads a TensorFlow.js package, on first use only. The packages are CommonJS bundles: `require`
- * takes a third of the time `import()` does (which lexes the bundles for their export names);
- * `import()` is the fallback for an ESM-only build.
- */
-async function loadModule<T>(name: string): Promise<T> {
-  try {
-    return require(name) as T;
-  } catch (e) {
-    if ((e as { code?: string }).code !== "ERR_REQUIRE_ESM") throw e;
-    const mod = (await import(name)) as { default?: unknown };
-    return (mod.default ?? mod) as T;
-  }
-}
-
 async function importNamespace(name: string): Promise<TfNamespace> {
-  const mod = await loadModule<TfNamespace & { default?: unknown }>(name);
+  const mod = await optionalImport<TfNamespace & { default?: unknown }>(name, WHY);
   const ns = (typeof mod.tensor !== "function" && mod.default && typeof (mod.default as { tensor?: unknown }).tensor === "function" ? mod.default : mod) as TfNamespace;
   if (typeof ns.tensor !== "function" || typeof ns.loadGraphModel !== "function") throw new Error(`${name} does not export the TensorFlow.js API`);
   return ns;
@@ -162,8 +125,8 @@ async function start(): Promise<TfRuntime> {
   } else if (want === "tensorflow") {
     throw new Error(`MLOS_TFJS_BACKEND=tensorflow, but ${NODE_PACKAGE} is not installed`);
   }
-  if (!resolvePackageDir(TFJS_PACKAGE)) {
-    throw new Error(`neither ${NODE_PACKAGE} nor ${TFJS_PACKAGE} (with ${WASM_PACKAGE}) is installed: npm install ${TFJS_PACKAGE} ${WASM_PACKAGE}`);
+  if (want !== "cpu" && (!resolvePackageDir(TFJS_PACKAGE) || !resolvePackageDir(WASM_PACKAGE))) {
+    throw missingWasmError();
   }
   const tf = await importNamespace(TFJS_PACKAGE);
   if (want === "cpu") {
@@ -173,7 +136,7 @@ async function start(): Promise<TfRuntime> {
   }
   const wasmDir = wasmBinaryDir();
   if (!wasmDir) throw new Error(`${WASM_PACKAGE} is not installed, or its dist/*.wasm binaries are missing`);
-  const wasm = await loadModule<{ setWasmPaths?: (prefix: string) => void; default?: { setWasmPaths?: (prefix: string) => void } }>(WASM_PACKAGE);
+  const wasm = await optionalImport<{ setWasmPaths?: (prefix: string) => void; default?: { setWasmPaths?: (prefix: string) => void } }>(WASM_PACKAGE, WHY);
   const setWasmPaths = wasm.setWasmPaths ?? wasm.default?.setWasmPaths;
   if (!setWasmPaths) throw new Error(`${WASM_PACKAGE} does not export setWasmPaths`);
   // A filesystem prefix: in Node, Emscripten reads `<prefix>tfjs-backend-wasm[-simd].wasm` with
