@@ -7,6 +7,7 @@ export default class Serve extends AxonCommand {
   static override description =
     "Registers the --model references or paths (installing them from the registries when missing), then serves them until interrupted (Ctrl-C or SIGTERM stop it cleanly). Routes: /api/v1/... (MLOS), /v2/... (KServe v2, JSON and binary tensors), /health, /metrics. The gRPC and shared-memory IPC doors are not served yet.";
   static override examples = [
+    "<%= config.bin %> serve --demo",
     "<%= config.bin %> serve --model demo/mlp@1",
     "<%= config.bin %> serve --http-port 9000 --model classifier=./my-model --api-key $KEY --admin-key $ADMIN",
     "curl -s localhost:8080/v2/models/mlp/infer -d '{\"inputs\":[{\"name\":\"x\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[1,2,3,4]}]}'",
@@ -19,6 +20,7 @@ export default class Serve extends AxonCommand {
     "ipc-name": Flags.string({ description: "shared-memory IPC name (not served yet)", default: "mlos" }),
     plugin: Flags.string({ description: "a third-party plugin to load (module path or npm package; repeatable)", multiple: true }),
     model: Flags.string({ char: "m", description: "model to register at start: REF, PATH or NAME=REF (repeatable)", multiple: true }),
+    demo: Flags.boolean({ description: "seed the local store with the bundled demo models (demo/mlp, demo/tiny-cnn, demo/embedder) and serve them too, as `npm start` does; offline" }),
     "api-key": Flags.string({ description: "require Authorization: Bearer KEY on every route but health (default $MLOS_API_KEY)", env: "MLOS_API_KEY" }),
     "admin-key": Flags.string({ description: "require this key for register/unregister/load/unload (default $MLOS_ADMIN_KEY)", env: "MLOS_ADMIN_KEY" }),
     "tls-cert": Flags.string({ description: "PEM certificate file (with --tls-key: serve HTTPS)", dependsOn: ["tls-key"] }),
@@ -41,11 +43,20 @@ export default class Serve extends AxonCommand {
     const { serve } = await import("../../server/serve.js");
     const { loadServerConfig, serveOptionsFrom } = await import("../../server/config.js");
     const config = flags.config ? loadServerConfig(flags.config) : {};
+    const axon = await this.axon();
+    const demo: string[] = [];
+    if (flags.demo) {
+      const { seedDemoModels } = await import("../../axon/demo.js");
+      for (const s of await seedDemoModels(axon)) {
+        this.logToStderr(`packed ${s.reference}  ${s.digest.slice(0, 19)}`);
+        demo.push(s.reference);
+      }
+    }
     const options = serveOptionsFrom(
       {
         httpPort: flags["http-port"],
         host: flags.host,
-        models: flags.model,
+        models: demo.length > 0 || flags.model ? [...demo, ...(flags.model ?? [])] : undefined,
         plugins: flags.plugin,
         apiKey: flags["api-key"],
         adminKey: flags["admin-key"],
@@ -68,7 +79,7 @@ export default class Serve extends AxonCommand {
     );
     const server = await serve({
       ...options,
-      axon: await this.axon(),
+      axon,
       onModel: (e) => this.logToStderr(`registered ${e.name}@${e.version} (${e.target}): ${e.state}`),
     });
     const models = server.table.list().map((e) => `${e.name}@${e.version}`);
