@@ -26,7 +26,8 @@ import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as ort from "onnxruntime-node";
 import { loadNative } from "../bindings/native.js";
-import { ADDRESSES, Axon, Runtime, Tensor, TensorPool, copyCounter, seedDemoModels, type NativeAddresses } from "../src/index.js";
+import { ADDRESSES, Axon, Runtime, Tensor, TensorPool, seedDemoModels, type NativeAddresses } from "../src/index.js";
+import { copyCounter } from "../src/tensor/pool.js";
 import { mulberry32 } from "../src/tools/make-demo-models.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");

@@ -13,6 +13,7 @@
  * console.log(record.path);                               // a folder of files any framework can open
  * ```
  */
+import "./plugins/index.js"; // registers the built-in plugins as every Runtime's defaults
 import type { InferOptions, Model } from "./core/model.js";
 import { getDefaultRuntime, type LoadOptions } from "./core/runtime.js";
 import type { Tensor as TensorClass } from "./tensor/tensor.js";
@@ -32,14 +33,18 @@ export function infer(target: string, inputs: Readonly<Record<string, TensorClas
 }
 
 export { Tensor, type TensorSource } from "./tensor/tensor.js";
-export { TensorPool, getDefaultPool, copyCounter, type TensorPoolOptions, type TensorPoolStats } from "./tensor/pool.js";
+export { TensorPool, getDefaultPool, type TensorPoolOptions, type TensorPoolStats } from "./tensor/pool.js";
 export { DTYPES, type DType, type TensorData, type NumericDType } from "./tensor/dtype.js";
 export { Model, type InferOptions } from "./core/model.js";
 export { Runtime, getDefaultRuntime, type LoadOptions } from "./core/runtime.js";
 export { MlosError, InputError, isMlosError, type MlosErrorCode } from "./core/errors.js";
-export type { Plugin, PluginAvailability, PluginLoadOptions, LoadedModel, ModelSource, RunRequest, RunResult, EncodedRequest } from "./core/plugin.js";
+export type { Plugin, PluginAvailability, PluginLoadOptions, LoadedModel, ModelSource, RunRequest, RunResult } from "./core/plugin.js";
+export { registerDefaultPlugin } from "./core/plugin-registry.js";
+export { RunPolicy, type RunMode } from "./core/run-policy.js";
 export type { TensorInfo, Signature } from "./core/signature.js";
 export { OnnxRuntimePlugin, ADDRESSES, type NativeAddresses } from "./plugins/onnxruntime/index.js";
+export type * as kserve from "./protocol/kserve.js";
+export type * as mlosV1 from "./protocol/mlos-v1.js";
 
 export { Axon, type InstallOptions, type InstallResult, type ModelInfo, type ProgressEvent, type ProgressSink, type SearchHit, type VerifyProblem } from "./axon/axon.js";
 export { AxonError, isAxonError, type AxonErrorCode } from "./axon/errors.js";

@@ -1,7 +1,7 @@
 // The batched KServe v2 JSON fast path, end to end on the demo MLP (x float32 [batch,4] ->
 // y float32 [batch,3]): requests that arrive in one event-loop turn are stacked into one ONNX
-// Runtime run by the native codec (Scheduler.submitEncoded -> Model.inferEncodedBatchSync ->
-// runKserveJsonBatch), and each gets its own rows back, byte-for-byte what the general JS path
+// Runtime run by the native codec (KserveFastPath.join -> the plugin's kserve-v2-json codec,
+// runBatchSync -> runKserveJsonBatch), and each gets its own rows back, byte-for-byte what the general JS path
 // answers for the same request (forced here by adding `"parameters":{}` to the request).
 // In-process serve() for the table-level checks, an `axon serve` child for HTTP under load.
 import assert from "node:assert/strict";
@@ -12,7 +12,9 @@ import { after, before, describe, it } from "node:test";
 import { Axon, Tensor, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
 import type { Model } from "../src/core/model.js";
-import { LATER, type EncodedRequest } from "../src/core/plugin.js";
+import type { ReadyEntry } from "../src/core/model-table.js";
+import { KSERVE_JSON_CODEC, LATER, type KserveJsonCodec } from "../src/protocol/kserve.js";
+import { KserveFastPath } from "../src/server/http/kserve-fast-path.js";
 import type { Scheduler } from "../src/core/scheduler.js";
 import { serve, type RunningServer } from "../src/server/serve.js";
 import { MLP, mlpWeights, mulberry32 } from "../src/tools/make-demo-models.js";
@@ -181,17 +183,17 @@ interface BatchCall {
   maxRows: number;
 }
 
-/** Records each Model.inferEncodedBatchSync call the scheduler makes (the real method runs). */
+/** Records each batched call the fast path makes to the model's codec (the real method runs). */
 function spyBatches(model: Model): { calls: BatchCall[]; restore: () => void } {
   const calls: BatchCall[] = [];
-  const m = model as unknown as { inferEncodedBatchSync: Model["inferEncodedBatchSync"] };
-  const real = m.inferEncodedBatchSync;
-  m.inferEncodedBatchSync = function (this: Model, requests: readonly EncodedRequest[], maxRows: number) {
-    const out = real.call(this, requests, maxRows);
-    calls.push({ bodies: requests.map((q) => Buffer.from(q.body).toString("utf8")), out, maxRows });
+  const codec = model.capability<KserveJsonCodec>(KSERVE_JSON_CODEC)!;
+  const real = codec.runBatchSync;
+  codec.runBatchSync = (bodies, name, version, maxRows) => {
+    const out = real(bodies, name, version, maxRows);
+    calls.push({ bodies: bodies.map((b) => Buffer.from(b).toString("utf8")), out, maxRows });
     return out;
   };
-  return { calls, restore: () => void delete (m as { inferEncodedBatchSync?: unknown }).inferEncodedBatchSync };
+  return { calls, restore: () => void (codec.runBatchSync = real) };
 }
 
 /** The batches the native packing makes of valid, same-shape requests: first fit in order, up to maxRows rows each. */
@@ -231,7 +233,9 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
    * declines everything. Nothing the batch path does changes the policy, so this holds for the burst.
    */
   const ensureInline = () => warmUp(base, () => model.describe().inline === true);
-  const encoded = (text: string): EncodedRequest => ({ format: "kserve-v2-json", body: Buffer.from(text), modelName: "mlp", modelVersion: version });
+  /** Joins this turn's batch, as the HTTP door does for the requests after the turn's first. */
+  const fastPath = new KserveFastPath();
+  const join = (text: string) => fastPath.join(server.table.get("mlp") as ReadyEntry, Buffer.from(text));
 
   before(async () => {
     home = mkdtempSync(path.join(tmpdir(), "mlos-kbatch-"));
@@ -251,7 +255,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
     scheduler = e.scheduler!;
     version = e.version;
     assert.equal(scheduler.batching, true, "the MLP is batched");
-    assert.equal(model.canBatchEncoded, true, "the ONNX Runtime plugin has the batched encoded path");
+    assert.ok(model.capability(KSERVE_JSON_CODEC), "the ONNX Runtime plugin offers its native codec");
     await warmUp(base, () => model.describe().inline === true);
   });
   after(async () => {
@@ -271,7 +275,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
     let results: Array<Uint8Array | undefined>;
     try {
       // All in this turn: they run together at setImmediate.
-      const pending = reqs.map((q) => server.table.submitEncoded("mlp", undefined, encoded(q.text)));
+      const pending = reqs.map((q) => join(q.text));
       pending.forEach((p, i) => assert.ok(p instanceof Promise, `request ${i} takes the batched path`));
       assert.equal(spy.calls.length, 0, "nothing runs before the turn ends");
       results = await Promise.all(pending as Array<Promise<Uint8Array | undefined>>);
@@ -344,7 +348,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
     for (const q of valid) expected.set(q.text, await general(base, q.text));
     await ensureInline();
     const before = structuredClone(scheduler.stats);
-    const pending = order.map((o) => server.table.submitEncoded("mlp", undefined, encoded(o.kind === "valid" ? o.q.text : o.text)));
+    const pending = order.map((o) => join(o.kind === "valid" ? o.q.text : o.text));
     pending.forEach((p, i) => assert.ok(p instanceof Promise, `entry ${i} takes the batched path`));
     const results = await Promise.all(pending as Array<Promise<Uint8Array | undefined>>);
     order.forEach((o, i) => {
@@ -401,7 +405,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
     const expected = new Map<string, Buffer>();
     for (const q of mixed) expected.set(q.text, await general(base, q.text));
     await ensureInline();
-    const results = await Promise.all(mixed.map((q) => server.table.submitEncoded("mlp", undefined, encoded(q.text))!));
+    const results = await Promise.all(mixed.map((q) => join(q.text)!));
     mixed.forEach((q, i) => {
       const res = results[i];
       if (q === big) {
@@ -434,7 +438,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
       for (const q of round) expected.push(await general(base, q.text));
       await ensureInline();
       const before = scheduler.stats.batchedRequests;
-      const results = await Promise.all(round.map((q) => server.table.submitEncoded("mlp", undefined, encoded(q.text))!));
+      const results = await Promise.all(round.map((q) => join(q.text)!));
       assert.equal(scheduler.stats.batchedRequests - before, round.length, `${name}: all ran batched`);
       results.forEach((res, i) => {
         assert.ok(res instanceof Uint8Array);
@@ -448,7 +452,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
     const texts = odd.map((id) => JSON.stringify({ id, inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [r(), r(), r(), r()] }] }));
     const expected: Buffer[] = [];
     for (const t of texts) expected.push(await general(base, t));
-    const results = await Promise.all(texts.map((t) => server.table.submitEncoded("mlp", undefined, encoded(t))!));
+    const results = await Promise.all(texts.map((t) => join(t)!));
     results.forEach((res, i) => {
       if (res !== undefined) assert.equal(Buffer.from(res).toString(), expected[i]!.toString(), `id ${JSON.stringify(odd[i])}: the general path's bytes`);
     });
@@ -467,7 +471,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
     // reach the scheduler's general (JS) batching in the same tick. Each must get its own answer:
     // a wrong datatype is INPUT_DTYPE for that request only, never another request's failure.
     const row = [0.5, -1, 2, 0.25];
-    const alone = (await server.table.submit("mlp", undefined, { x: Tensor.float32([1, 4], row) })).y!;
+    const alone = (await server.table.submit(server.table.get("mlp"), { x: Tensor.float32([1, 4], row) })).y!;
     const want = [...(alone.data as Float32Array)];
     alone.dispose();
     const f32 = (): [string, () => Tensor] => ["float32", () => Tensor.float32([1, 4], row)];
@@ -479,7 +483,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
     ];
     const wrong: string[] = [];
     for (const [round, cases] of rounds.entries()) {
-      const settled = await Promise.allSettled(cases.map(([, make]) => server.table.submit("mlp", undefined, { x: make() })));
+      const settled = await Promise.allSettled(cases.map(([, make]) => server.table.submit(server.table.get("mlp"), { x: make() })));
       const got = settled.map((s, i) => {
         const kind = cases[i]![0];
         if (s.status === "fulfilled") {

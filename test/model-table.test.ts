@@ -76,7 +76,7 @@ describe("ModelTable", { skip }, () => {
     const results = await Promise.all(
       Array.from({ length: 60 }, async (_, i) => {
         const name = names[i % 3]!;
-        const out = await table.submit(name, undefined, inputs[name]!());
+        const out = await table.submit(table.get(name), inputs[name]!());
         return Object.keys(out).length;
       }),
     );

@@ -2,7 +2,7 @@
 // many rows a batched inline run may stack so that it never holds the event loop for long.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { BATCH_MAX_US, INLINE_MAX_US, RunPolicy } from "../src/plugins/onnxruntime/run-policy.js";
+import { BATCH_MAX_US, INLINE_MAX_US, RunPolicy } from "../src/core/run-policy.js";
 
 describe("RunPolicy", () => {
   it("auto mode runs off the thread until measured, then inline for a microsecond model", () => {

@@ -14,7 +14,7 @@ import { MlosError } from "./errors.js";
 import type { Model } from "./model.js";
 import type { LoadOptions, Runtime } from "./runtime.js";
 import { Scheduler, type BatchingOptions, type SubmitOptions } from "./scheduler.js";
-import type { EncodedRequest, RunResult } from "./plugin.js";
+import type { RunResult } from "./plugin.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
 import { tryLoadNative } from "../../bindings/native.js";
@@ -47,6 +47,9 @@ export interface ModelEntry {
   /** The model's queue, limits and batcher (while loaded). */
   scheduler: Scheduler | undefined;
 }
+
+/** An entry whose model is loaded and serving. */
+export type ReadyEntry = ModelEntry & { model: Model; scheduler: Scheduler };
 
 /** Scheduling defaults for every model; a manifest's spec.serving overrides batching and instances. */
 export interface TableOptions {
@@ -358,62 +361,50 @@ export class ModelTable {
   }
 
   /**
-   * Runs a request on `name[@version]`, loading the model first when the memory budget or the
-   * keep-alive unloaded it. The request is admitted to the model's scheduler in the same turn as
-   * the model is found ready, so it counts as pending before any eviction can look at it.
+   * Runs a request on the model of `entry` (found once with `get`), loading it first when the
+   * memory budget or the keep-alive unloaded it. The request is admitted to the model's scheduler
+   * in the same turn as the model is found ready, so it counts as pending before any eviction can
+   * look at it.
    */
-  async submit(name: string, version: string | undefined, inputs: Record<string, Tensor>, options?: SubmitOptions): Promise<RunResult> {
+  async submit(entry: ModelEntry, inputs: Record<string, Tensor>, options?: SubmitOptions): Promise<RunResult> {
     for (;;) {
-      const e = await this.acquire(name, version);
+      const e = await this.acquire(entry);
       if (e.state === "ready" && e.scheduler) return e.scheduler.submit(inputs, options);
     }
   }
 
-  /** `submit`, synchronously, when the model is ready and its scheduler can run it at once inline; else undefined. */
-  trySubmitSync(name: string, version: string | undefined, inputs: Record<string, Tensor>, options?: SubmitOptions): RunResult | undefined {
-    return this.#schedulerForRequest(name, version)?.trySubmitSync(inputs, options);
-  }
-
-  /** The scheduler of a ready model for a request now (marking the model used), or undefined when it is not ready. */
-  #schedulerForRequest(name: string, version: string | undefined): Scheduler | undefined {
-    const e = this.get(name, version);
-    if (e.state !== "ready" || !e.scheduler) return undefined;
-    e.lastUsed = new Date();
-    return e.scheduler;
-  }
-
-  /** The encoded form of {@link trySubmitSync} (Scheduler.trySubmitEncodedSync). */
-  trySubmitEncodedSync(name: string, version: string | undefined, request: EncodedRequest): Uint8Array | undefined {
-    return this.#schedulerForRequest(name, version)?.trySubmitEncodedSync(request);
-  }
-
-  /** Batched models: the encoded request joins this turn's batch (Scheduler.submitEncoded); undefined when that path does not apply. */
-  submitEncoded(name: string, version: string | undefined, request: EncodedRequest): Promise<Uint8Array | undefined> | undefined {
-    return this.#schedulerForRequest(name, version)?.submitEncoded(request);
+  /**
+   * `submit`, synchronously, when the model is ready and its scheduler can run the request at once
+   * on the calling thread (Scheduler.trySubmitSync); undefined otherwise, and nothing ran.
+   */
+  trySubmitSync(entry: ModelEntry, inputs: Record<string, Tensor>, options?: SubmitOptions): RunResult | undefined {
+    if (entry.state !== "ready" || !entry.scheduler) return undefined;
+    entry.lastUsed = new Date();
+    return entry.scheduler.trySubmitSync(inputs, options);
   }
 
   /**
-   * The model `name[@version]` for a request, loading it first when it was unloaded by the memory
-   * budget or the keep-alive (a failed or explicitly unloaded one is MODEL_NOT_READY).
+   * The model of `entry` ready for a request, loading it first when it was unloaded by the memory
+   * budget or the keep-alive (a failed or explicitly unloaded one is MODEL_NOT_READY). `entry` may
+   * be a name (`name` or `name@version`): it is then looked up.
    */
-  async acquire(name: string, version?: string): Promise<ModelEntry & { model: Model; scheduler: Scheduler }> {
-    const e = this.get(name, version);
+  async acquire(entry: ModelEntry | string, version?: string): Promise<ReadyEntry> {
+    const e = typeof entry === "string" ? this.get(entry, version) : entry;
     if (e.state === "ready" && e.model && e.scheduler) {
       e.lastUsed = new Date();
-      return e as ModelEntry & { model: Model; scheduler: Scheduler };
+      return e as ReadyEntry;
     }
     if (e.state === "evicted" || e.state === "loading") await this.#ensureLoaded(e);
     e.lastUsed = new Date();
-    return this.ready(name, version);
+    return ModelTable.ready(e);
   }
 
-  /** The ready model `name[@version]` serves, for a request; MODEL_NOT_READY when it is not ready. */
-  ready(name: string, version?: string): ModelEntry & { model: Model; scheduler: Scheduler } {
-    const e = this.get(name, version);
+  /** `e` as a ready entry, or MODEL_NOT_READY saying what state it is in. */
+  static ready(e: ModelEntry): ReadyEntry {
     if (e.state !== "ready" || !e.model || !e.scheduler) {
       throw new MlosError("MODEL_NOT_READY", `model "${e.name}" version ${e.version} is ${e.state}${e.error ? `: ${e.error}` : ""}`, { name: e.name, state: e.state });
     }
-    return e as ModelEntry & { model: Model; scheduler: Scheduler };
+    return e as ReadyEntry;
   }
 
   summary(e: ModelEntry): ModelSummary {

@@ -1,9 +1,24 @@
 import type { AxonManifest } from "../axon/manifest/types.js";
 import { Tensor } from "../tensor/tensor.js";
 import { MlosError } from "./errors.js";
-import type { EncodedRequest, LATER, RunResult } from "./plugin.js";
-import type { LoadedEntry, ResolvedSource, Runtime } from "./runtime.js";
+import type { LoadedModel, ModelSource, Plugin, RunResult } from "./plugin.js";
 import { checkInputs, concreteShape, formatShape, type TensorInfo } from "./signature.js";
+
+/** What a target resolved to: the model source, and the reference and name it goes by. */
+export type ResolvedSource = ModelSource & { readonly reference: string | undefined; readonly name: string };
+
+/** A loaded model shared by every handle that references it (the runtime's bookkeeping). */
+export interface LoadedEntry {
+  readonly key: string;
+  readonly plugin: Plugin;
+  /** The source it was first loaded from (handles keep their own). */
+  readonly source: ResolvedSource;
+  readonly model: LoadedModel;
+  refs: number;
+}
+
+/** What a handle calls when it is disposed: the owner (the runtime) drops one reference. */
+export type ReleaseHandle = (entry: LoadedEntry, handle: Model) => Promise<void>;
 
 const NO_OUTPUTS: Readonly<Record<string, Tensor>> = Object.freeze({});
 
@@ -34,15 +49,15 @@ export interface InferOptions {
 export class Model {
   readonly #entry: LoadedEntry;
   readonly #source: ResolvedSource;
-  readonly #runtime: Runtime;
+  readonly #release: ReleaseHandle;
   readonly #allOutputs: readonly string[];
   #disposed = false;
 
   /** @internal Use `load()` or `runtime.load()`. */
-  constructor(entry: LoadedEntry, source: ResolvedSource, runtime: Runtime) {
+  constructor(entry: LoadedEntry, source: ResolvedSource, release: ReleaseHandle) {
     this.#entry = entry;
     this.#source = source;
-    this.#runtime = runtime;
+    this.#release = release;
     this.#allOutputs = entry.model.signature.outputs.map((o) => o.name);
   }
 
@@ -146,28 +161,12 @@ export class Model {
   }
 
   /**
-   * A request body in a wire format, decoded, run and encoded by the plugin on the calling thread
-   * ({@link LoadedModel.runEncodedSync}); undefined when the plugin has no such path or declines
-   * this request (nothing ran: take the general path).
+   * An interface the model's plugin offers under `name` (LoadedModel.capabilities), for a door
+   * that knows it; undefined when the plugin has none by that name.
    */
-  inferEncodedSync(request: EncodedRequest): Uint8Array | undefined {
-    const loaded = this.#entry.model;
-    if (!loaded.runEncodedSync) return undefined;
+  capability<T>(name: string): T | undefined {
     if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
-    return loaded.runEncodedSync(request);
-  }
-
-  /** Several encoded requests as one batch ({@link LoadedModel.runEncodedBatchSync}); undefined when the plugin cannot batch them. */
-  inferEncodedBatchSync(requests: readonly EncodedRequest[], maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined {
-    const loaded = this.#entry.model;
-    if (!loaded.runEncodedBatchSync) return undefined;
-    if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
-    return loaded.runEncodedBatchSync(requests, maxRows);
-  }
-
-  /** Whether the plugin has a batched encoded path at all. */
-  get canBatchEncoded(): boolean {
-    return this.#entry.model.runEncodedBatchSync !== undefined;
+    return this.#entry.model.capabilities?.[name] as T | undefined;
   }
 
   #checkOutputNames(names: readonly unknown[]): string[] {
@@ -203,7 +202,7 @@ export class Model {
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
-    await this.#runtime.release(this.#entry, this);
+    await this.#release(this.#entry, this);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

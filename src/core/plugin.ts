@@ -1,8 +1,9 @@
 /**
  * The plugin interface: how MLOS Core hosts a framework. A plugin loads a model folder (with its
  * manifest, when it has one), reports the model's signature and memory, runs requests, and unloads.
- * Built-in: `onnxruntime` (src/plugins/onnxruntime). A third party implements this interface in a
- * JS module and registers it with `runtime.registerPlugin(plugin)`.
+ * The built-in ones (src/plugins) register themselves as defaults (core/plugin-registry.ts); a
+ * third party implements this interface in a JS module and registers it with
+ * `runtime.registerPlugin(plugin)`.
  */
 import type { AxonManifest } from "../axon/manifest/types.js";
 import type { TensorPool } from "../tensor/pool.js";
@@ -56,19 +57,6 @@ export interface RunRequest {
 /** What a run returns: one tensor per requested output. */
 export type RunResult = Record<string, Tensor>;
 
-/** {@link LoadedModel.runEncodedBatchSync}'s answer for a request left for another batch. */
-export const LATER = Symbol("mlos.later");
-
-/** A request body in a wire format, for {@link LoadedModel.runEncodedSync}. */
-export interface EncodedRequest {
-  /** `kserve-v2-json`: a KServe v2 / Open Inference Protocol infer request, JSON tensors only. */
-  readonly format: "kserve-v2-json";
-  readonly body: Uint8Array;
-  /** The names the response carries (`model_name`, `model_version`). */
-  readonly modelName: string;
-  readonly modelVersion: string;
-}
-
 /** A loaded model, as a plugin holds it. */
 export interface LoadedModel {
   readonly signature: Signature;
@@ -82,24 +70,13 @@ export interface LoadedModel {
    */
   runSync?(request: RunRequest): RunResult | undefined;
   /**
-   * Optional: decodes a request body in a wire format, runs it on the calling thread and returns
-   * the encoded response body, with no JS tensor in between (the server's fast path for
-   * microsecond models, where that JS work costs more than the run). The response must be
-   * byte-for-byte what the server writes for the same request through `run`; for anything it does
-   * not fully handle (an invalid request included) it returns undefined having done nothing, and
-   * the server takes the general path, which reports errors. The bytes returned may be a view of
-   * a buffer the plugin reuses: they are valid until its next call (the server writes them to the
-   * socket at once).
+   * Optional: other interfaces the plugin offers for this model, by name, for the doors that know
+   * them: for instance `kserve-v2-json`, a native codec that decodes a request body, runs it and
+   * encodes the response in one call (see src/protocol/kserve.ts). The core never calls them; it
+   * only carries tensors. A door that uses one runs it through the model's scheduler
+   * (`Scheduler.runInline`) so that it counts against the model's instances like any run.
    */
-  runEncodedSync?(request: EncodedRequest): Uint8Array | undefined;
-  /**
-   * Optional, for batched models: several encoded requests (of this model) as one run of at most
-   * `maxRows` rows, on the calling thread. Returns each request's response (same contract as
-   * runEncodedSync; undefined for one it declines; `LATER` for a valid one that did not fit in
-   * this batch: the caller runs it in another), or undefined when it cannot batch this model at
-   * all. Its responses stay valid (they are not views of a reused buffer).
-   */
-  runEncodedBatchSync?(requests: readonly EncodedRequest[], maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined;
+  readonly capabilities?: Readonly<Record<string, unknown>>;
   /** Releases the model once the runs in flight are done. */
   unload(): Promise<void>;
   /** Plugin-specific facts for `ps`/metrics/debugging (run mode, measured timings ...). */

@@ -14,12 +14,10 @@ import { Axon } from "../axon/axon.js";
 import { assertSafeRelativePath } from "../axon/manifest/index.js";
 import { parseManifest } from "../axon/manifest/parse.js";
 import { MANIFEST_FILENAME, type AxonManifest } from "../axon/manifest/types.js";
-import { OnnxRuntimePlugin } from "../plugins/onnxruntime/index.js";
-import { TorchPlugin } from "../plugins/torch/index.js";
-import { TensorflowPlugin } from "../plugins/tensorflow/index.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { MlosError } from "./errors.js";
-import { Model, type InferOptions } from "./model.js";
+import { Model, type InferOptions, type LoadedEntry, type ResolvedSource } from "./model.js";
+import { defaultPlugins } from "./plugin-registry.js";
 import type { LoadedModel, ModelSource, Plugin, PluginLoadOptions } from "./plugin.js";
 
 export interface LoadOptions extends PluginLoadOptions {
@@ -36,19 +34,6 @@ export interface LoadOptions extends PluginLoadOptions {
   axon?: Axon;
 }
 
-/** What a target resolved to: the model source, and the reference and name it goes by. */
-export type ResolvedSource = ModelSource & { readonly reference: string | undefined; readonly name: string };
-
-/** A loaded model shared by every handle that references it. */
-export interface LoadedEntry {
-  readonly key: string;
-  readonly plugin: Plugin;
-  /** The source it was first loaded from (handles keep their own). */
-  readonly source: ResolvedSource;
-  readonly model: LoadedModel;
-  refs: number;
-}
-
 const EXTENSION_FORMATS: Record<string, string> = { ".onnx": "onnx", ".ort": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".json": "tfjs" };
 
 function looksLikePath(target: string): boolean {
@@ -61,14 +46,16 @@ export class Runtime {
   readonly #loaded = new Map<string, LoadedEntry>();
   readonly #oneShot = new Map<string, Promise<Model>>();
   #axon: Axon | undefined;
-  readonly #forgotten = new FinalizationRegistry<LoadedEntry>((entry) => void this.release(entry));
+  readonly #forgotten = new FinalizationRegistry<LoadedEntry>((entry) => void this.#release(entry));
 
+  /**
+   * A runtime with the default plugins (those registered with `registerDefaultPlugin`: the
+   * library's built-ins once `mlos` is imported) and then `plugins`, which replace a default with
+   * the same id.
+   */
   constructor(options: { axon?: Axon; plugins?: Plugin[] } = {}) {
     this.#axon = options.axon;
-    this.registerPlugin(new OnnxRuntimePlugin());
-    this.registerPlugin(new TorchPlugin());
-    this.registerPlugin(new TensorflowPlugin());
-    for (const p of options.plugins ?? []) this.registerPlugin(p);
+    for (const p of [...defaultPlugins(), ...(options.plugins ?? [])]) this.registerPlugin(p);
   }
 
   /** Each registered plugin object's generation: a replaced plugin never shares loads with its successor. */
@@ -138,7 +125,7 @@ export class Runtime {
       entry = await pending;
     }
     entry.refs++;
-    const model = new Model(entry, source, this);
+    const model = new Model(entry, source, this.#releaseHandle);
     this.#forgotten.register(model, entry, model);
     return model;
   }
@@ -154,8 +141,10 @@ export class Runtime {
     return (await pending).infer(inputs, options);
   }
 
-  /** @internal Drops one handle's reference (Model.dispose); unloads on the last one. */
-  async release(entry: LoadedEntry, handle?: Model): Promise<void> {
+  readonly #releaseHandle = (entry: LoadedEntry, handle: Model): Promise<void> => this.#release(entry, handle);
+
+  /** Drops one handle's reference (Model.dispose, or a forgotten handle); unloads on the last one. */
+  async #release(entry: LoadedEntry, handle?: Model): Promise<void> {
     if (handle) this.#forgotten.unregister(handle);
     entry.refs--;
     if (entry.refs > 0 || this.#loaded.get(entry.key) !== entry) return;

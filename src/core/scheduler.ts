@@ -13,7 +13,7 @@
  */
 import { MlosError } from "./errors.js";
 import type { InferOptions, Model } from "./model.js";
-import { LATER, type EncodedRequest, type RunResult } from "./plugin.js";
+import type { RunResult } from "./plugin.js";
 import { dtypeInfo, type NumericDType } from "../tensor/dtype.js";
 import { copyCounter, type TensorPool } from "../tensor/pool.js";
 import { Tensor } from "../tensor/tensor.js";
@@ -58,8 +58,6 @@ interface Pending {
 }
 
 export interface SchedulerStats {
-  queued: number;
-  running: number;
   batches: number;
   batchedRequests: number;
   /** Histogram of batch sizes run: size -> count. */
@@ -74,14 +72,9 @@ export class Scheduler {
   #running = 0;
   #timer: NodeJS.Timeout | undefined;
   #immediate: NodeJS.Immediate | undefined;
-  /** Encoded requests waiting for the end of this event-loop turn (submitEncoded). */
-  readonly #encoded: Array<{ request: EncodedRequest; enqueued: number; resolve: (r: Uint8Array | undefined) => void }> = [];
-  #encodedFlush: NodeJS.Immediate | undefined;
-  /** Set while the event-loop turn that ran an encoded request at once lasts (trySubmitEncodedSync). */
-  #encodedTurn = false;
-  /** Set once the plugin said it cannot batch this model's encoded requests. */
-  #encodedUnbatchable = false;
-  readonly stats: SchedulerStats = { queued: 0, running: 0, batches: 0, batchedRequests: 0, batchSizes: {} };
+  /** Requests a door holds for this model outside the queue (see `hold`). */
+  #held = 0;
+  readonly stats: SchedulerStats = { batches: 0, batchedRequests: 0, batchSizes: {} };
   /** Called with each finished request's queue and compute time (seconds). */
   onTimings?: (queueSeconds: number, computeSeconds: number, batchSize: number) => void;
 
@@ -98,7 +91,12 @@ export class Scheduler {
 
   /** Requests admitted and not answered. */
   get pending(): number {
-    return this.#queue.length + this.#running + this.#encoded.length;
+    return this.#queue.length + this.#running + this.#held;
+  }
+
+  /** The most rows one batch takes (1 when the model is not batched). */
+  get maxBatchSize(): number {
+    return this.#batchDim ? this.#options.batching!.maxBatchSize : 1;
   }
 
   submit(inputs: Record<string, Tensor>, options: SubmitOptions = {}): Promise<RunResult> {
@@ -158,87 +156,45 @@ export class Scheduler {
   }
 
   /**
-   * The encoded form of {@link trySubmitSync}: a wire-format request body run at once on the
-   * calling thread under the same conditions (see Model.inferEncodedSync), and for a batched model
-   * when it is the first of its event-loop turn; undefined otherwise.
+   * Runs `fn` on the calling thread now, as one of the model's runs, when the model could start a
+   * run at once (nothing queued, an instance free); returns undefined without calling it otherwise.
+   * This is how a door runs a plugin's capability (a native codec that decodes, runs and encodes
+   * in one call): it counts against the model's instances like any run, and never overtakes a
+   * queued request.
    */
-  trySubmitEncodedSync(request: EncodedRequest): Uint8Array | undefined {
+  runInline<R>(fn: () => R): R | undefined {
     if (this.#queue.length > 0 || this.#running >= this.#options.instances) return undefined;
-    if (this.#batchDim) {
-      // A batched model runs the first request of an event-loop turn at once, when nothing waits:
-      // a lone client then pays no batching hop, and the requests that come in the same turn
-      // after it are batched (submitEncoded).
-      if (!this.#model.canBatchEncoded || this.#encodedTurn || this.#encoded.length > 0) return undefined;
-      this.#encodedTurn = true;
-      setImmediate(() => (this.#encodedTurn = false));
-    }
-    const started = performance.now();
     this.#running++;
     try {
-      const out = this.#model.inferEncodedSync(request);
-      if (out) this.onTimings?.(0, (performance.now() - started) / 1000, 1);
-      return out;
+      return fn();
     } finally {
       this.#running--;
     }
   }
 
   /**
-   * Batched models: a wire-format request body joins the others that arrived in this event-loop
-   * turn, and all of them run as one batch (up to max_batch_size rows) through the plugin's
-   * encoded path once the turn's I/O is read (setImmediate): batching with no added delay, for
-   * models that run inline, where stacking in JS would cost more than the run. Resolves with the
-   * response, or undefined where the plugin declined that request (take the general path).
-   * Undefined (synchronously) when this path does not apply: no batching, a plugin without it,
-   * requests already queued the general way (they keep their order), or the queue is full.
+   * Counts `n` requests that a door holds for this model before it runs them (for instance until
+   * the end of an event-loop turn, to batch them): they are pending (the queue limit counts them,
+   * and the model is not evicted under them) until the returned function is called. Undefined when
+   * the queue limit would be passed.
    */
-  submitEncoded(request: EncodedRequest): Promise<Uint8Array | undefined> | undefined {
-    if (!this.#batchDim || this.#encodedUnbatchable || !this.#model.canBatchEncoded || this.#queue.length > 0) return undefined;
-    if (this.pending >= this.#options.maxQueueDepth) return undefined;
-    return new Promise((resolve) => {
-      this.#encoded.push({ request, enqueued: performance.now(), resolve });
-      this.#encodedFlush ??= setImmediate(() => this.#flushEncoded());
-    });
+  hold(n = 1): (() => void) | undefined {
+    if (this.pending + n > this.#options.maxQueueDepth) return undefined;
+    this.#held += n;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#held -= n;
+    };
   }
 
-  #flushEncoded(): void {
-    this.#encodedFlush = undefined;
-    let waiting = this.#encoded.splice(0);
-    const maxRows = this.#options.batching!.maxBatchSize;
-    // Batch after batch until every request has run or was declined (those the plugin leaves for
-    // another batch come back in the next one).
-    while (waiting.length > 0) {
-      const started = performance.now();
-      let out: Array<Uint8Array | typeof LATER | undefined> | undefined;
-      this.#running++;
-      try {
-        out = this.#model.inferEncodedBatchSync(waiting.map((w) => w.request), maxRows);
-      } catch {
-        out = []; // (a disposed model, say): the general path reports it
-      } finally {
-        this.#running--;
-      }
-      if (out === undefined) this.#encodedUnbatchable = true;
-      const compute = (performance.now() - started) / 1000;
-      let ran = 0;
-      for (const o of out ?? []) if (o instanceof Uint8Array) ran++;
-      if (ran > 0) {
-        this.stats.batches++;
-        this.stats.batchedRequests += ran;
-        this.stats.batchSizes[ran] = (this.stats.batchSizes[ran] ?? 0) + 1;
-      }
-      const later: typeof waiting = [];
-      waiting.forEach((w, i) => {
-        const r = out?.[i];
-        if (r === LATER && ran > 0) {
-          later.push(w);
-          return;
-        }
-        if (r instanceof Uint8Array) this.onTimings?.((started - w.enqueued) / 1000, compute, ran);
-        w.resolve(r instanceof Uint8Array ? r : undefined);
-      });
-      waiting = later;
-    }
+  /** Counts a batch of `requests` run outside the queue (by a door, through `runInline`) in the stats. */
+  recordBatch(requests: number): void {
+    if (requests <= 0) return;
+    this.stats.batches++;
+    this.stats.batchedRequests += requests;
+    this.stats.batchSizes[requests] = (this.stats.batchSizes[requests] ?? 0) + 1;
   }
 
   /** The rows a request adds to a batch (its inputs' first dimension), or 0 when it cannot be batched. */
@@ -360,9 +316,7 @@ export class Scheduler {
   }
 
   async #runBatch(group: Pending[]): Promise<void> {
-    this.stats.batches++;
-    this.stats.batchedRequests += group.length;
-    this.stats.batchSizes[group.length] = (this.stats.batchSizes[group.length] ?? 0) + 1;
+    this.recordBatch(group.length);
     if (group.length === 1) return this.#runOne(group[0]!);
     const rows = group.reduce((a, p) => a + p.rows, 0);
     const stacked: Record<string, Tensor> = {};

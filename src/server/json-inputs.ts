@@ -4,6 +4,7 @@
 import type { Axon } from "../axon/axon.js";
 import type { Model } from "../core/model.js";
 import { Runtime } from "../core/runtime.js";
+import "../plugins/index.js"; // the built-in plugins, as every Runtime's defaults
 import type { DType } from "../tensor/dtype.js";
 import { getDefaultPool, type TensorPool } from "../tensor/pool.js";
 import type { Tensor } from "../tensor/tensor.js";

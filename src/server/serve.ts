@@ -8,6 +8,7 @@ import { Axon } from "../axon/axon.js";
 import { ModelTable, type ModelEntry } from "../core/model-table.js";
 import type { BatchingOptions } from "../core/scheduler.js";
 import { importPlugin, Runtime } from "../core/runtime.js";
+import "../plugins/index.js"; // the built-in plugins, as every Runtime's defaults
 import { TensorPool } from "../tensor/pool.js";
 import { startHttpServer, type HttpServer } from "./http-server.js";
 

@@ -9,12 +9,13 @@
 import { stat } from "node:fs/promises";
 import { loadedOrtInfo, loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
 import { MlosError } from "../../core/errors.js";
-import { LATER, type EncodedRequest, type LoadedModel, type ModelSource, type Plugin, type PluginAvailability, type PluginLoadOptions, type RunRequest, type RunResult } from "../../core/plugin.js";
+import { KSERVE_JSON_CODEC, LATER, type KserveJsonCodec } from "../../protocol/kserve.js";
+import { type LoadedModel, type ModelSource, type Plugin, type PluginAvailability, type PluginLoadOptions, type RunRequest, type RunResult } from "../../core/plugin.js";
 import { concreteShape, mergeSignature, type Signature, type TensorInfo } from "../../core/signature.js";
 import { isDType, type DType } from "../../tensor/dtype.js";
 import { getDefaultPool, type TensorPool } from "../../tensor/pool.js";
 import { Tensor } from "../../tensor/tensor.js";
-import { RunPolicy } from "./run-policy.js";
+import { RunPolicy } from "../../core/run-policy.js";
 
 /** Native data pointers a debugging run reports (see `InferOptions.debugAddresses`). */
 export interface NativeAddresses {
@@ -67,7 +68,7 @@ class OrtLoadedModel implements LoadedModel {
   #kserve: { key: string; usable: boolean; batchable: boolean } | undefined;
   /** Written by the native fast path: [0] the last fast run's Session::Run time (µs), [1] its rows (batched runs). */
   readonly #kserveStats = new Float64Array(2);
-  /** The fast path's response buffer, reused from request to request (runEncodedSync's contract). */
+  /** The fast path's response buffer, reused from request to request (KserveJsonCodec.runSync's contract). */
   #kserveOut: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
 
   constructor(session: NativeOrtSession, signature: Signature, memoryBytes: number, options: PluginLoadOptions) {
@@ -79,6 +80,14 @@ class OrtLoadedModel implements LoadedModel {
     for (const o of signature.outputs) this.#outputInfo.set(o.name, o);
     this.#inputNames = signature.inputs.map((i) => i.name);
   }
+
+  /** The native KServe v2 JSON codec (src/protocol/kserve.ts), for the server's HTTP door. */
+  readonly capabilities: Readonly<Record<string, unknown>> = {
+    [KSERVE_JSON_CODEC]: {
+      runSync: (body, name, version) => this.#kserveRunSync(body, name, version),
+      runBatchSync: (bodies, name, version, maxRows) => this.#kserveRunBatchSync(bodies, name, version, maxRows),
+    } satisfies KserveJsonCodec,
+  };
 
   run(req: RunRequest): Promise<RunResult> {
     // An inline run takes microseconds and holds the thread: a signal can only stop it before it
@@ -137,11 +146,11 @@ class OrtLoadedModel implements LoadedModel {
    * keeps on the calling thread, as runSync; the native codec declines whatever it does not handle
    * exactly as the general path would.
    */
-  runEncodedSync(req: EncodedRequest): Uint8Array | undefined {
+  #kserveRunSync(body: Uint8Array, modelName: string, modelVersion: string): Uint8Array | undefined {
     // JSON text is at least twice the size of the binary tensors it holds.
-    if (req.format !== "kserve-v2-json" || !this.#policy.inline || !this.#policy.inlineFor(req.body.byteLength / 2)) return undefined;
-    if (!this.#prepareKserve(req).usable) return undefined;
-    const n = this.#session.runKserveJson(req.body, this.#kserveOut);
+    if (!this.#policy.inline || !this.#policy.inlineFor(body.byteLength / 2)) return undefined;
+    if (!this.#prepareKserve(modelName, modelVersion).usable) return undefined;
+    const n = this.#session.runKserveJson(body, this.#kserveOut);
     if (n < 0) return undefined;
     this.#policy.recordInline(this.#kserveStats[0]!);
     if (n <= this.#kserveOut.byteLength) return this.#kserveOut.subarray(0, n);
@@ -157,21 +166,21 @@ class OrtLoadedModel implements LoadedModel {
    * when the run policy keeps this model on the calling thread and its inputs and outputs share a
    * batch dimension; undefined otherwise.
    */
-  runEncodedBatchSync(reqs: readonly EncodedRequest[], maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined {
-    if (reqs.length === 0 || reqs[0]!.format !== "kserve-v2-json" || !this.#prepareKserve(reqs[0]!).batchable) return undefined;
+  #kserveRunBatchSync(reqs: readonly Uint8Array[], modelName: string, modelVersion: string, maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined {
+    if (reqs.length === 0 || !this.#prepareKserve(modelName, modelVersion).batchable) return undefined;
     // Until the run policy has measured the model as one that runs inline, or for a request
     // larger than those it measured, the general path (which runs off the thread, and measures)
     // takes them. The run policy measured single runs; a stacked run grows sublinearly.
     if (!this.#policy.inline) return reqs.map(() => undefined);
-    const taken = reqs.filter((r) => this.#policy.inlineFor(r.body.byteLength / 2));
+    const taken = reqs.filter((r) => this.#policy.inlineFor(r.byteLength / 2));
     if (taken.length < reqs.length) {
       // The others, declined, go the general path; the rest run as one batch.
-      const out = taken.length > 0 ? this.runEncodedBatchSync(taken, maxRows) : undefined;
+      const out = taken.length > 0 ? this.#kserveRunBatchSync(taken, modelName, modelVersion, maxRows) : undefined;
       let next = 0;
       return reqs.map((r) => (r === taken[next] ? out?.[next++] : undefined));
     }
     const lengths = new Int32Array(reqs.length);
-    const total = this.#session.runKserveJsonBatch(reqs.map((r) => r.body), this.#kserveOut, lengths, this.#policy.batchRows(maxRows));
+    const total = this.#session.runKserveJsonBatch(reqs, this.#kserveOut, lengths, this.#policy.batchRows(maxRows));
     if (lengths.some((n) => n >= 0)) this.#policy.recordBatch(this.#kserveStats[0]!, this.#kserveStats[1]!);
     // One buffer for the batch's responses, not the reused one: they are written out later.
     const all = Buffer.allocUnsafe(total);
@@ -186,8 +195,8 @@ class OrtLoadedModel implements LoadedModel {
   }
 
   /** Sets up the native KServe JSON path for this model name and version (once; again when they change). */
-  #prepareKserve(req: EncodedRequest): { usable: boolean; batchable: boolean } {
-    const key = `${req.modelName}\0${req.modelVersion}`;
+  #prepareKserve(modelName: string, modelVersion: string): { usable: boolean; batchable: boolean } {
+    const key = `${modelName}\0${modelVersion}`;
     if (this.#kserve?.key !== key) {
       // The general path lists outputs in a JS object's key order, which puts integer-like names
       // ("0", "17") first: for such a model the two paths could order them differently.
@@ -195,8 +204,8 @@ class OrtLoadedModel implements LoadedModel {
       this.#kserve = integerLikeNames ? { key, usable: false, batchable: false } : {
         key,
         ...this.#session.prepareKserveJson({
-          modelName: req.modelName,
-          modelVersion: req.modelVersion,
+          modelName,
+          modelVersion,
           inputs: this.signature.inputs,
           outputs: this.signature.outputs,
           stats: this.#kserveStats,

@@ -19,7 +19,7 @@ import { formatShape, type Signature, type TensorInfo } from "../../core/signatu
 import type { DType } from "../../tensor/dtype.js";
 import { Tensor } from "../../tensor/tensor.js";
 import { ADDRESSES, type NativeAddresses } from "../onnxruntime/index.js";
-import { RunPolicy } from "../onnxruntime/run-policy.js";
+import { RunPolicy } from "../../core/run-policy.js";
 
 const SUPPORTED = new Set<string>(TORCH_DTYPES);
 
