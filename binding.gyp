@@ -14,12 +14,12 @@
     {
       "target_name": "mlos_native",
       "sources": [
-        "<(mlos_root)/native/src/addon.cc",
-        "<(mlos_root)/native/src/shm_pool_binding.cc",
-        "<(mlos_root)/native/src/shm_pool.cc",
-        "<(mlos_root)/native/src/kserve_json.cc",
-        "<(mlos_root)/native/src/cuda_alloc_binding.cc",
-        "<(mlos_root)/native/src/cuda_alloc.cc"
+        "<(mlos_root)/native/src/common/addon.cc",
+        "<(mlos_root)/native/src/pool/shm_pool_binding.cc",
+        "<(mlos_root)/native/src/pool/shm_pool.cc",
+        "<(mlos_root)/native/src/ort/kserve_json.cc",
+        "<(mlos_root)/native/src/cuda/cuda_alloc_binding.cc",
+        "<(mlos_root)/native/src/cuda/cuda_alloc.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

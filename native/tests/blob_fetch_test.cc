@@ -1,8 +1,8 @@
-// Unit tests for BlobFetcher (native/src/blob_fetch.h) against a tiny HTTP server on a loopback
+// Unit tests for BlobFetcher (native/src/fetch/blob_fetch.h) against a tiny HTTP server on a loopback
 // socket in this process: full bodies, ranged resumes, a server that ignores the Range, chunked and
 // read-until-close bodies, error bodies passed through, redirects left to the caller, a connection
 // cut mid-body, a stall, an abort, a body longer than expected, a full disk (/dev/full).
-#include "../src/blob_fetch.h"
+#include "fetch/blob_fetch.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

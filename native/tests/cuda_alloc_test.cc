@@ -1,4 +1,4 @@
-// Unit tests for the CUDA allocators (native/src/cuda_alloc.h). Built by cmake-js into
+// Unit tests for the CUDA allocators (native/src/cuda/cuda_alloc.h). Built by cmake-js into
 // build/native-tests/ and run by scripts/run-tests.js after the node tests.
 //
 // Three kinds of test:
@@ -6,7 +6,7 @@
 //   - the caching logic over a host-memory backend, which runs everywhere (and under ASan/UBSan);
 //   - gpu_* tests on real CUDA memory, which print "SKIP <name>: <reason>" and pass where there is
 //     no GPU (or the build has no CUDA).
-#include "../src/cuda_alloc.h"
+#include "cuda/cuda_alloc.h"
 
 #include <algorithm>
 #include <atomic>

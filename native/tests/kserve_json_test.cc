@@ -1,7 +1,7 @@
-// Unit tests for the KServe v2 JSON codec (native/src/kserve_json.h): what it decodes, everything it
+// Unit tests for the KServe v2 JSON codec (native/src/ort/kserve_json.h): what it decodes, everything it
 // must decline (so that the general path reports it), and the response bytes it writes. Number
 // formatting against JavaScript itself is tested from node (test/kserve-fast-path.test.js).
-#include "../src/kserve_json.h"
+#include "ort/kserve_json.h"
 
 #include <cmath>
 #include <cstring>

@@ -1,6 +1,6 @@
-// Unit tests for ShmPool (native/src/shm_pool.h). Built by cmake-js into build/native-tests/ and
+// Unit tests for ShmPool (native/src/pool/shm_pool.h). Built by cmake-js into build/native-tests/ and
 // run by scripts/run-tests.js after the node tests.
-#include "../src/shm_pool.h"
+#include "pool/shm_pool.h"
 
 #include <dirent.h>
 #include <signal.h>

@@ -3,12 +3,12 @@
 #include <napi.h>
 
 #include "torch_addon.h"
-#include "errors.h"  // native/src/errors.h: the one error idiom of both addons
+#include "common/errors.h"  // native/src/common/errors.h: the one error idiom of both addons
 #include "torch_module.h"
 
 namespace mlos {
 
-// Where this addon keeps the class of coded errors (native/src/errors.h asks).
+// Where this addon keeps the class of coded errors (native/src/common/errors.h asks).
 Napi::FunctionReference* ErrorClassOf(Napi::Env env) {
   torchaddon::TorchAddonData* data = torchaddon::GetTorchAddonData(env);
   return data != nullptr ? &data->errorClass : nullptr;
@@ -17,7 +17,7 @@ Napi::FunctionReference* ErrorClassOf(Napi::Env env) {
 namespace torchaddon {
 namespace {
 
-// setErrorClass(cls): the class used for coded errors (native/src/errors.h); called once by the loader.
+// setErrorClass(cls): the class used for coded errors (native/src/common/errors.h); called once by the loader.
 Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MLOS_REQUIRE_TYPE(info[0].IsFunction(), env, "setErrorClass(cls): cls must be a class");

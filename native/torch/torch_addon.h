@@ -13,7 +13,7 @@ namespace torchaddon {
 struct TorchModuleState;
 
 struct TorchAddonData {
-  // The JS class for coded errors (native/src/errors.h), handed over by the loader through setErrorClass.
+  // The JS class for coded errors (native/src/common/errors.h), handed over by the loader through setErrorClass.
   Napi::FunctionReference errorClass;
   // The TorchModule JS constructor, and the module TorchModule.open loaded on a worker thread, set
   // just around constructing the JS object that wraps it.

@@ -23,8 +23,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "errors.h"  // native/src/errors.h: the one error idiom of both addons
-#include "run_worker.h"  // native/src/run_worker.h: the run worker and thread priority of both addons
+#include "common/errors.h"  // native/src/common/errors.h: the one error idiom of both addons
+#include "common/run_worker.h"  // native/src/common/run_worker.h: the run worker and thread priority of both addons
 
 namespace mlos {
 namespace torchaddon {
@@ -457,7 +457,7 @@ Napi::Array BuildResult(Napi::Env env, ForwardPlan& plan) {
   return result;
 }
 
-// TorchModule.forward's worker (native/src/run_worker.h): the forward pass off the JS thread.
+// TorchModule.forward's worker (native/src/common/run_worker.h): the forward pass off the JS thread.
 Napi::Value BuildForwardResult(Napi::Env env, ForwardPlan& plan, const std::vector<Napi::Value>& /*kept*/) {
   return BuildResult(env, plan);
 }

@@ -44,7 +44,7 @@
 
 #include <memory>
 
-#include "addon.h"
+#include "common/addon.h"
 
 namespace mlos {
 

@@ -1,10 +1,10 @@
 // The ShmPool JS class; see shm_pool_binding.h.
-#include "shm_pool_binding.h"
+#include "pool/shm_pool_binding.h"
 
 #include <cmath>
 #include <limits>
 
-#include "errors.h"
+#include "common/errors.h"
 
 namespace mlos {
 

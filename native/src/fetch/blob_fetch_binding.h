@@ -25,7 +25,7 @@
 #include <memory>
 #include <thread>
 
-#include "blob_fetch.h"
+#include "fetch/blob_fetch.h"
 
 namespace mlos {
 

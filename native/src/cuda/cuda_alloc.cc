@@ -1,5 +1,5 @@
 // CUDA allocators: see cuda_alloc.h for the design.
-#include "cuda_alloc.h"
+#include "cuda/cuda_alloc.h"
 
 #include <algorithm>
 #include <cstdio>

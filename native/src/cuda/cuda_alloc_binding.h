@@ -39,8 +39,8 @@
 
 #include <memory>
 
-#include "addon.h"
-#include "cuda_alloc.h"
+#include "common/addon.h"
+#include "cuda/cuda_alloc.h"
 
 namespace mlos {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "ort_api.h"
+#include "ort/ort_api.h"
 
 namespace mlos {
 

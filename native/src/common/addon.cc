@@ -5,17 +5,17 @@
 #include <malloc.h>
 #endif
 
-#include "addon.h"
-#include "cuda_alloc_binding.h"
-#include "errors.h"
-#include "kserve_json.h"
-#include "shm_pool.h"
-#include "shm_pool_binding.h"
+#include "common/addon.h"
+#include "common/errors.h"
+#include "cuda/cuda_alloc_binding.h"
+#include "ort/kserve_json.h"
+#include "pool/shm_pool.h"
+#include "pool/shm_pool_binding.h"
 #ifdef MLOS_WITH_ORT
-#include "ort_session.h"
+#include "ort/ort_session.h"
 #endif
 #ifdef MLOS_WITH_BLOB_FETCH
-#include "blob_fetch_binding.h"
+#include "fetch/blob_fetch_binding.h"
 #endif
 
 namespace mlos {

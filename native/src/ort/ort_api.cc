@@ -1,5 +1,5 @@
 // ONNX Runtime loading; see ort_api.h.
-#include "ort_api.h"
+#include "ort/ort_api.h"
 
 #include <dlfcn.h>
 

@@ -1,5 +1,5 @@
 // The native blob fetcher; see blob_fetch.h.
-#include "blob_fetch.h"
+#include "fetch/blob_fetch.h"
 
 #include <fcntl.h>
 #include <netdb.h>

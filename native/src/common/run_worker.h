@@ -18,7 +18,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "errors.h"
+#include "common/errors.h"
 
 namespace mlos {
 

@@ -25,7 +25,7 @@
 namespace mlos {
 
 // The error class setErrorClass() stored for this environment (empty when none was), or nullptr.
-// Defined once per addon (native/src/addon.cc, native/torch/torch_addon.cc).
+// Defined once per addon (native/src/common/addon.cc, native/torch/torch_addon.cc).
 Napi::FunctionReference* ErrorClassOf(Napi::Env env);
 
 enum class JsErrorKind { kError, kTypeError, kRangeError };

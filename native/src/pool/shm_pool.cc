@@ -1,5 +1,5 @@
 // ShmPool: see shm_pool.h for the design.
-#include "shm_pool.h"
+#include "pool/shm_pool.h"
 
 #include <dirent.h>
 #include <fcntl.h>

@@ -1,12 +1,12 @@
 // The CUDA allocators' JS surface; see cuda_alloc_binding.h.
-#include "cuda_alloc_binding.h"
+#include "cuda/cuda_alloc_binding.h"
 
 #include <climits>
 #include <cmath>
 #include <string>
 
-#include "errors.h"
-#include "shm_pool_binding.h"  // BufferSpan
+#include "common/errors.h"
+#include "pool/shm_pool_binding.h"  // BufferSpan
 
 namespace mlos {
 

@@ -24,10 +24,10 @@
 #include <string>
 #include <vector>
 
-#include "errors.h"
-#include "kserve_json.h"
-#include "ort_session.h"
-#include "ort_session_state.h"
+#include "common/errors.h"
+#include "ort/kserve_json.h"
+#include "ort/ort_session.h"
+#include "ort/ort_session_state.h"
 
 namespace mlos {
 

@@ -1,5 +1,5 @@
 // The BlobFetch JS class; see blob_fetch_binding.h.
-#include "blob_fetch_binding.h"
+#include "fetch/blob_fetch_binding.h"
 
 #include <dlfcn.h>
 
@@ -10,7 +10,7 @@
 #include <system_error>
 #include <utility>
 
-#include "errors.h"
+#include "common/errors.h"
 
 namespace mlos {
 

@@ -23,8 +23,8 @@
 
 #include <memory>
 
-#include "addon.h"
-#include "shm_pool.h"
+#include "common/addon.h"
+#include "pool/shm_pool.h"
 
 namespace mlos {
 

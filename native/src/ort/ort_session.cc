@@ -1,5 +1,5 @@
 // The OrtSession JS class; see ort_session.h.
-#include "ort_session.h"
+#include "ort/ort_session.h"
 
 #include <algorithm>
 #include <atomic>
@@ -18,11 +18,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "errors.h"
-#include "ort_api.h"
-#include "ort_session_state.h"
-#include "run_worker.h"
-#include "shm_pool_binding.h"
+#include "common/errors.h"
+#include "common/run_worker.h"
+#include "ort/ort_api.h"
+#include "ort/ort_session_state.h"
+#include "pool/shm_pool_binding.h"
 
 namespace mlos {
 

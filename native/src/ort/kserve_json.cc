@@ -1,7 +1,7 @@
 // The KServe v2 JSON codec of the fast path (kserve_json.h). The reader is a strict JSON reader
 // (RFC 8259, as JSON.parse accepts it) that only ever says "yes, and here are the tensors" or "no":
 // whatever it does not fully understand is declined, never guessed.
-#include "kserve_json.h"
+#include "ort/kserve_json.h"
 
 #include <charconv>
 #include <cmath>
