@@ -1,5 +1,5 @@
 // MLOS Core's HTTP door, end to end: `axon serve` in a child process, driven with curl and fetch
-// on the demo models. The seed's three-step flow, KServe v2 JSON and binary tensors, parity with
+// on the demo models. The MLOS v1 three-step flow (install, register, infer), KServe v2 JSON and binary tensors, parity with
 // the library, errors with their codes, auth, a queue limit, 1000 malformed requests, and a client
 // that disconnects mid-request.
 import assert from "node:assert/strict";
@@ -50,7 +50,7 @@ describe("axon serve over HTTP", { skip }, () => {
     if (server) assert.equal(await stop(server), 0, `serve exits cleanly on SIGTERM: ${server.stderr()}`);
   });
 
-  it("serves the seed's flow: install, register, infer, with curl", () => {
+  it("serves the MLOS v1 flow: install, register, infer, with curl", () => {
     const install = spawnSync(process.execPath, [CLI, "install", "demo/tiny-cnn@1"], { env: { ...process.env, AXON_HOME: home }, encoding: "utf8" });
     assert.equal(install.status, 0, install.stderr);
     const reg = curl(["-X", "POST", `${server.base}/api/v1/models/register`, "-H", "Content-Type: application/json", "-d", JSON.stringify({ model_id: "demo/tiny-cnn@1" })]);

@@ -1,7 +1,10 @@
 /**
  * A client of a running MLOS Core server's HTTP API (what `axon register/unregister/infer/ps
  * --endpoint` use). Errors come back as MlosError-shaped objects: the server's `{error, code}`.
+ * Bodies are typed by src/protocol, which the server writes them with.
  */
+import type { ErrorBody, InferenceRequest, InferenceResponse, ModelsResponse, RegisterRequest, RegisterResponse, UnregisterResponse } from "../protocol/mlos-v1.js";
+
 export class ServerError extends Error {
   readonly code: string;
   readonly status: number;
@@ -49,25 +52,26 @@ export class MlosHttpClient {
       throw new ServerError(res.status, "BAD_RESPONSE", `${method} ${path}: the server answered ${res.status} with a body that is not JSON`);
     }
     if (!res.ok) {
-      const j = json as { error?: string; code?: string } | undefined;
+      const j = json as Partial<ErrorBody> | undefined;
       throw new ServerError(res.status, j?.code ?? `HTTP_${res.status}`, j?.error ?? `${method} ${path}: HTTP ${res.status}`);
     }
     return json as T;
   }
 
-  register(modelId: string, options: { path?: string; plugin?: string } = {}): Promise<Record<string, unknown>> {
-    return this.#call("POST", "/api/v1/models/register", { model_id: modelId, ...(options.path ? { path: options.path } : {}), ...(options.plugin ? { plugin_id: options.plugin } : {}) });
+  register(modelId: string, options: { path?: string; plugin?: string; framework?: string } = {}): Promise<RegisterResponse> {
+    const body: RegisterRequest = { model_id: modelId, ...(options.path ? { path: options.path } : {}), ...(options.plugin ? { plugin_id: options.plugin } : {}), ...(options.framework ? { framework: options.framework } : {}) };
+    return this.#call("POST", "/api/v1/models/register", body);
   }
 
-  unregister(id: string): Promise<{ removed: string[] }> {
+  unregister(id: string): Promise<UnregisterResponse> {
     return this.#call("DELETE", `/api/v1/models/${encodeURIComponent(id)}`);
   }
 
-  models(): Promise<{ models: Array<Record<string, unknown>> }> {
+  models(): Promise<ModelsResponse> {
     return this.#call("GET", "/api/v1/models");
   }
 
-  infer(modelId: string, body: Record<string, unknown>): Promise<{ model_id: string; model_version: string; outputs: Record<string, { dtype: string; shape: number[]; data: unknown[] }> }> {
+  infer(modelId: string, body: Omit<InferenceRequest, "model_id">): Promise<InferenceResponse> {
     return this.#call("POST", "/api/v1/inference", { ...body, model_id: modelId });
   }
 }

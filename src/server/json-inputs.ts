@@ -12,7 +12,7 @@ import { HttpError } from "./http-error.js";
 import { datatypeOf, jsonData, tensorFromJson } from "./kserve-codec.js";
 
 /**
- * The seed's inference body: `inputs` as `{name: nested array}` (dtype and shape from the model's
+ * The MLOS v1 inference body: `inputs` as `{name: nested array}` (dtype and shape from the model's
  * signature and the array's nesting), `{name: {data, shape?, dtype?}}`, or a KServe-style list; or
  * `input`, one nested array, for a model with a single input.
  */

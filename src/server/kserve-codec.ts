@@ -4,50 +4,24 @@
  * with a 4-byte little-endian length). Decoding writes straight into pool tensors; every problem
  * is an HttpError naming the tensor.
  */
-import { byteSize, type DType } from "../tensor/dtype.js";
+import { byteSize, dtypeInfo, dtypeOfKserve, KSERVE_DATATYPES, type DType } from "../tensor/dtype.js";
 import type { TensorPool } from "../tensor/pool.js";
 import { Tensor } from "../tensor/tensor.js";
+import type { KserveTensor } from "../protocol/kserve.js";
 import { HttpError } from "./http-error.js";
-
-const TO_DTYPE: Record<string, DType> = {
-  BOOL: "bool",
-  UINT8: "uint8",
-  UINT16: "uint16",
-  UINT32: "uint32",
-  UINT64: "uint64",
-  INT8: "int8",
-  INT16: "int16",
-  INT32: "int32",
-  INT64: "int64",
-  FP16: "float16",
-  BF16: "bfloat16",
-  FP32: "float32",
-  FP64: "float64",
-  BYTES: "string",
-};
-const TO_DATATYPE: Partial<Record<DType, string>> = Object.fromEntries(Object.entries(TO_DTYPE).map(([k, v]) => [v, k]));
 
 /** The KServe datatype of a dtype (`float32` -> `FP32`). */
 export function datatypeOf(dtype: DType): string {
-  const d = TO_DATATYPE[dtype];
+  const d = dtypeInfo(dtype).kserve;
   if (!d) throw new HttpError(500, "UNSUPPORTED_DTYPE", `dtype ${dtype} has no KServe v2 datatype`);
   return d;
 }
 
 /** The dtype of a KServe datatype, or a 400 naming the tensor. */
 export function dtypeOf(datatype: unknown, tensor: string): DType {
-  const d = typeof datatype === "string" ? TO_DTYPE[datatype.toUpperCase()] : undefined;
-  if (!d) throw new HttpError(400, "BAD_DATATYPE", `tensor "${tensor}": unknown datatype ${JSON.stringify(datatype)}; one of ${Object.keys(TO_DTYPE).join(", ")}`);
+  const d = typeof datatype === "string" ? dtypeOfKserve(datatype) : undefined;
+  if (!d) throw new HttpError(400, "BAD_DATATYPE", `tensor "${tensor}": unknown datatype ${JSON.stringify(datatype)}; one of ${KSERVE_DATATYPES.join(", ")}`);
   return d;
-}
-
-/** One tensor of a request's `inputs` (or a response's `outputs`), as JSON. */
-export interface JsonTensor {
-  name: string;
-  datatype: string;
-  shape: number[];
-  data?: unknown;
-  parameters?: Record<string, unknown>;
 }
 
 function checkShape(shape: unknown, name: string): number[] {
@@ -106,7 +80,7 @@ function flattenStrings(data: unknown, out: string[], name: string): void {
  */
 export function tensorFromJson(input: unknown, pool: TensorPool, index: number): Tensor {
   if (input === null || typeof input !== "object" || Array.isArray(input)) throw new HttpError(400, "BAD_TENSOR", `inputs[${index}] must be an object { name, shape, datatype, data }`);
-  const t = input as Partial<JsonTensor>;
+  const t = input as Partial<KserveTensor>;
   if (typeof t.name !== "string" || t.name === "") throw new HttpError(400, "BAD_TENSOR", `inputs[${index}].name must be a non-empty string`);
   const name = t.name;
   const shape = checkShape(t.shape, name);

@@ -58,33 +58,35 @@ export interface DTypeInfo {
   readonly array: TypedArrayCtor | undefined;
   /** Array entries per element: 2 for complex types, 1 otherwise (0.5 for the packed 4-bit types). */
   readonly lanes: number;
+  /** The KServe v2 / Open Inference Protocol datatype (`FP32`, `BYTES` ...), when it has one. */
+  readonly kserve: string | undefined;
 }
 
-const info = (name: DType, bits: number, array: TypedArrayCtor | undefined, lanes = 1): DTypeInfo => ({ name, bits, array, lanes });
+const info = (name: DType, bits: number, array: TypedArrayCtor | undefined, kserve?: string, lanes = 1): DTypeInfo => ({ name, bits, array, lanes, kserve });
 
 const TABLE: Record<DType, DTypeInfo> = {
-  float32: info("float32", 32, Float32Array),
-  float64: info("float64", 64, Float64Array),
-  float16: info("float16", 16, Uint16Array),
-  bfloat16: info("bfloat16", 16, Uint16Array),
-  int8: info("int8", 8, Int8Array),
-  int16: info("int16", 16, Int16Array),
-  int32: info("int32", 32, Int32Array),
-  int64: info("int64", 64, BigInt64Array as unknown as TypedArrayCtor),
-  uint8: info("uint8", 8, Uint8Array),
-  uint16: info("uint16", 16, Uint16Array),
-  uint32: info("uint32", 32, Uint32Array),
-  uint64: info("uint64", 64, BigUint64Array as unknown as TypedArrayCtor),
-  bool: info("bool", 8, Uint8Array),
-  string: info("string", 0, undefined),
-  complex64: info("complex64", 64, Float32Array, 2),
-  complex128: info("complex128", 128, Float64Array, 2),
+  float32: info("float32", 32, Float32Array, "FP32"),
+  float64: info("float64", 64, Float64Array, "FP64"),
+  float16: info("float16", 16, Uint16Array, "FP16"),
+  bfloat16: info("bfloat16", 16, Uint16Array, "BF16"),
+  int8: info("int8", 8, Int8Array, "INT8"),
+  int16: info("int16", 16, Int16Array, "INT16"),
+  int32: info("int32", 32, Int32Array, "INT32"),
+  int64: info("int64", 64, BigInt64Array as unknown as TypedArrayCtor, "INT64"),
+  uint8: info("uint8", 8, Uint8Array, "UINT8"),
+  uint16: info("uint16", 16, Uint16Array, "UINT16"),
+  uint32: info("uint32", 32, Uint32Array, "UINT32"),
+  uint64: info("uint64", 64, BigUint64Array as unknown as TypedArrayCtor, "UINT64"),
+  bool: info("bool", 8, Uint8Array, "BOOL"),
+  string: info("string", 0, undefined, "BYTES"),
+  complex64: info("complex64", 64, Float32Array, undefined, 2),
+  complex128: info("complex128", 128, Float64Array, undefined, 2),
   float8e4m3fn: info("float8e4m3fn", 8, Uint8Array),
   float8e4m3fnuz: info("float8e4m3fnuz", 8, Uint8Array),
   float8e5m2: info("float8e5m2", 8, Uint8Array),
   float8e5m2fnuz: info("float8e5m2fnuz", 8, Uint8Array),
-  int4: info("int4", 4, Uint8Array, 0.5),
-  uint4: info("uint4", 4, Uint8Array, 0.5),
+  int4: info("int4", 4, Uint8Array, undefined, 0.5),
+  uint4: info("uint4", 4, Uint8Array, undefined, 0.5),
 };
 
 export function isDType(x: unknown): x is DType {
@@ -105,3 +107,13 @@ export function arrayLength(d: DType, elements: number): number {
   const l = TABLE[d].lanes;
   return l === 0.5 ? Math.ceil(elements / 2) : elements * l;
 }
+
+/** The dtype of a KServe v2 datatype name (`FP32` -> `float32`, case-insensitive), or undefined. */
+export function dtypeOfKserve(datatype: string): DType | undefined {
+  return KSERVE_TO_DTYPE.get(datatype.toUpperCase());
+}
+
+/** Every KServe v2 datatype name, in the table's order. */
+export const KSERVE_DATATYPES: readonly string[] = DTYPES.flatMap((d) => TABLE[d].kserve ?? []);
+
+const KSERVE_TO_DTYPE = new Map(DTYPES.flatMap((d) => (TABLE[d].kserve ? [[TABLE[d].kserve!, d] as const] : [])));
