@@ -756,10 +756,13 @@ describe("the KServe v2 JSON fast path over HTTP", { skip }, () => {
     await lateReaders([[mlpBody(8000, 4)], [mlpBody(6000, 10)]]);
   });
 
-  // Seen about once in eight runs: none of the six pipelined requests is answered (0 bytes in 20 s),
-  // with or without other clients. Not yet understood (uWebSockets.js with several requests in one
-  // packet, the first of them large); it stays visible here as a todo until it is.
-  it("answers pipelined requests sent in one packet, in order", { todo: "intermittent: sometimes no answer to pipelined requests (see the issue note)" }, async () => {
+  // The cause is known: uWebSockets.js closes a connection when a request arrives on it while the
+  // previous response is pending ("denying async pipelining" in its HttpContext): pipelined
+  // requests are answered only while every response before them is written synchronously. Here the
+  // first request is answered asynchronously whenever the run policy has the MLP on worker threads
+  // (a 3000-row request can send it there), or when it joins a batch. It stays a visible todo until
+  // the HTTP door queues pipelined requests itself.
+  it("answers pipelined requests sent in one packet, in order", { todo: "uWebSockets.js closes the connection when a pipelined request arrives behind an asynchronous response" }, async () => {
     await lateReaders([[mlpBody(3000, 5), SMALL, mlpBody(40, 6), general(mlpBody(2, 7)), mlpBody(1500, 8), mlpBody(1, 9)]]);
   });
 });
