@@ -61,6 +61,32 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond();
 }
 
+export interface CpuTimes {
+  /** Seconds the CPU ran anything (user, nice, system, irq, softirq). */
+  busy: number;
+  /** Seconds the hypervisor ran something else while this virtual CPU wanted to run. */
+  steal: number;
+}
+
+/** One CPU's counters from /proc/stat (all CPUs together when `cpu` is undefined). */
+export function cpuTimes(cpu?: string): CpuTimes {
+  const name = cpu === undefined ? "cpu" : `cpu${cpu}`;
+  const line = readFileSync("/proc/stat", "utf8").split("\n").find((l) => l.startsWith(name + " "));
+  if (!line) return { busy: NaN, steal: NaN };
+  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number) as number[];
+  const t = ticksPerSecond();
+  return { busy: (user! + nice! + system! + irq! + softirq!) / t, steal: steal! / t };
+}
+
+/**
+ * What else used a CPU over a window: its busy time less `own` (the CPU seconds of the processes
+ * measured there), and the hypervisor's steal, each as a share of the window. A measurement whose
+ * server CPU had more than a few per cent of either was disturbed by the machine, not the server.
+ */
+export function foreignShare(before: CpuTimes, after: CpuTimes, own: number, wallSeconds: number): { others: number; steal: number } {
+  return { others: Math.max(0, after.busy - before.busy - own) / wallSeconds, steal: (after.steal - before.steal) / wallSeconds };
+}
+
 /** The CPUs each thread of the process may run on (from /proc/PID/task/TID/status), deduplicated. */
 export function allowedCpus(pid: number): string[] {
   const seen = new Set<string>();
