@@ -10,38 +10,6 @@
 
 namespace mlos::kserve {
 
-size_t ElemSize(Elem e) {
-  switch (e) {
-    case Elem::kFloat32: return 4;
-    case Elem::kFloat64: return 8;
-    case Elem::kInt8: return 1;
-    case Elem::kInt16: return 2;
-    case Elem::kInt32: return 4;
-    case Elem::kInt64: return 8;
-    case Elem::kUint8: return 1;
-    case Elem::kUint16: return 2;
-    case Elem::kUint32: return 4;
-    case Elem::kBool: return 1;
-  }
-  return 0;
-}
-
-const char* DatatypeName(Elem e) {
-  switch (e) {
-    case Elem::kFloat32: return "FP32";
-    case Elem::kFloat64: return "FP64";
-    case Elem::kInt8: return "INT8";
-    case Elem::kInt16: return "INT16";
-    case Elem::kInt32: return "INT32";
-    case Elem::kInt64: return "INT64";
-    case Elem::kUint8: return "UINT8";
-    case Elem::kUint16: return "UINT16";
-    case Elem::kUint32: return "UINT32";
-    case Elem::kBool: return "BOOL";
-  }
-  return "";
-}
-
 namespace {
 
 // Deeper documents are declined (JSON.parse would take them; the general path then does).
@@ -215,20 +183,10 @@ class Reader {
 };
 
 bool ElemFromDatatype(std::string_view s, Elem* out) {
-  static constexpr struct {
-    const char* name;
-    Elem elem;
-  } kNames[] = {{"FP32", Elem::kFloat32}, {"FP64", Elem::kFloat64}, {"INT8", Elem::kInt8},
-                {"INT16", Elem::kInt16},  {"INT32", Elem::kInt32},  {"INT64", Elem::kInt64},
-                {"UINT8", Elem::kUint8},  {"UINT16", Elem::kUint16}, {"UINT32", Elem::kUint32},
-                {"BOOL", Elem::kBool}};
-  for (const auto& n : kNames) {
-    if (s == n.name) {
-      *out = n.elem;
-      return true;
-    }
-  }
-  return false;
+  const DTypeInfo* d = DTypeByKserve(s);
+  if (d == nullptr) return false;
+  *out = d->dtype;
+  return true;
 }
 
 template <typename T>
@@ -268,6 +226,7 @@ bool Convert(const std::vector<double>& values, bool sawBool, Elem elem, std::ve
         ok = v == 0.0 || v == 1.0;
         *at = v != 0.0 ? 1 : 0;
         break;
+      default: ok = false; break;  // not a codec type: specs never hold one
     }
     if (!ok) return false;
     at += size;
@@ -527,6 +486,7 @@ void AppendElements(std::string& out, const OutputView& o) {
         break;
       }
       case Elem::kBool: out += *at != 0 ? "true" : "false"; break;
+      default: break;  // not a codec type: outputs never hold one
     }
   }
 }

@@ -20,14 +20,21 @@
 #include <string_view>
 #include <vector>
 
+#include "common/dtype.h"
+
 namespace mlos::kserve {
 
-// The element types this codec reads and writes.
-enum class Elem : uint8_t { kFloat32, kFloat64, kInt8, kInt16, kInt32, kInt64, kUint8, kUint16, kUint32, kBool };
+// An element type this codec reads and writes: one of the DTypes with a KServe datatype in
+// common/dtype.h (the first ten; the codec declines every other type).
+using Elem = DType;
 
-size_t ElemSize(Elem e);
+// Bytes per element (every type the codec handles is a whole number of bytes).
+inline size_t ElemSize(Elem e) { return DTypeOf(e).bits / 8; }
 // The KServe datatype name ("FP32", "INT64", "BOOL", ...).
-const char* DatatypeName(Elem e);
+inline const char* DatatypeName(Elem e) {
+  const char* name = DTypeOf(e).kserve;
+  return name != nullptr ? name : "";
+}
 
 // One dimension of an input's signature: a fixed size (>= 0), or dynamic (size < 0), optionally
 // named (`symbol`): every input dimension with the same name must have the same size.

@@ -31,30 +31,32 @@ const char* OrtErrorCodeName(OrtErrorCode c) {
   }
 }
 
-constexpr OrtDtypeInfo kDtypes[] = {
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, "float32", 32},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8, "uint8", 8},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8, "int8", 8},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16, "uint16", 16},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16, "int16", 16},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, "int32", 32},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64, "int64", 64},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_STRING, "string", 0},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL, "bool", 8},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16, "float16", 16},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE, "float64", 64},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32, "uint32", 32},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT64, "uint64", 64},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_COMPLEX64, "complex64", 64},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_COMPLEX128, "complex128", 128},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16, "bfloat16", 16},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E4M3FN, "float8e4m3fn", 8},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E4M3FNUZ, "float8e4m3fnuz", 8},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E5M2, "float8e5m2", 8},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT8E5M2FNUZ, "float8e5m2fnuz", 8},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT4, "uint4", 4},
-    {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT4, "int4", 4},
-};
+// common/dtype.h holds ONNX's element type numbers; they must be ORT's.
+#define MLOS_SAME_ONNX_TYPE(dtype, ort) \
+  static_assert(DTypeOf(DType::dtype).onnx == ONNX_TENSOR_ELEMENT_DATA_TYPE_##ort, #dtype " is not ORT's " #ort)
+MLOS_SAME_ONNX_TYPE(kFloat32, FLOAT);
+MLOS_SAME_ONNX_TYPE(kFloat64, DOUBLE);
+MLOS_SAME_ONNX_TYPE(kInt8, INT8);
+MLOS_SAME_ONNX_TYPE(kInt16, INT16);
+MLOS_SAME_ONNX_TYPE(kInt32, INT32);
+MLOS_SAME_ONNX_TYPE(kInt64, INT64);
+MLOS_SAME_ONNX_TYPE(kUint8, UINT8);
+MLOS_SAME_ONNX_TYPE(kUint16, UINT16);
+MLOS_SAME_ONNX_TYPE(kUint32, UINT32);
+MLOS_SAME_ONNX_TYPE(kBool, BOOL);
+MLOS_SAME_ONNX_TYPE(kUint64, UINT64);
+MLOS_SAME_ONNX_TYPE(kFloat16, FLOAT16);
+MLOS_SAME_ONNX_TYPE(kBfloat16, BFLOAT16);
+MLOS_SAME_ONNX_TYPE(kString, STRING);
+MLOS_SAME_ONNX_TYPE(kComplex64, COMPLEX64);
+MLOS_SAME_ONNX_TYPE(kComplex128, COMPLEX128);
+MLOS_SAME_ONNX_TYPE(kFloat8E4M3FN, FLOAT8E4M3FN);
+MLOS_SAME_ONNX_TYPE(kFloat8E4M3FNUZ, FLOAT8E4M3FNUZ);
+MLOS_SAME_ONNX_TYPE(kFloat8E5M2, FLOAT8E5M2);
+MLOS_SAME_ONNX_TYPE(kFloat8E5M2FNUZ, FLOAT8E5M2FNUZ);
+MLOS_SAME_ONNX_TYPE(kUint4, UINT4);
+MLOS_SAME_ONNX_TYPE(kInt4, INT4);
+#undef MLOS_SAME_ONNX_TYPE
 
 }  // namespace
 
@@ -146,20 +148,6 @@ const OrtRuntime* OrtLoad(const std::string& path, std::string* error, int globa
   rt->globalThreads = globalThreads > 0 ? globalThreads : 0;
   g_runtime = rt;
   return rt;
-}
-
-const OrtDtypeInfo* OrtDtypeByName(const std::string& name) {
-  for (const auto& d : kDtypes) {
-    if (name == d.name) return &d;
-  }
-  return nullptr;
-}
-
-const OrtDtypeInfo* OrtDtypeByType(ONNXTensorElementDataType type) {
-  for (const auto& d : kDtypes) {
-    if (type == d.type) return &d;
-  }
-  return nullptr;
 }
 
 }  // namespace mlos

@@ -14,6 +14,8 @@
 #include <memory>
 #include <string>
 
+#include "common/dtype.h"
+
 namespace mlos {
 
 constexpr uint32_t kOrtMinApiVersion = 17;
@@ -45,18 +47,13 @@ const OrtRuntime* OrtCurrent();
 // "" for nullptr (success).
 std::string OrtStatusMessage(const OrtApi* api, OrtStatus* status, const char* call);
 
-// Element types: ONNX names ("float32", "int64", ...) and storage.
-struct OrtDtypeInfo {
-  ONNXTensorElementDataType type;
-  const char* name;
-  uint32_t bits;  // bits per element (4 for int4/uint4/float4e2m1); 0 for string
-};
-// nullptr for an unknown name / type.
-const OrtDtypeInfo* OrtDtypeByName(const std::string& name);
-const OrtDtypeInfo* OrtDtypeByType(ONNXTensorElementDataType type);
-// Bytes that `elements` elements of `dtype` occupy (sub-byte types packed, rounded up).
-inline uint64_t OrtDtypeBytes(const OrtDtypeInfo& d, uint64_t elements) {
-  return (elements * d.bits + 7) / 8;
+// Element types are common/dtype.h's table (its ONNX numbers are ORT's enum; ort_api.cc checks).
+inline ONNXTensorElementDataType OrtTypeOf(const DTypeInfo& d) {
+  return static_cast<ONNXTensorElementDataType>(d.onnx);
+}
+// nullptr for a type the table does not know.
+inline const DTypeInfo* OrtDtypeByType(ONNXTensorElementDataType type) {
+  return DTypeByOnnx(static_cast<int32_t>(type));
 }
 
 }  // namespace mlos

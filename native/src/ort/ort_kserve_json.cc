@@ -33,54 +33,11 @@ namespace mlos {
 
 namespace {
 
-bool ElemOfDtype(const std::string& dtype, kserve::Elem* out) {
-  static constexpr struct {
-    const char* name;
-    kserve::Elem elem;
-  } kTable[] = {{"float32", kserve::Elem::kFloat32}, {"float64", kserve::Elem::kFloat64},
-                {"int8", kserve::Elem::kInt8},       {"int16", kserve::Elem::kInt16},
-                {"int32", kserve::Elem::kInt32},     {"int64", kserve::Elem::kInt64},
-                {"uint8", kserve::Elem::kUint8},     {"uint16", kserve::Elem::kUint16},
-                {"uint32", kserve::Elem::kUint32},   {"bool", kserve::Elem::kBool}};
-  for (const auto& e : kTable) {
-    if (dtype == e.name) {
-      *out = e.elem;
-      return true;
-    }
-  }
-  return false;
-}
-
-bool ElemOfOrtType(ONNXTensorElementDataType t, kserve::Elem* out) {
-  switch (t) {
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: *out = kserve::Elem::kFloat32; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: *out = kserve::Elem::kFloat64; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: *out = kserve::Elem::kInt8; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16: *out = kserve::Elem::kInt16; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: *out = kserve::Elem::kInt32; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: *out = kserve::Elem::kInt64; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: *out = kserve::Elem::kUint8; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16: *out = kserve::Elem::kUint16; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32: *out = kserve::Elem::kUint32; return true;
-    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: *out = kserve::Elem::kBool; return true;
-    default: return false;
-  }
-}
-
-ONNXTensorElementDataType OrtTypeOfElem(kserve::Elem e) {
-  switch (e) {
-    case kserve::Elem::kFloat32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-    case kserve::Elem::kFloat64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE;
-    case kserve::Elem::kInt8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8;
-    case kserve::Elem::kInt16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT16;
-    case kserve::Elem::kInt32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
-    case kserve::Elem::kInt64: return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
-    case kserve::Elem::kUint8: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
-    case kserve::Elem::kUint16: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT16;
-    case kserve::Elem::kUint32: return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT32;
-    case kserve::Elem::kBool: return ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL;
-  }
-  return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+// The codec's element type for `d`, when the codec handles it (common/dtype.h: a KServe datatype).
+bool CodecElem(const DTypeInfo* d, kserve::Elem* out) {
+  if (d == nullptr || d->kserve == nullptr) return false;
+  *out = d->dtype;
+  return true;
 }
 
 std::string StringField(Napi::Env env, Napi::Object o, const char* key, const char* what) {
@@ -267,7 +224,7 @@ Napi::Value OrtSessionWrap::PrepareKserveJson(const Napi::CallbackInfo& info) {
     s.name = StringField(env, spec, "name", "options.inputs[]");
     MLOS_REQUIRE_TYPE(st->InputIndex(s.name) >= 0, env,
                       std::string(kWhat) + ": the model has no input \"" + s.name + "\"");
-    supported = ElemOfDtype(StringField(env, spec, "dtype", "options.inputs[]"), &s.elem) && supported;
+    supported = CodecElem(DTypeByName(StringField(env, spec, "dtype", "options.inputs[]")), &s.elem) && supported;
     s.dims = DimsOf(env, spec.Get("shape"), kWhat);
     path->inputs.push_back(std::move(s));
   }
@@ -282,7 +239,7 @@ Napi::Value OrtSessionWrap::PrepareKserveJson(const Napi::CallbackInfo& info) {
     const int index = st->OutputIndex(os.name);
     MLOS_REQUIRE_TYPE(index >= 0, env, std::string(kWhat) + ": the model has no output \"" + os.name + "\"");
     const IoMeta& meta = st->outputs[static_cast<size_t>(index)];
-    if (meta.type != ONNX_TYPE_TENSOR || meta.dtype == nullptr || !ElemOfOrtType(meta.dtype->type, &os.elem)) {
+    if (meta.type != ONNX_TYPE_TENSOR || meta.dtype == nullptr || !CodecElem(meta.dtype, &os.elem)) {
       supported = false;
     }
     os.dims = DimsOf(env, spec.Get("shape"), kWhat);
@@ -324,7 +281,7 @@ bool Execute(KserveJsonPath* path, OrtSessionState* st, const std::vector<InputR
     const kserve::InputSpec& spec = path->inputs[i];
     const InputRef& in = inputs[i];
     if (!path->inputValues[i].Set(api, st->rt->cpuMemory, in.bytes == 0 ? &empty : in.data, in.bytes, *in.shape,
-                                  OrtTypeOfElem(spec.elem))) {
+                                  OrtTypeOf(DTypeOf(spec.elem)))) {
       return false;
     }
     path->runInputs[i] = path->inputValues[i].value;
@@ -342,7 +299,7 @@ bool Execute(KserveJsonPath* path, OrtSessionState* st, const std::vector<InputR
     for (int64_t d : o.shape) count *= static_cast<size_t>(d);
     o.buffer.resize(count * kserve::ElemSize(o.elem));
     void* data = o.buffer.empty() ? &empty : o.buffer.data();
-    if (!o.cached.Set(api, st->rt->cpuMemory, data, o.buffer.size(), o.shape, OrtTypeOfElem(o.elem))) continue;
+    if (!o.cached.Set(api, st->rt->cpuMemory, data, o.buffer.size(), o.shape, OrtTypeOf(DTypeOf(o.elem)))) continue;
     path->runOutputs[i] = o.cached.value;
     path->ortAllocated[i] = false;
   }
@@ -377,7 +334,7 @@ bool Execute(KserveJsonPath* path, OrtSessionState* st, const std::vector<InputR
     }
     api->ReleaseTensorTypeAndShapeInfo(ti);
     void* data = nullptr;
-    if (!ok || !ElemOfOrtType(et, &views[i].elem) || !Ok(api, api->GetTensorMutableData(v, &data))) return false;
+    if (!ok || !CodecElem(OrtDtypeByType(et), &views[i].elem) || !Ok(api, api->GetTensorMutableData(v, &data))) return false;
     views[i].name = path->outputs[i].name;
     views[i].shape = shape.data();
     views[i].rank = rank;

@@ -235,7 +235,7 @@ Napi::Array IoMetaToJs(Napi::Env env, const std::vector<IoMeta>& list) {
 
 // A tensor argument from JS, checked: { dtype, shape, data }.
 struct TensorArg {
-  const OrtDtypeInfo* dtype = nullptr;
+  const DTypeInfo* dtype = nullptr;
   std::vector<int64_t> shape;
   void* data = nullptr;
   size_t bytes = 0;
@@ -253,7 +253,7 @@ TensorArg ParseTensor(Napi::Env env, Napi::Value v, const std::string& what,
   Napi::Value dt = o.Get("dtype");
   MLOS_REQUIRE_TYPE(dt.IsString(), env, what + ": dtype must be a string such as \"float32\"");
   const std::string dtName = dt.As<Napi::String>().Utf8Value();
-  t.dtype = OrtDtypeByName(dtName);
+  t.dtype = DTypeByName(dtName);
   MLOS_REQUIRE_TYPE(t.dtype != nullptr, env, what + ": unknown dtype \"" + dtName + "\"");
   MLOS_REQUIRE_TYPE(t.dtype->bits != 0 || allowStrings, env,
                     what + ": dtype \"" + dtName + "\" cannot be preallocated");
@@ -299,7 +299,7 @@ TensorArg ParseTensor(Napi::Env env, Napi::Value v, const std::string& what,
                     what + ": data must be an ArrayBuffer, a typed array or a DataView");
   uint8_t* ptr = nullptr;
   BufferSpan(env, data, &ptr, &t.bytes);
-  const uint64_t need = OrtDtypeBytes(*t.dtype, elements);
+  const uint64_t need = DTypeBytes(*t.dtype, elements);
   if (t.bytes != need) {
     std::string dims;
     for (int64_t d : t.shape) dims += (dims.empty() ? "" : ",") + std::to_string(d);
@@ -383,7 +383,7 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
       OrtAllocator* alloc = nullptr;
       ThrowIfOrtError(env, api, api->GetAllocatorWithDefaultOptions(&alloc), "GetAllocatorWithDefaultOptions");
       ThrowIfOrtError(env, api,
-                      api->CreateTensorAsOrtValue(alloc, t.shape.data(), t.shape.size(), t.dtype->type, &value),
+                      api->CreateTensorAsOrtValue(alloc, t.shape.data(), t.shape.size(), OrtTypeOf(*t.dtype), &value),
                       "CreateTensorAsOrtValue");
       plan->inputs.push_back(value);  // released with the plan, also if filling fails
       std::vector<const char*> cstrs;
@@ -397,7 +397,7 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
     ThrowIfOrtError(env, api,
                     api->CreateTensorWithDataAsOrtValue(state->rt->cpuMemory, t.data, t.bytes,
                                                         t.shape.data(), t.shape.size(),
-                                                        t.dtype->type, &value),
+                                                        OrtTypeOf(*t.dtype), &value),
                     "CreateTensorWithDataAsOrtValue");
     plan->inputs.push_back(value);
     plan->inputNames.push_back(meta.name.c_str());
@@ -452,7 +452,7 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
       ThrowIfOrtError(env, api,
                       api->CreateTensorWithDataAsOrtValue(state->rt->cpuMemory, t.data, t.bytes,
                                                           t.shape.data(), t.shape.size(),
-                                                          t.dtype->type, &value),
+                                                          OrtTypeOf(*t.dtype), &value),
                       "CreateTensorWithDataAsOrtValue");
       plan->outputs[slot] = value;
       plan->prealloc[slot] = static_cast<int>(plan->preallocArgs.size());
@@ -604,7 +604,7 @@ Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::V
     ThrowIfOrtError(env, api, api->GetTensorTypeAndShape(value, &info.p), "GetTensorTypeAndShape");
     ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
     ThrowIfOrtError(env, api, api->GetTensorElementType(info.p, &et), "GetTensorElementType");
-    const OrtDtypeInfo* dtype = OrtDtypeByType(et);
+    const DTypeInfo* dtype = OrtDtypeByType(et);
     MLOS_REQUIRE(dtype != nullptr, env, "ORT_FAIL",
                  std::string("output \"") + name + "\" has an unsupported element type " +
                      std::to_string(static_cast<int>(et)));
@@ -638,7 +638,7 @@ Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::V
       result.Set(name, o);
       continue;
     }
-    const size_t bytes = static_cast<size_t>(OrtDtypeBytes(*dtype, elements));
+    const size_t bytes = static_cast<size_t>(DTypeBytes(*dtype, elements));
     void* data = nullptr;
     ThrowIfOrtError(env, api, api->GetTensorMutableData(value, &data), "GetTensorMutableData");
     Napi::ArrayBuffer ab;

@@ -19,7 +19,7 @@ namespace mlos {
 struct IoMeta {
   std::string name;
   ONNXType type = ONNX_TYPE_UNKNOWN;
-  const OrtDtypeInfo* dtype = nullptr;  // tensors only; nullptr when not a tensor or not known
+  const DTypeInfo* dtype = nullptr;  // tensors only; nullptr when not a tensor or not known
   std::vector<int64_t> shape;
   std::vector<std::string> symbolic;
 };
