@@ -538,6 +538,14 @@ export function nativeCandidates(): string[] {
 let cached: NativeAddon | undefined;
 let cachedError: NativeLoadError | undefined;
 
+/**
+ * The command that (re)builds the addons: `npm rebuild mlos` where mlos is a dependency (inside a
+ * node_modules folder), `npm run build:native` in a checkout of mlos itself.
+ */
+export function rebuildCommand(): string {
+  return packageRoot().split(path.sep).includes("node_modules") ? "npm rebuild mlos" : "npm run build:native";
+}
+
 /** Loads the addon once; throws a {@link NativeLoadError} that says what to run when it cannot. */
 export function loadNative(): NativeAddon {
   if (cached) return cached;
@@ -547,7 +555,7 @@ export function loadNative(): NativeAddon {
   if (!file) {
     cachedError = new NativeLoadError(
       `The mlos native addon is not built: none of ${candidates.join(", ")} exists. ` +
-        "Build it with `npm run build:native` (it needs cmake >= 3.15 and a C++17 compiler), " +
+        `Build it with \`${rebuildCommand()}\` (it needs cmake >= 3.15 and a C++17 compiler), ` +
         "or reinstall without MLOS_SKIP_NATIVE=1.",
     );
     throw cachedError;
@@ -565,7 +573,7 @@ export function loadNative(): NativeAddon {
     cachedError = new NativeLoadError(
       `The mlos native addon at ${file} failed to load: ${why}. ` +
         "Rebuild it for this Node (" + process.version + ", " + process.platform + "-" + process.arch + ") " +
-        "with `npm run build:native`.",
+        `with \`${rebuildCommand()}\`.`,
       { cause: e },
     );
     throw cachedError;
@@ -657,7 +665,7 @@ export function loadOrt(): NativeAddonWithOrt {
     ortError = new OrtUnavailableError(
       "The mlos native addon was built without ONNX Runtime sessions (its C headers could not be fetched " +
         "at build time; the build printed why). Set ORT_ROOT to an ONNX Runtime release, or make " +
-        "`npm pack com.github.asus4.onnxruntime@0.4.9` work, and run `npm run build:native`.",
+        `\`npm pack com.github.asus4.onnxruntime@0.4.9\` work, and run \`${rebuildCommand()}\`.`,
     );
     throw ortError;
   }

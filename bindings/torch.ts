@@ -8,7 +8,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { NativeError, packageRoot } from "./native.js";
+import { NativeError, packageRoot, rebuildCommand } from "./native.js";
 
 /** Stable `code` values of errors thrown by the torch addon. */
 export type NativeTorchErrorCode = "TORCH_FAIL" | "TORCH_UNAVAILABLE" | "BAD_ARGUMENT" | "CLOSED";
@@ -125,7 +125,7 @@ export class TorchUnavailableError extends Error {
   }
 }
 
-const HOW_TO_BUILD = "Install libtorch and build the addon: `apt-get install libtorch-dev && npm run build:native`";
+const howToBuild = (): string => `Install libtorch and build the addon: \`apt-get install libtorch-dev && ${rebuildCommand()}\``;
 
 /** Where the loader looks: $MLOS_TORCH_PATH alone when it is set, else build/Release, then build/Debug. */
 export function torchCandidates(): string[] {
@@ -163,7 +163,7 @@ function torchFile(): string | undefined {
 }
 
 function notBuiltMessage(): string {
-  return `The torch addon is not built: none of ${torchCandidates().join(", ")} exists (the build skips it when libtorch is not found, and prints why). ${HOW_TO_BUILD}.`;
+  return `The torch addon is not built: none of ${torchCandidates().join(", ")} exists (the build skips it when libtorch is not found, and prints why). ${howToBuild()}.`;
 }
 
 /** Loads the torch addon once (mapping libtorch); throws a {@link TorchUnavailableError} that says what to install and run. */
@@ -190,8 +190,8 @@ export function loadTorch(): NativeTorchAddon {
     cachedError = new TorchUnavailableError(
       `The torch addon at ${file} failed to load: ${why}. ` +
         (missingLib
-          ? `libtorch is missing or not the one it was built against. ${HOW_TO_BUILD}.`
-          : `Rebuild it for this Node (${process.version}, ${process.platform}-${process.arch}): ${HOW_TO_BUILD}.`),
+          ? `libtorch is missing or not the one it was built against. ${howToBuild()}.`
+          : `Rebuild it for this Node (${process.version}, ${process.platform}-${process.arch}): ${howToBuild()}.`),
       { cause: e },
     );
     throw cachedError;

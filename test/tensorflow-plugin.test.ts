@@ -10,7 +10,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { MlosError, Runtime, Tensor, type Model } from "mlos";
-import { loadTensorflow, TensorflowPlugin, type TfRuntime } from "../src/plugins/tensorflow/index.js";
+import { TensorflowPlugin } from "../src/plugins/tensorflow/index.js";
+import { loadTensorflow, type TfRuntime } from "../src/plugins/tensorflow/tfjs.js";
 import { buildLayersMlp, buildTwoHeaded, graphMlpReference, randomFloats, writeAxonYaml, writeGraphMlp, writeGraphWhere, writeLayersMlp, type GraphMlp } from "./helpers/tfjs-models.js";
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -257,7 +258,7 @@ describe("tensorflow plugin", () => {
   it("loads a model.json without a manifest, named by its layers, and renames by position from spec.io", async () => {
     const dir = path.join(work, "two-headed");
     const m = buildTwoHeaded(rt.tf);
-    const { fileSaveHandler } = await import("../src/plugins/tensorflow/index.js");
+    const { fileSaveHandler } = await import("../src/plugins/tensorflow/io.js");
     await m.save(fileSaveHandler(dir));
     const x = Tensor.float32([2, 4], randomFloats(8, 77));
     const expected = rt.tf.tidy(() => m.predict(rt.tf.tensor(x.data as Float32Array, [2, 4])) as import("@tensorflow/tfjs").Tensor[]);

@@ -62,7 +62,7 @@ describe("torch plugin availability", () => {
   it("reports whether it can run, and why not", () => {
     const p = new TorchPlugin();
     assert.equal(p.id, "torch");
-    assert.deepEqual([...p.frameworks], ["pytorch"]);
+    assert.deepEqual([...p.frameworks], ["pytorch", "torch"]);
     assert.deepEqual([...p.formats], ["torchscript", "pt"]);
     if (!availability.available) assert.match(availability.reason, /apt-get install libtorch-dev && npm run build:native/);
     assert.ok(new Runtime().plugins().some((x) => x.id === "torch"), "the runtime registers it");

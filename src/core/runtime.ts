@@ -191,7 +191,11 @@ export class Runtime {
       }
     }
     const a = plugin.availability();
-    if (!a.available) throw new MlosError("PLUGIN_UNAVAILABLE", `the ${plugin.id} plugin cannot run here: ${a.reason}`, { plugin: plugin.id });
+    if (!a.available) {
+      // A reason may name its plugin already ("the tensorflow plugin needs ..."): say it once.
+      const said = a.reason.toLowerCase().startsWith(`the ${plugin.id} plugin`);
+      throw new MlosError("PLUGIN_UNAVAILABLE", said ? a.reason : `the ${plugin.id} plugin cannot run here: ${a.reason}`, { plugin: plugin.id });
+    }
     return plugin;
   }
 

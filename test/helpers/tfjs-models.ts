@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type * as TF from "@tensorflow/tfjs";
-import { fileSaveHandler } from "../../src/plugins/tensorflow/index.js";
+import { fileSaveHandler } from "../../src/plugins/tensorflow/io.js";
 import { mulberry32 } from "../../src/tools/make-demo-models.js";
 
 export function randomFloats(n: number, seed: number, scale = 1): Float32Array {

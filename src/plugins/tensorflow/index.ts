@@ -16,10 +16,10 @@ import { formatShape, mergeSignature, type Signature, type TensorInfo } from "..
 import type { DType } from "../../tensor/dtype.js";
 import { Tensor } from "../../tensor/tensor.js";
 import { fileLoadHandler, readModelJson, type TfModelJson, type TfModelKind } from "./io.js";
-import { loadedTensorflow, loadTensorflow, packageVersion, tensorflowPlan, TFJS_PACKAGE, type TfBackendName, type TfNamespace, type TfRuntime } from "./tfjs.js";
+import type { TfBackendName } from "./backend-name.js";
+import { loadedTensorflow, loadTensorflow, packageVersion, tensorflowPlan, TFJS_PACKAGE, type TfNamespace, type TfRuntime } from "./tfjs.js";
 
-export { fileLoadHandler, fileSaveHandler, readModelJson, type TfModelKind } from "./io.js";
-export { loadTensorflow, type TfBackendName, type TfRuntime } from "./tfjs.js";
+export type { TfBackendName };
 
 /** What `availability()` reports: whether the plugin can run, and on which backend. */
 export type TensorflowAvailability = PluginAvailability & {

@@ -10,6 +10,7 @@
  * and `loadTensorflow()` loads the packages the first time a model is loaded. TensorFlow.js keeps
  * one engine per process, so every plugin instance (and every Runtime) shares the backend chosen.
  */
+import type { TfBackendName } from "./backend-name.js";
 import { existsSync } from "node:fs";
 import path from "node:path";
 import type * as TF from "@tensorflow/tfjs";
@@ -18,7 +19,7 @@ import { MissingPackageError, missingPackagesReason, optionalImport, optionalPac
 export type TfNamespace = typeof TF;
 
 /** TensorFlow.js backends the plugin can run on: native TensorFlow, WebAssembly (XNNPACK), or plain JS. */
-export type TfBackendName = "tensorflow" | "wasm" | "cpu";
+export type { TfBackendName };
 
 export interface TfRuntime {
   readonly tf: TfNamespace;
