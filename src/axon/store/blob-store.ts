@@ -231,91 +231,191 @@ export class BlobStore {
  * truncations from where they stopped, and verifies size and digest (on a mismatch the partial is
  * removed). It does not move the file into the store: the caller does, under its lock. With
  * `opts.direct` (the native fetcher) the bytes go from the socket to the file without passing
- * through JavaScript; the JS path below takes over where it steps aside.
+ * through JavaScript; the JS stream takes over where it steps aside. Both run the same loop
+ * ({@link resumeAndRetry}); only the transport differs.
  */
 export async function downloadToPartial(opts: FetchBlobOptions, partial: string): Promise<FetchBlobResult> {
   if (opts.direct) {
-    const r = await downloadDirect(opts, opts.direct, partial);
+    const r = await resumeAndRetry(opts, partial, directTransport(opts, opts.direct, partial));
     if (r) return r;
   }
+  const r = await resumeAndRetry(opts, partial, streamTransport(opts, partial));
+  if (!r) throw new Error("the stream transport never steps aside"); // (unreachable)
+  return r;
+}
+
+/** What one attempt may say besides its result: the file's length so far, and bytes received. */
+interface AttemptSink {
+  /** The partial's length now (progress is reported as the change; back to 0 on a restart). */
+  length(bytes: number): void;
+  /** Body bytes that came over the network. */
+  transferred(bytes: number): void;
+}
+
+/** How bytes reach the partial: the JS stream ({@link BlobOpener}) or a {@link DirectFetcher}. */
+interface Transport {
+  /** The partial's first `bytes` are kept (at the start, and after a failed attempt). */
+  keep(bytes: number): Promise<void>;
+  /** Appends to the partial from byte `from`; resolves its length after, or undefined to step aside. */
+  attempt(from: number, sink: AttemptSink): Promise<number | undefined>;
+  /** The sha256 of the whole partial, `length` bytes long, once the attempts are done. */
+  digest(length: number): Promise<string>;
+}
+
+/**
+ * The resume, retry and verify loop of every download: resumes from the partial an earlier
+ * attempt left, runs attempts until the file is whole, and retries failures other than AxonErrors
+ * (resets, truncations, stalls) up to `opts.retries` times with jittered exponential backoff from
+ * what reached the file; DISK_FULL removes the partial; an aborted signal stops the retries.
+ * Progress goes to `opts.onBytes` as changes of the file's length. Undefined when the transport
+ * steps aside (its progress taken back first).
+ */
+async function resumeAndRetry(opts: FetchBlobOptions, partial: string, transport: Transport): Promise<FetchBlobResult | undefined> {
   const retries = opts.retries ?? 5;
   const base = opts.retryBaseMs ?? 200;
-  let hash: Hash = createHash("sha256");
+  let reported = 0;
+  let transferred = 0;
+  const sink: AttemptSink = {
+    length: (n) => {
+      if (n !== reported) opts.onBytes?.(n - reported);
+      reported = n;
+    },
+    transferred: (n) => void (transferred += n),
+  };
   let have = 0;
   let resumed = 0;
-  let transferred = 0;
-  // Resume: re-hash what an earlier attempt left (the hash state itself cannot be persisted).
   const existing = await stat(partial).catch(() => undefined);
   if (existing && existing.size > 0 && (opts.size === undefined || existing.size <= opts.size)) {
-    for await (const chunk of createReadStream(partial, { highWaterMark: WRITE_CHUNK })) hash.update(chunk as Buffer);
     have = resumed = existing.size;
-    opts.onBytes?.(have);
+    await transport.keep(have);
+    sink.length(have);
   } else if (existing) {
     await rm(partial, { force: true });
   }
 
   for (let attempt = 0; ; attempt++) {
-    let fh: FileHandle | undefined;
-    let writer: StagedWriter | undefined;
     try {
       if (opts.size !== undefined && have === opts.size) {
+        // All of it is there (an earlier run got it but did not commit it, say).
         if (have === 0) await writeFile(partial, new Uint8Array(0));
         break;
       }
-      const { body, offset } = await opts.open(have, opts.signal);
-      if (offset !== have) {
-        // The server ignored Range (or answered from elsewhere): start over.
-        if (offset !== 0) throw new AxonError("REGISTRY_ERROR", `server answered a range request from byte ${offset} instead of ${have}`);
-        opts.onBytes?.(-have);
-        hash = createHash("sha256");
-        have = 0;
-        await rm(partial, { force: true });
+      const length = await transport.attempt(have, sink);
+      if (length === undefined) {
+        sink.length(0);
+        return undefined;
       }
-      fh = await open(partial, have === 0 ? "w" : "a", 0o644);
-      // Hash each chunk as it arrives; copy chunks into a large staging buffer and write that
-      // (network chunks are ~64 KiB, and one write per chunk costs 3x more than 2 MiB writes).
-      // Two staging buffers alternate, so the write of one overlaps filling the other.
-      const staged = (writer = new StagedWriter(fh));
-      await consume(body, (buf) => {
-        if (opts.size !== undefined && have + buf.byteLength > opts.size) {
-          throw new AxonError("SIZE_MISMATCH", `received more than the expected ${opts.size} bytes${opts.digest ? ` for ${opts.digest}` : ""}`, { digest: opts.digest, expected: opts.size });
-        }
-        hash.update(buf);
-        have += buf.byteLength;
-        transferred += buf.byteLength;
-        opts.onBytes?.(buf.byteLength);
-        return staged.push(buf);
-      });
-      await writer.flush();
-      await fh.close();
-      fh = undefined;
+      sink.length(length);
+      have = length;
       if (opts.size !== undefined && have < opts.size) {
         throw Object.assign(new Error(`body ended after ${have} of ${opts.size} bytes`), { code: "ETRUNCATED" });
       }
       break;
     } catch (e) {
-      // Keep what arrived before the failure on disk, so that the retry resumes after it.
-      await writer?.flush().catch(() => {});
-      await fh?.close().catch(() => {});
       const err = fsError(e, partial);
       if (err instanceof AxonError && err.code === "DISK_FULL") {
         await rm(partial, { force: true });
         throw err;
       }
       if (err instanceof AxonError || attempt >= retries || opts.signal?.aborted) throw err;
-      // The partial file may hold fewer bytes than were hashed if a write failed: re-sync.
-      const onDisk = (await stat(partial).catch(() => undefined))?.size ?? 0;
-      if (onDisk !== have) {
-        opts.onBytes?.(onDisk - have);
-        hash = createHash("sha256");
-        if (onDisk > 0) for await (const c of createReadStream(partial)) hash.update(c as Buffer);
-        have = onDisk;
-      }
+      // Resume after whatever reached the file (a failed write may have kept less than arrived).
+      have = (await stat(partial).catch(() => undefined))?.size ?? 0;
+      sink.length(have);
+      await transport.keep(have);
       await new Promise((r) => setTimeout(r, base * 2 ** attempt * (0.5 + Math.random())));
     }
   }
+  return verified(opts, partial, { digest: await transport.digest(have), size: have, transferred, resumed });
+}
 
-  return verified(opts, partial, { digest: `sha256:${hash.digest("hex")}`, size: have, transferred, resumed });
+/**
+ * The JS transport: `opts.open` gives the body, hashed here chunk by chunk as it arrives (the hash
+ * state cannot be persisted, so a kept prefix is re-hashed from the file first) and written in
+ * large staged writes.
+ */
+function streamTransport(opts: FetchBlobOptions, partial: string): Transport {
+  let hash: Hash = createHash("sha256");
+  let hashed = 0;
+  return {
+    async keep(bytes) {
+      if (bytes === hashed) return;
+      hash = createHash("sha256");
+      if (bytes > 0) for await (const chunk of createReadStream(partial, { highWaterMark: WRITE_CHUNK })) hash.update(chunk as Buffer);
+      hashed = bytes;
+    },
+    async attempt(from, sink) {
+      let have = from;
+      let fh: FileHandle | undefined;
+      let writer: StagedWriter | undefined;
+      try {
+        const { body, offset } = await opts.open(have, opts.signal);
+        if (offset !== have) {
+          // The server ignored Range (or answered from elsewhere): start over.
+          if (offset !== 0) throw new AxonError("REGISTRY_ERROR", `server answered a range request from byte ${offset} instead of ${have}`);
+          sink.length(0);
+          hash = createHash("sha256");
+          have = hashed = 0;
+          await rm(partial, { force: true });
+        }
+        fh = await open(partial, have === 0 ? "w" : "a", 0o644);
+        // Hash each chunk as it arrives; copy chunks into a large staging buffer and write that
+        // (network chunks are ~64 KiB, and one write per chunk costs 3x more than 2 MiB writes).
+        // Two staging buffers alternate, so the write of one overlaps filling the other.
+        const staged = (writer = new StagedWriter(fh));
+        await consume(body, (buf) => {
+          if (opts.size !== undefined && have + buf.byteLength > opts.size) {
+            throw new AxonError("SIZE_MISMATCH", `received more than the expected ${opts.size} bytes${opts.digest ? ` for ${opts.digest}` : ""}`, { digest: opts.digest, expected: opts.size });
+          }
+          hash.update(buf);
+          have = hashed += buf.byteLength;
+          sink.transferred(buf.byteLength);
+          sink.length(have);
+          return staged.push(buf);
+        });
+        await writer.flush();
+        await fh.close();
+        fh = undefined;
+        return have;
+      } catch (e) {
+        // Keep what arrived before the failure on disk, so that the retry resumes after it.
+        await writer?.flush().catch(() => {});
+        await fh?.close().catch(() => {});
+        throw e;
+      }
+    },
+    async digest() {
+      return `sha256:${hash.digest("hex")}`;
+    },
+  };
+}
+
+/**
+ * The native transport: a {@link DirectFetcher} writes and hashes the bytes itself (re-hashing the
+ * kept prefix on each attempt, so no hash state is carried here). It steps aside (undefined) for a
+ * blob it cannot serve; the JS stream then resumes from what the file holds.
+ */
+function directTransport(opts: FetchBlobOptions, direct: DirectFetcher, partial: string): Transport {
+  let digest: string | undefined;
+  return {
+    async keep() {},
+    async attempt(from, sink) {
+      try {
+        const r = await direct({ file: partial, offset: from, size: opts.size, signal: opts.signal, onLength: sink.length });
+        if (!r) return undefined;
+        sink.transferred(r.transferred);
+        digest = r.digest;
+        return r.size;
+      } catch (e) {
+        const got = (e as { transferred?: unknown } | undefined)?.transferred;
+        if (typeof got === "number") sink.transferred(got);
+        throw e;
+      }
+    },
+    async digest() {
+      // No attempt ran when the partial was already whole.
+      return digest ?? (await hashFile(partial)).digest;
+    },
+  };
 }
 
 /** Checks a finished partial's size and digest; on a mismatch the partial is removed. */
@@ -329,67 +429,6 @@ async function verified(opts: FetchBlobOptions, partial: string, r: FetchBlobRes
     throw new AxonError("DIGEST_MISMATCH", `downloaded bytes hash to ${r.digest}, expected ${opts.digest}; nothing was installed`, { expected: opts.digest, actual: r.digest });
   }
   return r;
-}
-
-/**
- * downloadToPartial through a {@link DirectFetcher}: the same resume, retries, progress and
- * checks, with the hashing done by the fetcher (which re-hashes the kept prefix on each attempt,
- * so no hash state is carried here). Undefined when the fetcher steps aside; progress reported so
- * far is taken back first, and the JS path resumes from what the file holds.
- */
-async function downloadDirect(opts: FetchBlobOptions, direct: DirectFetcher, partial: string): Promise<FetchBlobResult | undefined> {
-  const retries = opts.retries ?? 5;
-  const base = opts.retryBaseMs ?? 200;
-  let have = 0;
-  let resumed = 0;
-  let transferred = 0;
-  const existing = await stat(partial).catch(() => undefined);
-  if (existing && existing.size > 0 && (opts.size === undefined || existing.size <= opts.size)) {
-    have = resumed = existing.size;
-    opts.onBytes?.(have);
-  } else if (existing) {
-    await rm(partial, { force: true });
-  }
-  if (opts.size !== undefined && have === opts.size) {
-    // An earlier run got all of it but did not commit it.
-    if (have === 0) await writeFile(partial, new Uint8Array(0));
-    return verified(opts, partial, { ...(await hashFile(partial)), transferred, resumed });
-  }
-  for (let attempt = 0; ; attempt++) {
-    let reported = have;
-    const onLength = (n: number): void => {
-      if (n !== reported) opts.onBytes?.(n - reported);
-      reported = n;
-    };
-    try {
-      const r = await direct({ file: partial, offset: have, size: opts.size, signal: opts.signal, onLength });
-      if (!r) {
-        opts.onBytes?.(-reported);
-        return undefined;
-      }
-      onLength(r.size);
-      transferred += r.transferred;
-      have = r.size;
-      if (opts.size !== undefined && have < opts.size) {
-        throw Object.assign(new Error(`body ended after ${have} of ${opts.size} bytes`), { code: "ETRUNCATED" });
-      }
-      return verified(opts, partial, { digest: r.digest, size: have, transferred, resumed });
-    } catch (e) {
-      const got = (e as { transferred?: unknown } | undefined)?.transferred;
-      if (typeof got === "number") transferred += got;
-      const err = fsError(e, partial);
-      if (err instanceof AxonError && err.code === "DISK_FULL") {
-        await rm(partial, { force: true });
-        throw err;
-      }
-      if (err instanceof AxonError || attempt >= retries || opts.signal?.aborted) throw err;
-      // Resume after whatever reached the file.
-      const onDisk = (await stat(partial).catch(() => undefined))?.size ?? 0;
-      if (onDisk !== reported) opts.onBytes?.(onDisk - reported);
-      have = onDisk;
-      await new Promise((r) => setTimeout(r, base * 2 ** attempt * (0.5 + Math.random())));
-    }
-  }
 }
 
 /** Streams a file through sha256. */
