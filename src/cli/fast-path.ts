@@ -6,7 +6,7 @@
  * oclif, which owns the CLI's full surface. Output is produced by the same functions (render.ts).
  */
 import { parseArgs } from "node:util";
-import { installResult, listResult, printError, printInstall, printList } from "./render.js";
+import { listResult, printError, printList, runInstall, type Log } from "./render.js";
 
 export async function tryFastPath(argv: string[]): Promise<boolean> {
   const [cmd, ...rest] = argv;
@@ -28,45 +28,42 @@ export async function tryFastPath(argv: string[]): Promise<boolean> {
   }
   if (cmd === "install" && parsed.positionals.length === 0) return false;
   const json = parsed.values.json === true;
-  const out: string[] = [];
-  const log = (l: string) => out.push(l);
   if (cmd === "list") {
-    // Only the install records are needed: load just that module (and not the whole library).
-    try {
+    await answer(json, async (log) => {
+      // Only the install records are needed: load just that module (and not the whole library).
       const [{ AxonPaths }, { BlobStore }, { InstallDb }] = await Promise.all([import("../axon/paths.js"), import("../axon/store/blob-store.js"), import("../axon/store/installs.js")]);
       const paths = new AxonPaths();
       const result = listResult(await new InstallDb(paths, new BlobStore(paths)).listWithLastUse());
-      if (!json) printList(result, log);
-      process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : out.map((l) => `${l}\n`).join(""));
-    } catch (e) {
-      printError(e as Error, json);
-      process.exitCode = 1;
-    }
+      printList(result, log);
+      return result;
+    });
     return true;
   }
   const { Axon } = await import("../axon/axon.js");
   const axon = new Axon();
   try {
-    let result: unknown;
-    {
+    await answer(json, async (log) => {
       const showProgress = !json && !parsed.values.quiet && process.stderr.isTTY;
       const progress = showProgress ? new (await import("./progress.js")).ProgressDisplay(process.stderr) : undefined;
-      await progress?.ready();
-      const results = [];
-      try {
-        for (const ref of parsed.positionals) results.push(await axon.install(ref, { registry: parsed.values.registry as string | undefined, onProgress: progress?.sink }));
-      } finally {
-        progress?.stop();
-      }
-      result = installResult(results);
-      if (!json) printInstall(result as ReturnType<typeof installResult>, log);
-    }
-    process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : out.map((l) => `${l}\n`).join(""));
-  } catch (e) {
-    printError(e as Error, json);
-    process.exitCode = 1;
+      return runInstall(axon, parsed.positionals, { registry: parsed.values.registry as string | undefined }, progress, log);
+    });
   } finally {
     await axon.close();
   }
   return true;
+}
+
+/**
+ * Runs a command and prints as oclif's would: its result as JSON with --json, else the lines it
+ * logged; a failure as printError does, with exit code 1.
+ */
+async function answer(json: boolean, run: (log: Log) => Promise<unknown>): Promise<void> {
+  const out: string[] = [];
+  try {
+    const result = await run((l) => out.push(l));
+    process.stdout.write(json ? `${JSON.stringify(result, null, 2)}\n` : out.map((l) => `${l}\n`).join(""));
+  } catch (e) {
+    printError(e as Error, json);
+    process.exitCode = 1;
+  }
 }

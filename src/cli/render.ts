@@ -1,10 +1,12 @@
 /**
- * What list and install print, and how any command prints a failure: shared by the oclif commands
- * and the fast path (src/cli/fast-path.ts), so both give byte-identical output.
+ * What list and install print, how install runs, and how any command prints a failure: shared by
+ * the oclif commands and the fast path (src/cli/fast-path.ts), so both behave and print alike.
+ * Light on purpose (type imports only, besides errors): the fast path loads it before anything else.
  */
-import type { InstallResult } from "../axon/axon.js";
+import type { Axon, InstallOptions, InstallResult } from "../axon/axon.js";
 import { AxonError } from "../axon/errors.js";
 import type { InstallRecord } from "../axon/store/installs.js";
+import type { ProgressDisplay } from "./progress.js";
 
 export type Log = (line: string) => void;
 
@@ -39,6 +41,23 @@ export function installResult(results: InstallResult[]): InstallJson {
 
 export function printInstall(result: InstallJson, log: Log): void {
   for (const r of result.installed) log(`${r.alreadyInstalled ? "already installed" : "installed"} ${r.reference} (${r.digest.slice(0, 19)}) -> ${r.path}`);
+}
+
+/**
+ * `axon install REF...`: installs the references one after the other, showing `progress` (when
+ * there is a display) until the last one ends or one fails, then prints what was installed.
+ */
+export async function runInstall(axon: Axon, refs: readonly string[], options: Omit<InstallOptions, "onProgress">, progress: ProgressDisplay | undefined, log: Log): Promise<InstallJson> {
+  await progress?.ready();
+  const results: InstallResult[] = [];
+  try {
+    for (const ref of refs) results.push(await axon.install(ref, { ...options, onProgress: progress?.sink }));
+  } finally {
+    progress?.stop();
+  }
+  const result = installResult(results);
+  printInstall(result, log);
+  return result;
 }
 
 /** One line on stderr (`error[CODE]: message`), and with --json the error object on stdout too. */

@@ -1,7 +1,6 @@
 import { Args, Flags } from "@oclif/core";
 import { AxonCommand } from "../base.js";
-import type { InstallResult } from "../../axon/axon.js";
-import { installResult, printInstall, type InstallJson } from "../render.js";
+import { runInstall, type InstallJson } from "../render.js";
 
 export default class Install extends AxonCommand {
   static override summary = "Resolve, download (parallel, resumable, verified) and install models into the cache";
@@ -23,19 +22,7 @@ export default class Install extends AxonCommand {
 
   async run(): Promise<InstallJson> {
     const { argv, flags } = await this.parse(Install);
-    const axon = await this.axon();
-    const progress = this.progress(flags);
-    await progress?.ready();
-    const results: InstallResult[] = [];
-    try {
-      for (const ref of argv as string[]) {
-        results.push(await axon.install(ref, { registry: flags.registry, include: flags.include, exclude: flags.exclude, onProgress: progress?.sink }));
-      }
-    } finally {
-      progress?.stop();
-    }
-    const result = installResult(results);
-    printInstall(result, (l) => this.log(l));
-    return result;
+    const options = { registry: flags.registry, include: flags.include, exclude: flags.exclude };
+    return runInstall(await this.axon(), argv as string[], options, this.progress(flags), (l) => this.log(l));
   }
 }
