@@ -194,6 +194,42 @@ describe("parseManifest: schema violations", () => {
     throwsAxon(() => parseManifest(upper), "MANIFEST_INVALID");
   });
 
+  it("a bare 64-hex sha256 (as sha256sum prints it) is accepted and read as sha256:<hex>", () => {
+    const hex = "a".repeat(64);
+    const bare = valid.replace(`sha256:${hex}`, hex);
+    assert.ok(bare.includes(`sha256: ${hex}\n`));
+    const m = parseManifest(bare);
+    assert.equal(m.spec.format.files[0]!.sha256, `sha256:${hex}`);
+    assert.deepEqual(m, parseManifest(valid));
+    assert.ok(stringifyManifest(m).includes(`sha256: sha256:${hex}`));
+    // The draft form (axon pack) and manifests built in code read it the same way.
+    const draftText = fixture("draft.yaml").replace("- path: model.onnx\n", `- path: model.onnx\n        sha256: ${hex}\n`);
+    const draft = parseManifest(draftText, "axon.yaml", { draft: true });
+    assert.deepEqual(draft.spec.format.files, [{ path: "model.onnx", sha256: `sha256:${hex}` }, { path: "data/weights.bin" }]);
+    const obj = structuredClone(parseManifest(valid)) as AxonManifest;
+    obj.spec.format.files[1]!.sha256 = obj.spec.format.files[1]!.sha256.slice("sha256:".length);
+    assert.equal(validateManifestObject(obj).spec.format.files[1]!.sha256, parseManifest(valid).spec.format.files[1]!.sha256);
+  });
+
+  it("a bare sha256 in upper case or of 63 digits is still refused, naming file:line:col and the field", () => {
+    const hex = "a".repeat(64);
+    const cases: Array<[string, string]> = [
+      ["A".repeat(64), `"${"A".repeat(40)}..."`],
+      ["a".repeat(63), `"${"a".repeat(40)}..."`],
+      [`sha256:${"a".repeat(63)}`, `"sha256:${"a".repeat(33)}..."`],
+      [`SHA256:${hex}`, `"SHA256:${"a".repeat(33)}..."`],
+    ];
+    for (const [digest, shown] of cases) {
+      const e = throwsAxon(() => parseManifest(valid.replace(`sha256:${hex}`, digest), "models/x/axon.yaml"), "MANIFEST_INVALID");
+      assert.equal(
+        e.message,
+        `models/x/axon.yaml:25:17 spec.format.files[0].sha256: must be 'sha256:' followed by 64 lowercase hex digits, or those 64 digits alone, got the string ${shown}`,
+      );
+      const [issue] = errorsOf(e);
+      assert.deepEqual({ file: issue!.file, line: issue!.line, col: issue!.col, path: issue!.path }, { file: "models/x/axon.yaml", line: 25, col: 17, path: "spec.format.files[0].sha256" });
+    }
+  });
+
   it("apiVersion, kind, names, sizes, shapes, numbers", () => {
     const cases: Array<[string, string, RegExp]> = [
       ["apiVersion: axon.mlos.io/v1", "apiVersion: axon.mlos.io/v2", /^axon\.yaml:2:13 apiVersion: must be 'axon\.mlos\.io\/v1'/],

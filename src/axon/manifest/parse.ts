@@ -218,7 +218,7 @@ function patternMessages(): Map<string, string> {
   return new Map<string, string>([
     [d.name.pattern, "must be lowercase letters and digits, in groups separated by '.', '_' or '-'"],
     [d.semver.pattern, "must be a semver version (MAJOR.MINOR.PATCH, e.g. 1.0.0)"],
-    [d.file.properties.sha256.pattern, "must be 'sha256:' followed by 64 lowercase hex digits"],
+    [d.file.properties.sha256.pattern, "must be 'sha256:' followed by 64 lowercase hex digits, or those 64 digits alone"],
     [d.metadata.properties.homepage.pattern, "must be an http:// or https:// URL"],
     [d.requirements.properties.memory.pattern, "must be a byte count or a quantity such as 64Mi, 1.5Gi or 500M"],
     [d.format.properties.type.pattern, "must be lowercase letters and digits, in groups separated by '.', '_' or '-' (e.g. onnx, tfjs-graph)"],
@@ -349,7 +349,8 @@ function parseError(file: string, line: number, col: number, reason: string, ext
 }
 
 /**
- * Parses and validates the text of an `axon.yaml`. `file` names it in messages. Throws
+ * Parses and validates the text of an `axon.yaml` (a bare hex file `sha256` comes back as
+ * `sha256:<hex>`). `file` names it in messages. Throws
  * AxonError MANIFEST_PARSE (not YAML, duplicate keys), MANIFEST_INVALID (schema or semantics)
  * or PATH_ESCAPE (a listed path leaves the model folder); the message is one line,
  * `FILE:LINE:COL FIELD.PATH: what is wrong`, and `details.errors` lists every problem.
@@ -408,13 +409,26 @@ export function parseManifest(text: string, file: string = MANIFEST_FILENAME, op
   if (!validate(data)) {
     throw issuesError(schemaErrorsToIssues(validate.errors ?? [], data, file, locate, sourceOf));
   }
+  normalizeFileDigests(data as AxonManifestDraft);
   assertManifestSemantics(data as AxonManifest, { file, locate });
   return draft ? (data as AxonManifestDraft) : (data as AxonManifest);
 }
 
 /**
+ * A file's `sha256` may be written as the bare 64 hex digits that `sha256sum` prints (the schema
+ * allows both forms); everything past parsing reads `sha256:<hex>`, so a valid manifest gets that
+ * form here, in place.
+ */
+function normalizeFileDigests(m: AxonManifestDraft): void {
+  for (const f of m.spec.format.files ?? []) {
+    if (f.sha256 !== undefined && !f.sha256.startsWith("sha256:")) f.sha256 = `sha256:${f.sha256}`;
+  }
+}
+
+/**
  * Validates a manifest that is already a JS value (built in code, read from JSON, completed by
- * `completeManifest`): schema and semantics, without source positions.
+ * `completeManifest`): schema and semantics, without source positions. A bare hex `sha256` is
+ * rewritten to `sha256:<hex>` in `value` itself.
  */
 export function validateManifestObject(value: unknown, opts?: { file?: string; draft?: false }): AxonManifest;
 export function validateManifestObject(value: unknown, opts: { file?: string; draft: true }): AxonManifestDraft;
@@ -424,6 +438,7 @@ export function validateManifestObject(value: unknown, opts: { file?: string; dr
   if (!validate(value)) {
     throw issuesError(schemaErrorsToIssues(validate.errors ?? [], value, file, () => undefined, () => undefined));
   }
+  normalizeFileDigests(value as AxonManifestDraft);
   assertManifestSemantics(value as AxonManifest, { file });
   return value as AxonManifest;
 }

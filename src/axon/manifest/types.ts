@@ -23,7 +23,7 @@ export interface ManifestFile {
   /** Path relative to the model folder, forward slashes, never escaping it. */
   path: string;
   size: number;
-  /** `sha256:<64 hex>` */
+  /** `sha256:<64 hex>` (axon.yaml may write the bare 64 hex digits; parsing adds the prefix). */
   sha256: string;
 }
 
