@@ -1,7 +1,7 @@
 // The typed loader for the native addon (build/Release/mlos_native.node).
 //
 // `NativeAddon` is the one TS type for the whole native surface: it mirrors the C++ classes
-// registered in native/src/addon.cc. Public library classes keep the handle private; only this
+// registered in native/src/common/addon.cc. Public library classes keep the handle private; only this
 // module knows where the addon lives and how it failed to load.
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -47,7 +47,7 @@ export class NativeLoadError extends Error {
   }
 }
 
-/** ShmPool statistics (all sizes in bytes); see native/src/shm_pool.h. */
+/** ShmPool statistics (all sizes in bytes); see native/src/pool/shm_pool.h. */
 export interface NativeShmPoolStats {
   /** Segment size: the requested size rounded up to whole pages. */
   capacity: number;
@@ -113,7 +113,7 @@ export interface NativeShmPoolConstructor {
   cleanupStale(): number;
 }
 
-// ---- CUDA allocators (native/src/cuda_alloc.h, cuda_alloc_binding.h) ------------------------------
+// ---- CUDA allocators (native/src/cuda/cuda_alloc.h, cuda_alloc_binding.h) ------------------------------
 
 /** One CUDA device, as cudaInfo() reports it. */
 export interface NativeCudaDeviceInfo {
@@ -247,7 +247,7 @@ export type NativeOrtDtype =
   | "float16" | "float64" | "uint32" | "uint64" | "complex64" | "complex128" | "bfloat16"
   | "float8e4m3fn" | "float8e4m3fnuz" | "float8e5m2" | "float8e5m2fnuz" | "uint4" | "int4";
 
-/** One input or output of a model (native/src/ort_session.cc). */
+/** One input or output of a model (native/src/ort/ort_session.cc). */
 export interface NativeOrtIoInfo {
   readonly name: string;
   /** ONNX value kind; only "tensor" values can be fed or fetched. */
@@ -319,7 +319,7 @@ export interface NativeOrtBoundRun {
   readonly __brand: "NativeOrtBoundRun";
 }
 
-/** An ONNX Runtime inference session (native/src/ort_session.h). */
+/** An ONNX Runtime inference session (native/src/ort/ort_session.h). */
 export interface NativeOrtSession {
   readonly path: string;
   readonly inputs: readonly NativeOrtIoInfo[];
@@ -356,7 +356,7 @@ export interface NativeOrtSession {
   /** Session::Run on a bound run's buffers, on this thread; returns how long it took (µs). */
   runBound(bound: NativeOrtBoundRun): number;
   /**
-   * Sets up the KServe v2 JSON fast path (native/src/ort_kserve_json.cc) for requests to the
+   * Sets up the KServe v2 JSON fast path (native/src/ort/ort_kserve_json.cc) for requests to the
    * model `modelName` version `modelVersion`, whose inputs `inputs` are checked as checkInputs
    * checks them and whose response lists `outputs` in that order (those whose shape the inputs'
    * dimensions fix are preallocated, in buffers reused from run to run). `stats[0]` receives each fast
@@ -416,7 +416,7 @@ export interface NativeOrtInfo {
   path: string;
 }
 
-// ---- native blob fetch (native/src/blob_fetch.h, blob_fetch_binding.h) -----------------------------
+// ---- native blob fetch (native/src/fetch/blob_fetch.h, blob_fetch_binding.h) -----------------------------
 
 export interface NativeBlobFetchOptions {
   /** Host name or IP address (IPv6 without brackets) of a plain-HTTP server. */
@@ -465,7 +465,7 @@ export interface NativeBlobFetchResult {
   message?: string;
 }
 
-/** One download on two native threads (receive; hash and write); see native/src/blob_fetch_binding.h. */
+/** One download on two native threads (receive; hash and write); see native/src/fetch/blob_fetch_binding.h. */
 export interface NativeBlobFetch {
   /** Starts the transfer (once). `onProgress(bytesInFile)` runs on the JS thread, coalesced. */
   start(onProgress?: (bytes: number) => void): Promise<NativeBlobFetchResult>;
@@ -479,7 +479,7 @@ export interface NativeBlobFetchConstructor {
   readonly prototype: NativeBlobFetch;
 }
 
-/** The whole native surface (native/src/addon.cc). */
+/** The whole native surface (native/src/common/addon.cc). */
 export interface NativeAddon {
   ShmPool: NativeShmPoolConstructor;
   /** CUDA detection; present in every build (see NativeCudaInfo.compiled). */

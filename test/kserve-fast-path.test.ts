@@ -1,4 +1,4 @@
-// The KServe v2 JSON fast path (native/src/kserve_json.cc, ort_kserve_json.cc), end to end: a real
+// The KServe v2 JSON fast path (native/src/ort/kserve_json.cc, ort_kserve_json.cc), end to end: a real
 // `axon serve` child process driven with fetch and raw sockets. Its contract: whenever the codec
 // answers a request, the body is byte-for-byte what the general JS path writes for it; whatever it
 // declines, the JS path answers exactly as before.

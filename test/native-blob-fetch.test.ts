@@ -1,5 +1,5 @@
 /**
- * The native download path (native/src/blob_fetch.h, through OciRegistryClient.directBlobFetcher)
+ * The native download path (native/src/fetch/blob_fetch.h, through OciRegistryClient.directBlobFetcher)
  * against a real docker-registry, with the fault proxy in front where failures are needed: an
  * install, a corrupt blob, a truncated transfer resumed with Range, 500/429/reset retried, a
  * redirect handed to the JS path, a Basic-auth challenge, an abort, `MLOS_NATIVE_FETCH=0`, and

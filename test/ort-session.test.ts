@@ -1,4 +1,4 @@
-// ONNX Runtime sessions through the native addon's C API binding (native/src/ort_session.cc),
+// ONNX Runtime sessions through the native addon's C API binding (native/src/ort/ort_session.cc),
 // against onnxruntime-node on the demo models that `npm run build` writes to dist/demo-models.
 import assert from "node:assert/strict";
 import { pbkdf2 } from "node:crypto";

@@ -1,7 +1,7 @@
 /**
  * The native download path for plain-HTTP registries: one GET whose body goes straight from the
  * socket into the partial file, hashed with SHA-256 and written on two native threads
- * (native/src/blob_fetch.h), so the bytes never pass through JavaScript. Receiving 1 GiB in Node
+ * (native/src/fetch/blob_fetch.h), so the bytes never pass through JavaScript. Receiving 1 GiB in Node
  * alone costs about as much CPU as the whole transfer should take; this leaves the JS thread idle.
  *
  * It is used when the addon was built with the fetcher, the process's OpenSSL offers SHA-256, and

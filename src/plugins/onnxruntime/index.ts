@@ -1,6 +1,6 @@
 /**
  * The `onnxruntime` plugin: ONNX models through the native addon's ONNX Runtime sessions
- * (native/src/ort_session.cc, the C API over the library onnxruntime-node ships).
+ * (native/src/ort/ort_session.cc, the C API over the library onnxruntime-node ships).
  *
  * The data path copies nothing: input tensors are handed to ONNX Runtime over their own memory,
  * outputs whose shape the inputs determine are written by ONNX Runtime straight into slices of the
