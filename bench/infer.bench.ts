@@ -4,7 +4,7 @@
  * figure is the median of the per-repetition ratios, printed with its min..max over the repetitions.
  * Everything runs in this one process (no second process competes, so nothing is pinned).
  *
- *   node dist/bench/infer.bench.js [tiny|large|loop|load|all]     (after `npm run build`)
+ *   node dist/bench/infer.bench.js [tiny|large|loop|load|all|load-instructions]     (after `npm run build`)
  *
  * 1. tiny:  the demo MLP (x: float32 [1, 4], 16 bytes): per-call latency of `model.infer` vs
  *           `session.run`, both with pool/reused inputs; ours also with outputs written into a
@@ -15,18 +15,22 @@
  * 3. loop:  the event loop's p99 delay while 4 `infer` calls run concurrently on the detector, and
  *           the same with onnxruntime-node (whose run holds the event loop).
  * 4. load:  `runtime.load(reference)` (Axon resolve + session create on a worker thread) vs
- *           `InferenceSession.create` on the same file.
+ *           `InferenceSession.create` on the same file, with the addon's OrtSession.open alone and
+ *           runtime.load(file) between them to place a gap; wall and CPU time.
+ * load-instructions (not in `all`; needs valgrind, about 2 minutes): the same comparison in
+ *           instructions counted by callgrind, which the machine's noise does not move.
  *
  * Environment: BENCH_REPS (default 7), BENCH_THREADS (intra-op threads for the large model,
  * default 2).
  */
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as ort from "onnxruntime-node";
-import { loadNative } from "../bindings/native.js";
+import { loadNative, loadOrt } from "../bindings/native.js";
 import { ADDRESSES, Axon, Runtime, Tensor, TensorPool, seedDemoModels, type NativeAddresses } from "../src/index.js";
 import { copyCounter } from "../src/tensor/pool.js";
 import { mulberry32 } from "../src/tools/make-demo-models.js";
@@ -175,19 +179,33 @@ async function eventLoop(reference: string): Promise<void> {
   const x = Tensor.float32(shape, data);
   const ortX = new ort.Tensor("float32", data, shape);
   const RUNS_EACH = 4;
-  interface Delay { p99: number; p50: number; max: number; ms: number; cpuMs: number }
-  /** The loop's delay histogram (1 ms timer: an idle loop reads about 1 ms) while `work` runs. */
+  interface Delay { p99: number; p50: number; max: number; ms: number; cpuMs: number; waitMs: number; slices: number }
+  /** The event loop thread's scheduler counters (/proc/PID/task/PID/schedstat): ns on the CPU, ns waiting on the run queue, slices. */
+  const schedstat = (): number[] => {
+    try {
+      return readFileSync(`/proc/${process.pid}/task/${process.pid}/schedstat`, "utf8").trim().split(/\s+/).map(Number);
+    } catch {
+      return [NaN, NaN, NaN];
+    }
+  };
+  /**
+   * The loop's delay histogram (1 ms timer: an idle loop reads about 1 ms) while `work` runs, and
+   * how long the loop's thread waited on the run queue for a CPU (the kernel's own account of the
+   * part of the delay that is the scheduler's, not the loop's work).
+   */
   async function measure(work: () => Promise<unknown>): Promise<Delay> {
     await new Promise((r) => setTimeout(r, 50));
     const h = monitorEventLoopDelay({ resolution: 1 });
     h.enable();
     const t = performance.now();
     const c = process.cpuUsage();
+    const s0 = schedstat();
     await work();
+    const s1 = schedstat();
     const cpu = process.cpuUsage(c);
     const ms = performance.now() - t;
     h.disable();
-    return { p99: h.percentile(99) / 1e6, p50: h.percentile(50) / 1e6, max: h.max / 1e6, ms, cpuMs: (cpu.user + cpu.system) / 1000 };
+    return { p99: h.percentile(99) / 1e6, p50: h.percentile(50) / 1e6, max: h.max / 1e6, ms, cpuMs: (cpu.user + cpu.system) / 1000, waitMs: (s1[1]! - s0[1]!) / 1e6, slices: s1[2]! - s0[2]! };
   }
   const concurrently = (run: () => Promise<unknown>) => () => Promise.all(Array.from({ length: 4 }, async () => {
     for (let i = 0; i < RUNS_EACH; i++) await run();
@@ -204,7 +222,7 @@ async function eventLoop(reference: string): Promise<void> {
     theirs.push(await measure(concurrently(() => session.run({ x: ortX }))));
   }
   const p99 = median(ours.map((d) => d.p99));
-  const line = (ds: Delay[]) => `p99 ${spread(ds.map((d) => d.p99), 2, " ms")}, p50 ${spread(ds.map((d) => d.p50), 2, " ms")}, max ${spread(ds.map((d) => d.max), 1, " ms")}; ${spread(ds.map((d) => d.ms), 0, " ms")} wall, process CPU ${spread(ds.map((d) => d.cpuMs / d.ms), 2, " cores")}`;
+  const line = (ds: Delay[]) => `p99 ${spread(ds.map((d) => d.p99), 2, " ms")}, p50 ${spread(ds.map((d) => d.p50), 2, " ms")}, max ${spread(ds.map((d) => d.max), 1, " ms")}; ${spread(ds.map((d) => d.ms), 0, " ms")} wall, process CPU ${spread(ds.map((d) => d.cpuMs / d.ms), 2, " cores")}; the loop's thread waited for a CPU ${spread(ds.map((d) => d.waitMs), 1, " ms")} in all, ${spread(ds.map((d) => (d.waitMs * 1000) / d.slices), 0, " µs")} per wakeup`;
   console.log(`event loop (4 concurrent loops of ${RUNS_EACH} runs on PaddleOCR det at 1x3x640x640, 1 intra-op thread each), delay between 1 ms timer ticks, ${ours.length} reps, median (min..max):`);
   console.log(`  model.infer:                  ${line(ours)}`);
   console.log(`  idle loop (calibration):      ${line(idle)}`);
@@ -214,26 +232,80 @@ async function eventLoop(reference: string): Promise<void> {
   await session.release();
 }
 
+/**
+ * Model load, decomposed so that a gap can be placed: onnxruntime-node's create; the native
+ * addon's OrtSession.open alone (what ONNX Runtime itself costs through our binding); runtime.load
+ * of the file by path (plus the plugin: signature, manifest-less); runtime.load by reference (plus
+ * Axon's resolve and the manifest). Interleaved in an order that rotates each repetition; wall
+ * time and the process's CPU time (all threads) of each.
+ */
 async function loading(reference: string): Promise<void> {
   const file = (await new Runtime({ axon }).load(reference)).path;
-  const rows: Array<{ ortMs: number; oursMs: number }> = [];
-  for (let r = 0; r < REPS; r++) {
-    let t = performance.now();
-    const s = await ort.InferenceSession.create(file, { intraOpNumThreads: 1, interOpNumThreads: 1 });
-    const ortMs = performance.now() - t;
-    await s.release();
-    const runtime = new Runtime({ axon });
-    t = performance.now();
-    const m = await runtime.load(reference, { intraOpThreads: 1, interOpThreads: 1 });
-    const oursMs = performance.now() - t;
-    await m.dispose();
-    rows.push({ ortMs, oursMs });
+  const addon = loadOrt();
+  const opts = { intraOpThreads: 1, interOpThreads: 1 };
+  const kinds = {
+    ort: async () => (await ort.InferenceSession.create(file, { intraOpNumThreads: 1, interOpNumThreads: 1 })).release(),
+    native: async () => (await addon.OrtSession.open(file, opts)).release(),
+    path: async () => (await new Runtime({ axon }).load(file, opts)).dispose(),
+    ref: async () => (await new Runtime({ axon }).load(reference, opts)).dispose(),
+  };
+  type K = keyof typeof kinds;
+  const names = Object.keys(kinds) as K[];
+  for (const k of names) await kinds[k](); // warm: code loaded, file in the page cache
+  const rows: Array<Record<K, { ms: number; cpuMs: number }>> = [];
+  const reps = Math.max(3 * REPS, 21); // ~0.1 s each: the spread on these machines is wide (the same create takes 66-129 ms)
+  for (let r = 0; r < reps; r++) {
+    const row = {} as Record<K, { ms: number; cpuMs: number }>;
+    for (let i = 0; i < names.length; i++) {
+      const k = names[(i + r) % names.length]!;
+      const c = process.cpuUsage();
+      const t = performance.now();
+      await kinds[k]();
+      const ms = performance.now() - t;
+      const cpu = process.cpuUsage(c);
+      row[k] = { ms, cpuMs: (cpu.user + cpu.system) / 1000 };
+    }
+    rows.push(row);
   }
-  const ratio = median(rows.map((r) => r.oursMs / r.ortMs));
-  console.log(`load (PaddleOCR det, 4.7 MB), ${REPS} reps:`);
-  console.log(`  InferenceSession.create(file)       ${spread(rows.map((r) => r.ortMs), 1, " ms")}`);
-  console.log(`  runtime.load("${reference}")  ${spread(rows.map((r) => r.oursMs), 1, " ms")}  ratio ${spread(rows.map((r) => r.oursMs / r.ortMs), 2, "x")}`);
-  console.log(`  target: <= 1.10x ${ratio <= 1.1 ? "MET" : "NOT MET"}`);
+  const ratio = median(rows.map((r) => r.ref.ms / r.ort.ms));
+  const label: Record<K, string> = {
+    ort: "InferenceSession.create(file)",
+    native: "OrtSession.open(file) (our addon alone)",
+    path: "runtime.load(file)",
+    ref: `runtime.load("${reference}")`,
+  };
+  console.log(`load (PaddleOCR det, 4.7 MB, 1 intra-op thread; create and release), ${reps} reps, median (min..max); CPU = the process's user + sys, all threads:`);
+  for (const k of names) {
+    console.log(`  ${label[k].padEnd(42)} ${spread(rows.map((r) => r[k].ms), 1, " ms")}, CPU ${spread(rows.map((r) => r[k].cpuMs), 1, " ms")}${k === "ort" ? "" : `; vs create: ${spread(rows.map((r) => r[k].ms / r.ort.ms), 2, "x")}, CPU ${spread(rows.map((r) => r[k].cpuMs / r.ort.cpuMs), 2, "x")}`}`);
+  }
+  console.log(`  target: runtime.load by reference <= 1.10x create: ${ratio <= 1.1 ? "MET" : "NOT MET"}`);
+}
+
+/**
+ * The load comparison in instructions (callgrind, user space), which the machine's noise does not
+ * move: (4 loads - 1 load) / 3 of each way, in processes of their own, two at a time.
+ */
+async function loadInstructions(reference: string): Promise<void> {
+  const file = (await new Runtime({ axon }).load(reference)).path;
+  const dir = mkdtempSync(path.join(tmpdir(), "mlos-bench-cg-"));
+  const count = (kind: string, n: number) => new Promise<number>((resolve, reject) => {
+    const out = path.join(dir, `${kind}-${n}.out`);
+    const child = spawn("valgrind", ["--tool=callgrind", `--callgrind-out-file=${out}`, process.execPath, path.join(ROOT, "dist", "bench", "load-count.js"), kind, String(n), home, reference, file], { stdio: "ignore" });
+    child.on("error", reject);
+    child.on("exit", (code) => {
+      const m = code === 0 ? /^(?:summary|totals): (\d+)/m.exec(readFileSync(out, "utf8")) : null;
+      if (m) resolve(Number(m[1]));
+      else reject(new Error(`callgrind ${kind} ${n} exited with ${code}`));
+    });
+  });
+  const t = performance.now();
+  const [ort1, ort4] = await Promise.all([count("ort", 1), count("ort", 4)]);
+  const [ref1, ref4] = await Promise.all([count("ref", 1), count("ref", 4)]);
+  const ortPer = (ort4 - ort1) / 3;
+  const refPer = (ref4 - ref1) / 3;
+  console.log(`load in instructions (callgrind, user space; (4 loads - 1 load) / 3; ${((performance.now() - t) / 1000).toFixed(0)} s):`);
+  console.log(`  InferenceSession.create(file)           ${(ortPer / 1e6).toFixed(1)} M instructions per load`);
+  console.log(`  runtime.load("${reference}")  ${(refPer / 1e6).toFixed(1)} M instructions per load: ${(refPer / ortPer).toFixed(3)}x (target <= 1.10x: ${refPer / ortPer <= 1.1 ? "MET" : "NOT MET"})`);
 }
 
 console.log(`infer.bench ${which}: ${machineLine().replace(/, pinned.*|, not pinned/, "")}; UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? "4 (default)"}`);
@@ -242,4 +314,5 @@ if (which === "all" || which === "tiny") await tiny();
 if (which === "all" || which === "large") await large(reference);
 if (which === "all" || which === "loop") await eventLoop(reference);
 if (which === "all" || which === "load") await loading(reference);
+if (which === "load-instructions") await loadInstructions(reference);
 await axon.close();
