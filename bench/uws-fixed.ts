@@ -6,7 +6,7 @@
  *
  *   node dist/bench/uws-fixed.js PORT [RESPONSE_BYTES]
  */
-import { loadUws } from "../src/server/uws.js";
+import { loadUws } from "./uws.js";
 
 const [portText, sizeText = "90"] = process.argv.slice(2);
 const uws = loadUws();

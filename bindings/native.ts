@@ -479,6 +479,48 @@ export interface NativeBlobFetchConstructor {
   readonly prototype: NativeBlobFetch;
 }
 
+/** Options of the HTTP/1.1 server (native/src/http/http_server_binding.h). */
+export interface NativeHttpServerOptions {
+  /**
+   * One complete request, in arrival order per connection: `headers` is "name: value\n" per
+   * header with lower-case names; `body` is absent when the request has none.
+   */
+  onRequest(id: number, method: string, target: string, headers: string, body: Buffer | undefined): void;
+  /** The client of request `id` went away before it was answered. */
+  onAbort(id: number): void;
+  /** Larger bodies get 413 BODY_TOO_LARGE (default 64 MiB). */
+  maxBodyBytes?: number;
+  /** A connection idle this long, or whose request head is not complete after this long, is closed (default 10000). */
+  idleTimeoutMs?: number;
+  /** Requests in flight per connection before it stops being read (default 64). */
+  maxPipelined?: number;
+  /** Response bytes waiting for a slow reader before its connection stops being read (default 4 MiB). */
+  maxWriteQueueBytes?: number;
+  tls?: { certFile: string; keyFile: string; passphrase?: string };
+}
+
+/** mlos's HTTP/1.1 server on the JS thread's event loop; responses go out in request order. */
+export interface NativeHttpServer {
+  /** Listens; returns the port (useful with 0). Throws LISTEN_FAILED or TLS_INVALID. */
+  listen(host: string, port: number): number;
+  /**
+   * Answers request `id`: "HTTP/1.1 <statusLine>", `headerLines` ("Name: value\r\n" each),
+   * Content-Length, then `body`. The bytes are copied or written before it returns. False when
+   * the client is gone or `id` was answered already.
+   */
+  respond(id: number, statusLine: string, headerLines: string, body?: string | Uint8Array): boolean;
+  /** The client's address for request `id` ("" once gone). */
+  peerAddress(id: number): string;
+  /** Closes the listener and every connection (unanswered requests go to onAbort). */
+  close(): Promise<void>;
+  openConnections(): number;
+}
+
+export interface NativeHttpServerConstructor {
+  new (options: NativeHttpServerOptions): NativeHttpServer;
+  readonly prototype: NativeHttpServer;
+}
+
 /** The whole native surface (native/src/common/addon.cc). */
 export interface NativeAddon {
   ShmPool: NativeShmPoolConstructor;
@@ -497,6 +539,9 @@ export interface NativeAddon {
   readonly blobFetchCompiled?: boolean;
   /** Present when blobFetchCompiled and the process's OpenSSL (Node's) offers SHA-256. */
   BlobFetch?: NativeBlobFetchConstructor;
+  HttpServer: NativeHttpServerConstructor;
+  /** Why TLS cannot be served in this process ("" when it can). */
+  readonly httpTlsUnavailable: string;
   /** The data pointer of an ArrayBuffer or view (byteOffset applied). */
   addressOf(buffer: ArrayBuffer | ArrayBufferView): bigint;
   /** Hands the C allocator's free memory back to the OS (glibc malloc_trim); false where unsupported. */

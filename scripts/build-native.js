@@ -62,7 +62,7 @@ const jobs = Number(process.env.MLOS_NATIVE_JOBS) || Math.max(1, os.cpus().lengt
 function fail(message) {
   console.error(`mlos: native build failed: ${message}`);
   console.error(
-    "mlos: it needs cmake >= 3.15, make or ninja, and a C++17 compiler (g++ or clang++; Debian: apt-get install cmake g++). " +
+    "mlos: it needs cmake >= 3.15, make or ninja, and a C++17 compiler, and llhttp's C sources for the HTTP server (Debian: apt-get install cmake g++ node-llhttp). " +
       `Install them and run ${addonOnly ? "`npm rebuild mlos`" : "`npm run build:native`"}, or set MLOS_SKIP_NATIVE=1 to install without the native core.`,
   );
   process.exit(1);

@@ -718,7 +718,7 @@ describe("the KServe v2 JSON fast path over HTTP", { skip }, () => {
   async function lateReaders(batches: string[][]): Promise<void> {
     await ensureInline("mlp", SMALL);
     // Grow the server's buffer, then answer large responses (from that reused buffer) to clients
-    // that are not reading: the socket takes part of each, uWS must keep the rest.
+    // that are not reading: the socket takes part of each, the server must keep the rest.
     assert.equal((await post("/v2/models/mlp/infer", mlpBody(9000, 3))).status, 200);
     const request = (body: string) => `POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
     const opened = await Promise.all(batches.map(async (bodies) => {
@@ -756,14 +756,69 @@ describe("the KServe v2 JSON fast path over HTTP", { skip }, () => {
     await lateReaders([[mlpBody(8000, 4)], [mlpBody(6000, 10)]]);
   });
 
-  // The cause is known: uWebSockets.js closes a connection when a request arrives on it while the
-  // previous response is pending ("denying async pipelining" in its HttpContext): pipelined
-  // requests are answered only while every response before them is written synchronously. Here the
-  // first request is answered asynchronously whenever the run policy has the MLP on worker threads
-  // (a 3000-row request can send it there), or when it joins a batch. It stays a visible todo until
-  // the HTTP door queues pipelined requests itself.
-  it("answers pipelined requests sent in one packet, in order", { todo: "uWebSockets.js closes the connection when a pipelined request arrives behind an asynchronous response" }, async () => {
+  // The first request is answered asynchronously whenever the run policy has the MLP on worker
+  // threads (a 3000-row request can send it there) or when it joins a batch; the requests behind
+  // it on the connection must wait for it and be answered in order.
+  it("answers pipelined requests sent in one packet, in order", async () => {
     await lateReaders([[mlpBody(3000, 5), SMALL, mlpBody(40, 6), general(mlpBody(2, 7)), mlpBody(1500, 8), mlpBody(1, 9)]]);
+  });
+
+  it("answers 64 connections pipelining large, small and invalid requests for 12 rounds, in order, and holds no pool memory after", async () => {
+    await ensureInline("mlp", SMALL);
+    const request = (body: string) => `POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+    // The kinds of request, each with the answer it must get: the codec's bytes (fast path), the
+    // same bytes through the general path, or a 400 naming what is wrong.
+    const kinds: Array<{ body: string; status: number; want: string | RegExp }> = [];
+    for (let i = 0; i < 4; i++) {
+      const large = mlpBody(2000 + 500 * i, 300 + i);
+      kinds.push({ body: large, status: 200, want: encoded(mlp, "mlp", large)! });
+      const small = mlpBody(1 + i, 400 + i);
+      kinds.push({ body: small, status: 200, want: encoded(mlp, "mlp", small)! });
+      kinds.push({ body: general(small), status: 200, want: encoded(mlp, "mlp", small)! });
+    }
+    const invalid = [
+      { body: '{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2]}]}', status: 400, want: /needs 4 elements/ },
+      { body: '{"inputs":[{"name":"x","shape":[100000000000,4],"datatype":"FP32","data":[1,2,3,4]}]}', status: 400, want: /shape \[100000000000, 4\] needs 400000000000 elements/ },
+      { body: '{"inputs":[', status: 400, want: /not valid JSON|BAD_JSON|malformed/i },
+    ];
+    const before = await metricsText();
+    const beforeUsed = metric(before, "mlos_pool_bytes", { kind: "used" });
+    const w = mulberry32(64);
+    const pick = <T,>(xs: T[]) => xs[Math.floor(w() * xs.length)]!;
+    const ROUNDS = 12;
+    let answered = 0;
+    await Promise.all(Array.from({ length: 64 }, async (_, c) => {
+      const sock = net.connect(server.port, "127.0.0.1");
+      await new Promise<void>((resolve, reject) => {
+        sock.once("connect", resolve);
+        sock.once("error", reject);
+      });
+      try {
+        for (let round = 0; round < ROUNDS; round++) {
+          // [large, small, invalid, small, large, small], the shape outside checks used.
+          const large = () => kinds.filter((_, i) => i % 3 === 0);
+          const small = () => kinds.filter((_, i) => i % 3 !== 0);
+          const batch = [pick(large()), pick(small()), pick(invalid), pick(small()), pick(large()), pick(small())];
+          sock.write(batch.map((k) => request(k.body)).join(""));
+          const responses = await readResponses(sock, batch.length);
+          sock.removeAllListeners("data");
+          sock.removeAllListeners("close");
+          sock.removeAllListeners("error");
+          batch.forEach((k, i) => {
+            const where = `connection ${c}, round ${round}, request ${i}`;
+            assert.equal(responses[i]!.status, k.status, `${where}: ${responses[i]!.text.slice(0, 200)}`);
+            if (typeof k.want === "string") assert.equal(responses[i]!.text, k.want, `${where}: its own answer, in order`);
+            else assert.match(responses[i]!.text, k.want, where);
+          });
+          answered += batch.length;
+        }
+      } finally {
+        sock.destroy();
+      }
+    }));
+    assert.equal(answered, 64 * ROUNDS * 6);
+    assert.equal(metric(await metricsText(), "mlos_pool_bytes", { kind: "used" }), beforeUsed, "the pool is back at its baseline");
+    assert.equal((await post("/v2/models/mlp/infer", SMALL)).text, encoded(mlp, "mlp", SMALL));
   });
 });
 

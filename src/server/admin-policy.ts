@@ -20,7 +20,7 @@ export function adminPolicy(host: string, hasAdminKey: boolean): string {
 
 /**
  * Whether an address is this machine's loopback: dotted IPv4 (127/8), IPv6 `::1` in any spelling
- * (uWS writes eight full groups), an IPv4-mapped `::ffff:127.x.y.z`, or `localhost`.
+ * (compressed or with eight full groups), an IPv4-mapped `::ffff:127.x.y.z`, or `localhost`.
  */
 export function isLoopback(address: string): boolean {
   const a = address.toLowerCase();

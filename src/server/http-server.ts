@@ -1,5 +1,5 @@
 /**
- * MLOS Core's HTTP front door on uWebSockets.js: a router (http/router.ts) and one module per API:
+ * MLOS Core's HTTP front door on mlos's own HTTP/1.1 server (native/src/http): a router (http/router.ts) and one module per API:
  * KServe v2 / Open Inference Protocol (http/kserve.ts, with its native fast path), its model
  * repository (http/repository.ts), the MLOS v1 API (http/mlos-v1.ts), and `/health`, `/metrics`
  * (http/ops.ts). Request and response bodies are typed in src/protocol, which the client shares.
@@ -16,7 +16,7 @@ import { registerRepositoryRoutes } from "./http/repository.js";
 import { HttpRouter } from "./http/router.js";
 import { Serving } from "./http/serving.js";
 import { ServerMetrics } from "./metrics.js";
-import { loadUws, type TemplatedApp, type us_listen_socket } from "./uws.js";
+import { loadNative } from "../../bindings/native.js";
 
 export interface HttpServerOptions {
   table: ModelTable;
@@ -43,36 +43,41 @@ export interface HttpServerOptions {
 export interface HttpServer {
   readonly port: number;
   readonly metrics: ServerMetrics;
-  close(): void;
+  /** Stops listening and closes every connection; resolves once all are closed. */
+  close(): Promise<void>;
 }
 
 /** Starts the server; resolves once it listens. */
 export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
-  const uws = loadUws();
+  const native = loadNative();
   const pool = options.pool ?? getDefaultPool();
   const metrics = new ServerMetrics(options.table, pool);
-  const app: TemplatedApp = options.tls
-    ? uws.SSLApp({ cert_file_name: options.tls.certFile, key_file_name: options.tls.keyFile, passphrase: options.tls.passphrase })
-    : uws.App();
-  const router = new HttpRouter(app, { maxBodyBytes: options.maxBodyBytes ?? 64 * 1024 * 1024, apiKey: options.apiKey, adminKey: options.adminKey });
+  const router = new HttpRouter({ apiKey: options.apiKey, adminKey: options.adminKey });
   const serving = new Serving(options.table, options.runtime, pool, metrics);
   registerOpsRoutes(router, serving);
   registerKserveRoutes(router, serving);
   registerRepositoryRoutes(router, serving);
   registerMlosV1Routes(router, serving);
-  router.notFound();
 
-  const host = options.host ?? DEFAULT_HOST;
-  const port = options.port ?? 8080;
-  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-    app.listen(host, port, (s: us_listen_socket | false) => (s ? resolve(s) : reject(new HttpError(500, "LISTEN_FAILED", `cannot listen on ${host}:${port} (in use, or not permitted)`))));
+  const server = new native.HttpServer({
+    onRequest: router.onRequest,
+    onAbort: router.onAbort,
+    maxBodyBytes: options.maxBodyBytes ?? 64 * 1024 * 1024,
+    tls: options.tls,
   });
+  router.attach(server);
+  const host = options.host ?? DEFAULT_HOST;
+  let port: number;
+  try {
+    port = server.listen(host, options.port ?? 8080);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code === "TLS_INVALID") throw new HttpError(500, "TLS_INVALID", err.message);
+    throw new HttpError(500, "LISTEN_FAILED", err.message);
+  }
   return {
-    port: uws.us_socket_local_port(listenSocket),
+    port,
     metrics,
-    close() {
-      uws.us_listen_socket_close(listenSocket);
-      (app as unknown as { close?: () => void }).close?.();
-    },
+    close: () => server.close(),
   };
 }

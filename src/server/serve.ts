@@ -76,7 +76,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     onEvict: (_e, why) => onEvict?.(why),
   });
   const close = async (http?: HttpServer): Promise<void> => {
-    http?.close();
+    await http?.close();
     await table.close();
     await runtime.close();
     pool.close();

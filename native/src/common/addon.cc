@@ -8,6 +8,7 @@
 #include "common/addon.h"
 #include "common/errors.h"
 #include "cuda/cuda_alloc_binding.h"
+#include "http/http_server_binding.h"
 #include "ort/kserve_json.h"
 #include "pool/shm_pool.h"
 #include "pool/shm_pool_binding.h"
@@ -78,6 +79,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.AddCleanupHook(CleanupEnv, data);
 
   ShmPoolWrap::Init(env, exports, data);
+  HttpServerWrap::Init(env, exports);  // HttpServer, httpTlsUnavailable
   InitCudaAlloc(env, exports);  // cudaInfo, CudaDeviceAllocator, PinnedHostAllocator (every build)
 #ifdef MLOS_WITH_ORT
   OrtSessionWrap::Init(env, exports, data);

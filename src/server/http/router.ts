@@ -1,32 +1,39 @@
 /**
- * The HTTP door's plumbing on uWebSockets.js, which every API module (KServe v2, repository,
- * MLOS v1, operations) registers its routes on: a request context, the body reader (with its
- * limits), authentication, and the one place responses are written.
- *
- * uWS rules kept here: `onAborted` is attached before anything asynchronous; everything needed from
- * the request is copied synchronously; body chunks are copied (their memory is reused); responses
- * are written inside `cork`, and never after the client went away.
+ * The HTTP door's plumbing, which every API module (KServe v2, repository, MLOS v1, operations)
+ * registers its routes on: route matching, a request context, authentication, and the one place
+ * responses are written. Under it is mlos's own HTTP/1.1 server (native/src/http: libuv, llhttp,
+ * TLS through Node's OpenSSL), which reads whole requests, enforces the body limit, and writes
+ * responses in request order however late each is answered, so pipelined requests are served.
  */
+import type { NativeHttpServer } from "../../../bindings/native.js";
 import { ADMIN_ROUTES, isLoopback } from "../admin-policy.js";
 import { HttpError, toHttpError } from "../http-error.js";
-import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
 
 export const JSON_TYPE = "application/json";
 export const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({ "Content-Type": JSON_TYPE });
 
-/** What a handler knows of its request: everything is copied from uWS before the handler returns. */
+/** What a handler knows of its request. */
 export class Ctx {
   aborted = false;
   #controller: AbortController | undefined;
+  #headers: Record<string, string | undefined> | undefined;
   constructor(
+    /** The server's id of this request (for the response and the peer address). */
+    readonly id: number,
+    /** Lower case: "get", "post", "delete", ... */
     readonly method: string,
+    /** The path, without the query. */
     readonly url: string,
-    /** The request headers the routes read (authorization, content-length, inference-header-content-length), lower-case. */
-    readonly headers: Readonly<Record<string, string | undefined>>,
+    readonly rawHeaders: string,
     /** The route's `:name` parameters, URL-decoded, in order. */
     readonly params: string[],
     readonly controllers: AbortController[],
   ) {}
+  /** The request headers by lower-case name (repeated headers joined with ", "); parsed on first use. */
+  get headers(): Readonly<Record<string, string | undefined>> {
+    if (!this.#headers) this.#headers = parseHeaders(this.rawHeaders);
+    return this.#headers;
+  }
   /**
    * Aborted when the client goes away. Made on first use only: a request answered synchronously
    * never needs one (AbortControllers cost microseconds; unused ones are reused).
@@ -47,6 +54,19 @@ export class Ctx {
     if (this.#controller && !this.aborted && this.controllers.length < 4096) this.controllers.push(this.#controller);
     this.#controller = undefined;
   }
+}
+
+function parseHeaders(raw: string): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  for (const line of raw.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon <= 0) continue;
+    const name = line.slice(0, colon);
+    const value = line.slice(colon + 1).trim();
+    const prev = out[name];
+    out[name] = prev === undefined ? value : `${prev}, ${value}`;
+  }
+  return out;
 }
 
 /** A handler's answer. */
@@ -71,104 +91,147 @@ export type Handler = (ctx: Ctx, body: Buffer | undefined) => Reply | Promise<Re
 export type Access = "open" | "api" | "admin";
 
 export interface RouterOptions {
-  /** Largest request body accepted, in bytes; larger ones get 413. */
-  maxBodyBytes: number;
   apiKey?: string;
   adminKey?: string;
 }
 
-/** The headers any route reads; uWS gives "" for a missing one. */
-const READ_HEADERS = ["authorization", "content-length", "inference-header-content-length"] as const;
+interface Route {
+  /** The pattern's segments; null where a `:name` parameter goes. */
+  segments: (string | null)[];
+  access: Access;
+  withBody: boolean;
+  handler: Handler;
+}
+
+const METHODS = { get: "GET", post: "POST", del: "DELETE" } as const;
 
 export class HttpRouter {
-  readonly #app: TemplatedApp;
   readonly #options: RouterOptions;
   readonly #controllers: AbortController[] = [];
+  /** "METHOD segment-count" -> routes, in registration order. */
+  readonly #routes = new Map<string, Route[]>();
+  /** Requests answered asynchronously and not yet answered, for the client-went-away signal. */
+  readonly #pending = new Map<number, Ctx>();
+  #server: NativeHttpServer | undefined;
 
-  constructor(app: TemplatedApp, options: RouterOptions) {
-    this.#app = app;
+  constructor(options: RouterOptions) {
     this.#options = options;
   }
 
-  /** Registers `handler` for `method pattern`; `withBody` reads the request body first. */
-  route(method: "get" | "post" | "del", pattern: string, access: Access, withBody: boolean, handler: Handler): void {
-    const paramCount = (pattern.match(/:/g) ?? []).length;
-    this.#app[method](pattern, (res: HttpResponse, req: HttpRequest) => {
-      const headers: Record<string, string | undefined> = {};
-      for (const name of READ_HEADERS) {
-        const v = req.getHeader(name);
-        if (v !== "") headers[name] = v;
-      }
-      const params: string[] = [];
-      for (let i = 0; i < paramCount; i++) params.push(decodeURIComponent(req.getParameter(i) ?? ""));
-      const ctx = new Ctx(req.getMethod(), req.getUrl(), headers, params, this.#controllers);
-      res.onAborted(() => ctx.abort());
-      const fail = (e: unknown): void => {
-        const h = toHttpError(e);
-        this.send(res, ctx, { status: h.status, body: { error: h.message, code: h.code }, headers: h.headers });
-      };
-      try {
-        this.#authorize(ctx, access, res);
-      } catch (e) {
-        fail(e);
-        return;
-      }
-      const run = (body: Buffer | undefined): void => {
-        let reply: Reply | Promise<Reply>;
-        try {
-          reply = handler(ctx, body);
-        } catch (e) {
-          fail(e);
-          return;
-        }
-        if (reply instanceof Promise) reply.then((r) => this.send(res, ctx, r), fail);
-        else this.send(res, ctx, reply);
-      };
-      if (withBody) this.#readBody(res, headers, run, fail);
-      else run(undefined);
-    });
+  /** The server the router answers through; set once, before the first request. */
+  attach(server: NativeHttpServer): void {
+    this.#server = server;
   }
 
-  /** Answers every request no route took with 404 NOT_FOUND. */
-  notFound(): void {
-    this.#app.any("/*", (res, req) => {
-      const url = req.getUrl();
-      const method = req.getMethod().toUpperCase();
-      res.cork(() => {
-        res.writeStatus("404 Not Found").writeHeader("Content-Type", JSON_TYPE).end(JSON.stringify({ error: `no route ${method} ${url}`, code: "NOT_FOUND" }));
-      });
-    });
+  /** Registers `handler` for `method pattern`; `withBody` routes take the request body. */
+  route(method: "get" | "post" | "del", pattern: string, access: Access, withBody: boolean, handler: Handler): void {
+    const segments = pattern.split("/").slice(1).map((s) => (s.startsWith(":") ? null : s));
+    const key = `${METHODS[method]} ${segments.length}`;
+    let list = this.#routes.get(key);
+    if (!list) this.#routes.set(key, (list = []));
+    list.push({ segments, access, withBody, handler });
+  }
+
+  /** The server's onRequest: one complete request. */
+  readonly onRequest = (id: number, method: string, target: string, rawHeaders: string, body: Buffer | undefined): void => {
+    const q = target.indexOf("?");
+    const path = q < 0 ? target : target.slice(0, q);
+    const parts = path.split("/").slice(1);
+    const list = this.#routes.get(`${method} ${parts.length}`);
+    let route: Route | undefined;
+    const params: string[] = [];
+    if (list) {
+      for (const r of list) {
+        let ok = true;
+        for (let i = 0; i < parts.length; i++) {
+          const seg = r.segments[i];
+          if (seg !== null && seg !== parts[i]) {
+            ok = false;
+            break;
+          }
+        }
+        if (ok) {
+          route = r;
+          break;
+        }
+      }
+    }
+    const ctx = new Ctx(id, method.toLowerCase(), path, rawHeaders, params, this.#controllers);
+    if (!route) {
+      this.send(ctx, { status: 404, body: { error: `no route ${method} ${path}`, code: "NOT_FOUND" } });
+      return;
+    }
+    try {
+      for (let i = 0; i < parts.length; i++) if (route.segments[i] === null) params.push(decodeURIComponent(parts[i]!));
+      this.#authorize(ctx, route.access);
+    } catch (e) {
+      this.#fail(ctx, e instanceof URIError ? new HttpError(400, "BAD_REQUEST", `the path ${path} is not valid percent-encoding`) : e);
+      return;
+    }
+    let reply: Reply | Promise<Reply>;
+    try {
+      reply = route.handler(ctx, route.withBody ? body : undefined);
+    } catch (e) {
+      this.#fail(ctx, e);
+      return;
+    }
+    if (reply instanceof Promise) {
+      this.#pending.set(id, ctx);
+      reply.then(
+        (r) => {
+          this.#pending.delete(id);
+          this.send(ctx, r);
+        },
+        (e) => {
+          this.#pending.delete(id);
+          this.#fail(ctx, e);
+        },
+      );
+    } else {
+      this.send(ctx, reply);
+    }
+  };
+
+  /** The server's onAbort: the client of request `id` went away before its answer. */
+  readonly onAbort = (id: number): void => {
+    const ctx = this.#pending.get(id);
+    if (!ctx) return;
+    this.#pending.delete(id);
+    ctx.abort();
+  };
+
+  #fail(ctx: Ctx, e: unknown): void {
+    const h = toHttpError(e);
+    this.send(ctx, { status: h.status, body: { error: h.message, code: h.code }, headers: h.headers });
   }
 
   /** Writes `reply` (unless the client went away), then calls its `after`. */
-  send(res: HttpResponse, ctx: Ctx, reply: Reply): void {
-    if (ctx.aborted) {
+  send(ctx: Ctx, reply: Reply): void {
+    if (ctx.aborted || !this.#server) {
       reply.after?.(); // the client went away: nothing to write, but the outputs' memory goes back
       return;
     }
     ctx.release();
     const status = reply.status ?? 200;
-    res.cork(() => {
-      res.writeStatus(`${status} ${STATUS_TEXT[status] ?? ""}`.trim());
-      if (reply.headers) for (const k in reply.headers) res.writeHeader(k, reply.headers[k]!);
-      if (reply.parts) {
-        if (!reply.headers?.["Content-Type"]) res.writeHeader("Content-Type", "application/octet-stream");
-        res.end(reply.parts.length === 1 ? reply.parts[0]! : Buffer.concat(reply.parts));
-      } else if (reply.body === undefined) {
-        res.end();
-      } else {
-        res.writeHeader("Content-Type", JSON_TYPE);
-        res.end(JSON.stringify(reply.body));
-      }
-    });
+    let head = "";
+    if (reply.headers) for (const k in reply.headers) head += `${k}: ${reply.headers[k]}\r\n`;
+    let body: string | Uint8Array | undefined;
+    if (reply.parts) {
+      if (!reply.headers?.["Content-Type"]) head += "Content-Type: application/octet-stream\r\n";
+      body = reply.parts.length === 1 ? reply.parts[0]! : Buffer.concat(reply.parts);
+    } else if (reply.body !== undefined) {
+      head += "Content-Type: application/json\r\n";
+      body = JSON.stringify(reply.body);
+    }
+    this.#server.respond(ctx.id, STATUS_LINE[status] ?? String(status), head, body);
     reply.after?.();
   }
 
-  #authorize(ctx: Ctx, access: Access, res: HttpResponse): void {
+  #authorize(ctx: Ctx, access: Access): void {
     if (access === "open") return;
     const admin = access === "admin";
     const { apiKey, adminKey } = this.#options;
-    if (admin && adminKey === undefined && !isLoopback(Buffer.from(res.getRemoteAddressAsText()).toString())) {
+    if (admin && adminKey === undefined && !isLoopback(this.#server?.peerAddress(ctx.id) ?? "")) {
       throw new HttpError(403, "ADMIN_LOCAL_ONLY", `${ctx.method.toUpperCase()} ${ctx.url} is an admin route (${ADMIN_ROUTES}): without an admin key (--admin-key) the server answers it for clients on this machine only`);
     }
     const key = admin ? adminKey ?? apiKey : apiKey;
@@ -178,45 +241,6 @@ export class HttpRouter {
     if (given === undefined) throw new HttpError(401, "UNAUTHORIZED", "this route needs Authorization: Bearer <key>", { "WWW-Authenticate": 'Bearer realm="mlos"' });
     const ok = given === key || (!admin && adminKey !== undefined && given === adminKey);
     if (!ok) throw new HttpError(admin ? 403 : 401, admin ? "FORBIDDEN" : "UNAUTHORIZED", admin ? "this route needs the admin key" : "the API key is not valid");
-  }
-
-  /** Reads the whole body (checked against Content-Length and the limit), then calls `run` with it. */
-  #readBody(res: HttpResponse, headers: Record<string, string | undefined>, run: (body: Buffer) => void, fail: (e: unknown) => void): void {
-    const maxBody = this.#options.maxBodyBytes;
-    const declared = headers["content-length"] !== undefined ? Number(headers["content-length"]) : undefined;
-    if (declared !== undefined && (!Number.isSafeInteger(declared) || declared < 0)) {
-      fail(new HttpError(400, "BAD_REQUEST", `Content-Length ${headers["content-length"]} is not a byte count`));
-      return;
-    }
-    if (declared !== undefined && declared > maxBody) {
-      fail(new HttpError(413, "BODY_TOO_LARGE", `the body is ${declared} bytes; the limit is ${maxBody}`));
-      return;
-    }
-    let buf = declared !== undefined ? Buffer.allocUnsafe(declared) : Buffer.alloc(0);
-    let got = 0;
-    let done = false;
-    res.onData((chunk, last) => {
-      if (done) return;
-      const c = new Uint8Array(chunk);
-      if (got + c.byteLength > (declared ?? maxBody)) {
-        done = true;
-        fail(declared !== undefined
-          ? new HttpError(400, "BAD_REQUEST", `the body is longer than its Content-Length ${declared}`)
-          : new HttpError(413, "BODY_TOO_LARGE", `the body is larger than the limit of ${maxBody} bytes`));
-        return;
-      }
-      if (declared === undefined) {
-        const grown = Buffer.allocUnsafe(got + c.byteLength);
-        buf.copy(grown, 0, 0, got);
-        buf = grown;
-      }
-      buf.set(c, got); // the chunk's memory is reused by uWS: copy it now
-      got += c.byteLength;
-      if (last) {
-        done = true;
-        run(buf.subarray(0, got));
-      }
-    });
   }
 }
 
@@ -233,21 +257,22 @@ export function parseJson(body: Buffer | undefined, what: string): Record<string
   return v as Record<string, unknown>;
 }
 
-const STATUS_TEXT: Record<number, string> = {
-  200: "OK",
-  201: "Created",
-  400: "Bad Request",
-  401: "Unauthorized",
-  403: "Forbidden",
-  404: "Not Found",
-  409: "Conflict",
-  413: "Payload Too Large",
-  422: "Unprocessable Entity",
-  429: "Too Many Requests",
-  499: "Client Closed Request",
-  500: "Internal Server Error",
-  501: "Not Implemented",
-  502: "Bad Gateway",
-  503: "Service Unavailable",
-  504: "Gateway Timeout",
+/** "200 OK" and the rest, by status. */
+const STATUS_LINE: Record<number, string> = {
+  200: "200 OK",
+  201: "201 Created",
+  400: "400 Bad Request",
+  401: "401 Unauthorized",
+  403: "403 Forbidden",
+  404: "404 Not Found",
+  409: "409 Conflict",
+  413: "413 Payload Too Large",
+  422: "422 Unprocessable Entity",
+  429: "429 Too Many Requests",
+  499: "499 Client Closed Request",
+  500: "500 Internal Server Error",
+  501: "501 Not Implemented",
+  502: "502 Bad Gateway",
+  503: "503 Service Unavailable",
+  504: "504 Gateway Timeout",
 };

@@ -7,7 +7,7 @@
 import { createRequire } from "node:module";
 import path from "node:path";
 import type * as Uws from "@trufflesuite/uws-js-unofficial";
-import { MlosError } from "../core/errors.js";
+import { MlosError } from "../src/core/errors.js";
 
 export type { HttpRequest, HttpResponse, TemplatedApp, us_listen_socket } from "@trufflesuite/uws-js-unofficial";
 
