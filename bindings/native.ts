@@ -539,9 +539,10 @@ export interface NativeAddon {
   readonly blobFetchCompiled?: boolean;
   /** Present when blobFetchCompiled and the process's OpenSSL (Node's) offers SHA-256. */
   BlobFetch?: NativeBlobFetchConstructor;
-  HttpServer: NativeHttpServerConstructor;
-  /** Why TLS cannot be served in this process ("" when it can). */
-  readonly httpTlsUnavailable: string;
+  /** The HTTP/1.1 server; in every cmake-js build (the node-gyp build of the CPU core has none). */
+  HttpServer?: NativeHttpServerConstructor;
+  /** Why TLS cannot be served in this process ("" when it can); present with HttpServer. */
+  readonly httpTlsUnavailable?: string;
   /** The data pointer of an ArrayBuffer or view (byteOffset applied). */
   addressOf(buffer: ArrayBuffer | ArrayBufferView): bigint;
   /** Hands the C allocator's free memory back to the OS (glibc malloc_trim); false where unsupported. */

@@ -28,7 +28,7 @@ interface Seen {
 function start(handle: (s: NativeHttpServer, r: Seen) => void, options: Partial<NativeHttpServerOptions> = {}) {
   const seen: Seen[] = [];
   const aborted: number[] = [];
-  const server: NativeHttpServer = new native!.HttpServer({
+  const server: NativeHttpServer = new native!.HttpServer!({
     onRequest(id, method, target, headers, body) {
       const r = { id, method, target, headers, body };
       seen.push(r);
@@ -225,12 +225,12 @@ describe("the HTTP/1.1 server", { skip }, () => {
     assert.equal(out, "secure 100000");
     const plain = await exchange(port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 2000);
     assert.doesNotMatch(plain.text, /200 OK/);
-    assert.throws(() => new native!.HttpServer({ onRequest() {}, onAbort() {}, tls: { certFile: path.join(dir, "nope.pem"), keyFile: path.join(dir, "key.pem") } }).listen("127.0.0.1", 0), (e: Error & { code?: string }) => e.code === "TLS_INVALID" && /cannot load the TLS certificate .*nope\.pem/.test(e.message));
+    assert.throws(() => new native!.HttpServer!({ onRequest() {}, onAbort() {}, tls: { certFile: path.join(dir, "nope.pem"), keyFile: path.join(dir, "key.pem") } }).listen("127.0.0.1", 0), (e: Error & { code?: string }) => e.code === "TLS_INVALID" && /cannot load the TLS certificate .*nope\.pem/.test(e.message));
   });
 
   it("says why it cannot listen, and close() ends every connection", async () => {
     const a = track(start((s, r) => text(s, r, "ok")));
-    const other = new native!.HttpServer({ onRequest() {}, onAbort() {} });
+    const other = new native!.HttpServer!({ onRequest() {}, onAbort() {} });
     assert.throws(() => other.listen("127.0.0.1", a.port), (e: Error & { code?: string }) => e.code === "LISTEN_FAILED" && /cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE/.test(e.message));
     await other.close();
     const held: Seen[] = [];

@@ -16,7 +16,7 @@ import { registerRepositoryRoutes } from "./http/repository.js";
 import { HttpRouter } from "./http/router.js";
 import { Serving } from "./http/serving.js";
 import { ServerMetrics } from "./metrics.js";
-import { loadNative } from "../../bindings/native.js";
+import { loadNative, rebuildCommand } from "../../bindings/native.js";
 
 export interface HttpServerOptions {
   table: ModelTable;
@@ -59,6 +59,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   registerRepositoryRoutes(router, serving);
   registerMlosV1Routes(router, serving);
 
+  if (!native.HttpServer) throw new HttpError(500, "LISTEN_FAILED", `this build of the native addon has no HTTP server; build it with \`${rebuildCommand()}\``);
   const server = new native.HttpServer({
     onRequest: router.onRequest,
     onAbort: router.onAbort,

@@ -8,7 +8,9 @@
 #include "common/addon.h"
 #include "common/errors.h"
 #include "cuda/cuda_alloc_binding.h"
+#ifdef MLOS_WITH_HTTP
 #include "http/http_server_binding.h"
+#endif
 #include "ort/kserve_json.h"
 #include "pool/shm_pool.h"
 #include "pool/shm_pool_binding.h"
@@ -79,7 +81,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.AddCleanupHook(CleanupEnv, data);
 
   ShmPoolWrap::Init(env, exports, data);
+#ifdef MLOS_WITH_HTTP
   HttpServerWrap::Init(env, exports);  // HttpServer, httpTlsUnavailable
+#endif
   InitCudaAlloc(env, exports);  // cudaInfo, CudaDeviceAllocator, PinnedHostAllocator (every build)
 #ifdef MLOS_WITH_ORT
   OrtSessionWrap::Init(env, exports, data);
