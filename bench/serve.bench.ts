@@ -20,8 +20,9 @@
  * server's CPU is redone, up to BENCH_RETRIES (2) times; the report says how many were. Every figure is the median over the repetitions with its min..max; ratios are taken
  * per repetition (mlos over the reference of the same repetition), then their median and min..max.
  *
- * 1. throughput: 64 connections; ours with batching on and off; a calibration line: uWebSockets.js
- *    answering a fixed body (bench/uws-fixed.ts), the floor of the CPU per request on the machine.
+ * 1. throughput: 64 connections; ours with batching on and off; two calibration lines: mlos's HTTP
+ *    server (bench/door-fixed.ts) and uWebSockets.js (bench/uws-fixed.ts) answering a fixed body
+ *    from JS, the floor of the CPU per request on the machine.
  * 2. latency: the same at 1 connection (p50 is the figure).
  * 3. batching: batching on vs off on the classifier with binary bodies (no JSON in the way).
  * 4. binary: the binary tensor extension vs JSON for a 1x3x224x224 float32 input (demo/tiny-cnn).
@@ -111,17 +112,19 @@ async function start(script: string, args: (port: number) => string[]): Promise<
   };
 }
 
-type Kind = "ref" | "on" | "off" | "uws";
+type Kind = "ref" | "on" | "off" | "door" | "uws";
 const LABEL: Record<Kind, string> = {
   ref: "reference (node:http + onnxruntime-node)",
   on: "mlos, batching on",
   off: "mlos, batching off",
+  door: "calibration: mlos's HTTP server, fixed body",
   uws: "calibration: uWS.js, fixed body",
 };
 
 function startKind(kind: Kind, m: { file: string; name: string; target: string }): Promise<Server> {
   switch (kind) {
     case "ref": return start("reference-server.js", (port) => [m.file, m.name, String(port), "1"]);
+    case "door": return start("door-fixed.js", (port) => [String(port)]);
     case "uws": return start("uws-fixed.js", (port) => [String(port)]);
     default: return start("serve-child.js", (port) => [home, String(port), kind === "on" ? "1" : "0", m.target]);
   }
@@ -260,7 +263,7 @@ const verdict = (ok: boolean) => (ok ? "MET" : "NOT MET");
 async function throughputAndLatency(models: Array<{ name: string; target: string; file: string; shape: number[] }>, connections: number): Promise<void> {
   for (const m of models) {
     const body = jsonBody(m.shape);
-    const kinds: Kind[] = m.name === "mlp" ? ["ref", "on", "off", "uws"] : ["ref", "on", "off"];
+    const kinds: Kind[] = m.name === "mlp" ? ["ref", "on", "off", "door", "uws"] : ["ref", "on", "off"];
     const rows: Array<Partial<Record<Kind, Load>>> = [];
     for (let rep = 0; rep < REPS; rep++) {
       const row: Partial<Record<Kind, Load>> = {};
