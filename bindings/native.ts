@@ -509,6 +509,12 @@ export interface NativeHttpServer {
    * the client is gone or `id` was answered already.
    */
   respond(id: number, statusLine: string, headerLines: string, body?: string | Uint8Array): boolean;
+  /** Starts a streamed (chunked) response: the status line and headers; false when the request is gone. */
+  respondStart(id: number, statusLine: string, headerLines: string): boolean;
+  /** One chunk of a streamed response. */
+  respondChunk(id: number, data: string | Uint8Array): boolean;
+  /** Ends a streamed response. */
+  respondEnd(id: number): boolean;
   /** The client's address for request `id` ("" once gone). */
   peerAddress(id: number): string;
   /** Closes the listener and every connection (unanswered requests go to onAbort). */

@@ -36,10 +36,15 @@ try {
 }
 const base = `http://127.0.0.1:${server.http.port}`;
 const body = JSON.stringify({ inputs: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [5.1, 3.5, 1.4, 0.2] }] });
-console.log(`\nMLOS Core is listening on ${base} (MLOS v1 /api/v1, KServe v2 /v2, /health, /metrics)\n`);
+console.log(`\nMLOS Core is listening on ${base} (MLOS v1 /api/v1, KServe v2 /v2, OpenAI /v1, /health, /metrics)\n`);
 console.log(`$ curl -s ${base}/v2/models/mlp/infer -d '${body}'`);
 const res = await fetch(`${base}/v2/models/mlp/infer`, { method: "POST", body });
 console.log(await res.text());
+// The bundled language model (random weights: its text is gibberish, its path is the real one).
+const chat = JSON.stringify({ model: "tiny-gpt", messages: [{ role: "user", content: "Hello!" }], max_tokens: 8, temperature: 0 });
+console.log(`\n$ curl -s ${base}/v1/chat/completions -d '${chat}'`);
+const answer = await fetch(`${base}/v1/chat/completions`, { method: "POST", body: chat });
+console.log(await answer.text());
 console.log(`\nAlso: curl -s ${base}/api/v1/models · curl -s ${base}/metrics · npx axon ps`);
 if (process.env.MLOS_START_ONCE === "1") {
   await server.close();

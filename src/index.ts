@@ -41,6 +41,9 @@ export { MlosError, InputError, isMlosError, type MlosErrorCode } from "./core/e
 export type { Plugin, PluginAvailability, PluginLoadOptions, LoadedModel, ModelSource, RunRequest, RunResult } from "./core/plugin.js";
 export { registerDefaultPlugin } from "./core/plugin-registry.js";
 export { RunPolicy, type RunMode } from "./core/run-policy.js";
+export type { GenerationOptions } from "./core/generation/params.js";
+export type { GenerationEngine, GenerationChunk, GenerationChoice, GenerationResult, TokenLogprob, FinishReason, EngineOptions, EngineStats } from "./core/generation/engine.js";
+export type { ChatMessage } from "./core/generation/text.js";
 export type { TensorInfo, Signature } from "./core/signature.js";
 export { OnnxRuntimePlugin, ADDRESSES, type NativeAddresses } from "./plugins/onnxruntime/index.js";
 export type * as kserve from "./protocol/kserve.js";

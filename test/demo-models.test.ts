@@ -31,13 +31,17 @@ async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise
   return dir;
 }
 
+/** Every file under `dir` (subfolders too: tiny-gpt keeps its decoder in onnx/), by relative path, sorted. */
 async function snapshot(dir: string): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();
-  for (const m of (await readdir(dir)).sort()) {
-    for (const f of (await readdir(path.join(dir, m))).sort()) out.set(`${m}/${f}`, await readFile(path.join(dir, m, f)));
-  }
+  const files = (await readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => path.relative(dir, path.join(e.parentPath, e.name))).sort();
+  for (const f of files) out.set(f, await readFile(path.join(dir, f)));
   return out;
 }
+
+/** The files tiny-gpt, the bundled language model, is made of. */
+const TINY_GPT_FILES = ["axon.yaml", "config.json", "generation_config.json", "onnx/model.onnx", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"].map((f) => `tiny-gpt/${f}`);
+const FILE_COUNT = MODELS.length * 2 + TINY_GPT_FILES.length;
 
 // One generated tree shared by the ORT tests below.
 let shared: Promise<string> | undefined;
@@ -67,15 +71,15 @@ test("CLI output is byte-identical across runs and directories, and reruns write
   const t0 = performance.now();
   const { stdout } = await run(process.execPath, [CLI, a]);
   const cliMs = performance.now() - t0;
-  assert.equal(stdout.trim().split("\n").filter((l) => l.startsWith("wrote")).length, 6);
+  assert.equal(stdout.trim().split("\n").filter((l) => l.startsWith("wrote")).length, FILE_COUNT);
 
   const first = await snapshot(a);
-  assert.deepEqual([...first.keys()], MODELS.flatMap((m) => [`${m}/axon.yaml`, `${m}/model.onnx`]).sort());
+  assert.deepEqual([...first.keys()], [...MODELS.flatMap((m) => [`${m}/axon.yaml`, `${m}/model.onnx`]), ...TINY_GPT_FILES].sort());
 
   const mtimes = new Map<string, number>();
   for (const k of first.keys()) mtimes.set(k, (await stat(path.join(a, k))).mtimeMs);
   const again = await run(process.execPath, [CLI, a]);
-  assert.equal(again.stdout.trim().split("\n").filter((l) => l.startsWith("unchanged")).length, 6);
+  assert.equal(again.stdout.trim().split("\n").filter((l) => l.startsWith("unchanged")).length, FILE_COUNT);
   for (const k of first.keys()) assert.equal((await stat(path.join(a, k))).mtimeMs, mtimes.get(k), `${k} rewritten`);
   const second = await snapshot(a);
   for (const [k, v] of first) assert.ok(v.equals(second.get(k)!), `${k} changed on rerun`);

@@ -169,7 +169,7 @@ model.dispose();
       });
       const info = JSON.parse(line) as { http: number; models: string[] };
       assert.equal(info.http, port);
-      assert.deepEqual([...info.models].sort(), ["embedder@1.0.0", "mlp@1.0.0", "tiny-cnn@1.0.0"]);
+      assert.deepEqual([...info.models].sort(), ["embedder@1.0.0", "mlp@1.0.0", "tiny-cnn@1.0.0", "tiny-gpt@1.0.0"]);
 
       const res = await fetch(`http://127.0.0.1:${port}/v2/models/mlp/infer`, {
         method: "POST",
@@ -184,6 +184,18 @@ model.dispose();
       assert.equal(y.datatype, "FP32");
       assert.deepEqual(y.shape, [1, 3]);
       y.data.forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-6, `y[${i}] = ${v}, expected ${expected[i]}`));
+
+      // The bundled language model generates, through the dependencies a consumer install has
+      // (the tokenizer and template packages).
+      const chat = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "tiny-gpt", messages: [{ role: "user", content: "Hello!" }], max_tokens: 5, temperature: 0 }),
+      });
+      const answer = (await chat.json()) as { choices: Array<{ message: { content: string }; finish_reason: string }>; usage: { completion_tokens: number } };
+      assert.equal(chat.status, 200, JSON.stringify(answer));
+      assert.equal(answer.usage.completion_tokens, 5);
+      assert.equal(answer.choices[0]!.finish_reason, "length");
 
       const plugins = await (await fetch(`http://127.0.0.1:${port}/api/v1/plugins`)).text();
       assert.ok(plugins.includes(TF_HINT), `GET /api/v1/plugins names the TF.js install: ${plugins}`);

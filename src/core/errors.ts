@@ -27,7 +27,13 @@ export type MlosErrorCode =
   | "RUN_FAILED" // the framework failed while running the model
   | "RUN_ABORTED" // cancelled through an AbortSignal
   | "RUN_TIMEOUT" // exceeded its timeoutMs
-  | "POOL_EXHAUSTED"; // the tensor pool has no room for the allocation
+  | "POOL_EXHAUSTED" // the tensor pool has no room for the allocation
+  | "GENERATION_INVALID" // a generation option out of range (max tokens, temperature, stop ...)
+  | "PROMPT_TOO_LONG" // a prompt (with the tokens asked for) longer than the model's context
+  | "MESSAGES_INVALID" // chat messages that are malformed (no role, unknown role, content not text)
+  | "TEMPLATE_FAILED" // the model's chat template failed to render the messages
+  | "NOT_A_LANGUAGE_MODEL" // generate/chat/embed on a model that is not one (or not of that task)
+  | "KV_CACHE_TOO_SMALL"; // a request that could never fit the KV cache's budget
 
 export class MlosError extends Error {
   readonly code: MlosErrorCode;

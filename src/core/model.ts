@@ -1,6 +1,10 @@
 import type { AxonManifest } from "../axon/manifest/types.js";
 import { Tensor } from "../tensor/tensor.js";
 import { MlosError } from "./errors.js";
+import type { EngineOptions, GenerationChunk, GenerationEngine, GenerationResult } from "./generation/engine.js";
+import { createGenerationEngine, isDecoderSignature } from "./generation/language-model.js";
+import type { GenerationOptions } from "./generation/params.js";
+import type { ChatMessage } from "./generation/text.js";
 import type { LoadedModel, ModelSource, Plugin, RunResult } from "./plugin.js";
 import { checkInputs, concreteShape, formatShape, type TensorInfo } from "./signature.js";
 
@@ -15,12 +19,17 @@ export interface LoadedEntry {
   readonly source: ResolvedSource;
   readonly model: LoadedModel;
   refs: number;
+  /** A language model's generation engine, built on first use and shared by every handle. */
+  engine?: Promise<GenerationEngine>;
+  readonly generationOptions?: EngineOptions;
 }
 
 /** What a handle calls when it is disposed: the owner (the runtime) drops one reference. */
 export type ReleaseHandle = (entry: LoadedEntry, handle: Model) => Promise<void>;
 
 const NO_OUTPUTS: Readonly<Record<string, Tensor>> = Object.freeze({});
+
+const isMessages = (v: unknown): v is readonly ChatMessage[] => Array.isArray(v) && v.length > 0 && typeof v[0] === "object" && v[0] !== null;
 
 export interface InferOptions {
   /**
@@ -167,6 +176,69 @@ export class Model {
   capability<T>(name: string): T | undefined {
     if (this.#disposed) throw new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`);
     return this.#entry.model.capabilities?.[name] as T | undefined;
+  }
+
+  // ---- language models -------------------------------------------------------------------
+
+  /** Whether the model generates text: a decoder with a KV cache, in a folder with its tokenizer. */
+  get isLanguageModel(): boolean {
+    return this.#source.dir !== undefined && (this.#source.manifest?.spec.llm?.task ?? "text-generation") === "text-generation" && isDecoderSignature(this.#entry.model.signature);
+  }
+
+  /**
+   * The generation engine of a language model (built on first use, shared by every handle of the
+   * model). Rejects with NOT_A_LANGUAGE_MODEL for other models.
+   */
+  generationEngine(): Promise<GenerationEngine> {
+    if (this.#disposed) return Promise.reject(new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`));
+    const entry = this.#entry;
+    if (!entry.engine) {
+      entry.engine = createGenerationEngine(entry.model, this.#source, entry.generationOptions);
+      entry.engine.catch(() => {
+        entry.engine = undefined; // a later call may try again (after the files are fixed)
+      });
+    }
+    return entry.engine;
+  }
+
+  /**
+   * Generates text after `prompt` (a string, or token ids). Resolves with every choice's text,
+   * tokens and finish reason, and the token usage.
+   *
+   * ```ts
+   * await using llm = await load("demo/tiny-gpt@1");
+   * const { choices } = await llm.generate("Once upon a time", { maxTokens: 32, temperature: 0 });
+   * ```
+   */
+  async generate(prompt: string | readonly number[], options: GenerationOptions = {}): Promise<GenerationResult> {
+    const engine = await this.generationEngine();
+    return engine.submit(this.#promptIds(engine, prompt), options).result;
+  }
+
+  /**
+   * Streams text as it is generated: a prompt (string or token ids), or chat messages (rendered
+   * with the model's chat template). Each chunk carries one sequence's new text and tokens; its
+   * last has `finishReason`. Breaking out of the loop, or the signal aborting, ends the request.
+   */
+  async *stream(input: string | readonly number[] | readonly ChatMessage[], options: GenerationOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult | undefined> {
+    const engine = await this.generationEngine();
+    const ids = isMessages(input) ? engine.text.encode(engine.text.applyChatTemplate(input), false) : this.#promptIds(engine, input);
+    const { stream, result } = engine.submit(ids, options);
+    for await (const chunk of stream) yield chunk;
+    return await result;
+  }
+
+  /** Answers chat messages with the model's chat template; resolves like `generate`. */
+  async chat(messages: readonly ChatMessage[], options: GenerationOptions = {}): Promise<GenerationResult> {
+    const engine = await this.generationEngine();
+    const ids = engine.text.encode(engine.text.applyChatTemplate(messages), false);
+    return engine.submit(ids, options).result;
+  }
+
+  #promptIds(engine: GenerationEngine, prompt: string | readonly number[]): number[] {
+    if (typeof prompt === "string") return engine.text.encode(prompt);
+    if (Array.isArray(prompt)) return [...(prompt as number[])];
+    throw new MlosError("GENERATION_INVALID", "the prompt must be a string or an array of token ids", { option: "prompt" });
   }
 
   #checkOutputNames(names: readonly unknown[]): string[] {

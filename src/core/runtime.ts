@@ -19,6 +19,8 @@ import { MlosError } from "./errors.js";
 import { Model, type InferOptions, type LoadedEntry, type ResolvedSource } from "./model.js";
 import { defaultPlugins } from "./plugin-registry.js";
 import type { LoadedModel, ModelSource, Plugin, PluginLoadOptions } from "./plugin.js";
+import type { EngineOptions } from "./generation/engine.js";
+import { findLanguageModelEntrypoint } from "./generation/language-model.js";
 
 export interface LoadOptions extends PluginLoadOptions {
   /**
@@ -32,6 +34,8 @@ export interface LoadOptions extends PluginLoadOptions {
   install?: boolean;
   /** The Axon instance references resolve through (default: the runtime's, on $AXON_HOME). */
   axon?: Axon;
+  /** For language models: the generation engine's batch, token budget and KV cache (see EngineOptions). */
+  generation?: EngineOptions;
 }
 
 const EXTENSION_FORMATS: Record<string, string> = { ".onnx": "onnx", ".ort": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".json": "tfjs" };
@@ -112,7 +116,7 @@ export class Runtime {
       let pending = this.#loading.get(key);
       if (!pending) {
         pending = plugin.load(source, pluginOptions).then((model) => {
-          const e: LoadedEntry = { key, plugin, source, model, refs: 0 };
+          const e: LoadedEntry = { key, plugin, source, model, refs: 0, generationOptions: options.generation };
           this.#loaded.set(key, e);
           return e;
         });
@@ -149,6 +153,7 @@ export class Runtime {
     entry.refs--;
     if (entry.refs > 0 || this.#loaded.get(entry.key) !== entry) return;
     this.#loaded.delete(entry.key);
+    if (entry.engine) await (await entry.engine.catch(() => undefined))?.close();
     await entry.model.unload();
   }
 
@@ -264,6 +269,9 @@ export class Runtime {
       const entrypoint = path.join(target, rel);
       return { dir: target, entrypoint, manifest, format: manifest.spec.format.type, reference, name: manifest.metadata.name };
     }
+    // A language model in Hugging Face's layout: its decoder is in onnx/.
+    const decoder = await findLanguageModelEntrypoint(target);
+    if (decoder) return { dir: target, entrypoint: path.join(target, decoder), manifest: undefined, format: "onnx", reference, name: path.basename(target) };
     // JSON files are configs and tokenizers as often as models: only a TF.js model.json counts.
     const candidates = (await readdir(target)).filter((f) => EXTENSION_FORMATS[path.extname(f).toLowerCase()] && (path.extname(f).toLowerCase() !== ".json" || f === "model.json"));
     if (candidates.length !== 1) {

@@ -43,6 +43,12 @@ const MLOS_STATUS: Partial<Record<string, number>> = {
   RUN_TIMEOUT: 504,
   RUN_FAILED: 500,
   POOL_EXHAUSTED: 503,
+  GENERATION_INVALID: 400,
+  PROMPT_TOO_LONG: 400,
+  MESSAGES_INVALID: 400,
+  TEMPLATE_FAILED: 400,
+  NOT_A_LANGUAGE_MODEL: 400,
+  KV_CACHE_TOO_SMALL: 400,
 };
 
 const AXON_STATUS: Partial<Record<string, number>> = {

@@ -11,6 +11,7 @@ import { DEFAULT_HOST } from "./admin-policy.js";
 import { HttpError } from "./http-error.js";
 import { registerKserveRoutes } from "./http/kserve.js";
 import { registerMlosV1Routes } from "./http/mlos-v1.js";
+import { registerOpenAiRoutes } from "./http/openai.js";
 import { registerOpsRoutes } from "./http/ops.js";
 import { registerRepositoryRoutes } from "./http/repository.js";
 import { HttpRouter } from "./http/router.js";
@@ -58,6 +59,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   registerKserveRoutes(router, serving);
   registerRepositoryRoutes(router, serving);
   registerMlosV1Routes(router, serving);
+  registerOpenAiRoutes(router, serving);
 
   if (!native.HttpServer) throw new HttpError(500, "LISTEN_FAILED", `this build of the native addon has no HTTP server; build it with \`${rebuildCommand()}\``);
   const server = new native.HttpServer({

@@ -5,6 +5,7 @@
  * every request records into are request-metrics.ts's (prom-client's cost a microsecond a call).
  */
 import client from "prom-client";
+import type { GenerationEngine } from "../core/generation/engine.js";
 import type { ModelTable } from "../core/model-table.js";
 import type { TensorPool } from "../tensor/pool.js";
 import { CounterFamily, HistogramFamily } from "./request-metrics.js";
@@ -17,6 +18,16 @@ export class ServerMetrics {
   readonly latency: HistogramFamily<"model" | "phase">;
   readonly batchSize: HistogramFamily<"model">;
   readonly evictions: CounterFamily<"reason">;
+  /** Language models' engines by model label, for the gauges read at scrape time. */
+  readonly #engines = new Map<string, GenerationEngine>();
+  readonly #llm: {
+    ttft: HistogramFamily<"model">;
+    itl: HistogramFamily<"model">;
+    promptTokens: CounterFamily<"model">;
+    generatedTokens: CounterFamily<"model">;
+    preemptions: CounterFamily<"model">;
+    requests: CounterFamily<"model" | "finish">;
+  };
 
   constructor(table: ModelTable, pool: TensorPool) {
     const registers = [this.registry];
@@ -65,6 +76,73 @@ export class ServerMetrics {
         this.set({ kind: "high_water" }, s.highWater);
       },
     });
+    const engines = this.#engines;
+    this.#llm = {
+      ttft: new HistogramFamily("mlos_llm_time_to_first_token_seconds", "Language models: from a request's arrival to its first generated token", ["model"], LATENCY_BUCKETS, registers),
+      itl: new HistogramFamily("mlos_llm_inter_token_latency_seconds", "Language models: time between two tokens of one sequence", ["model"], LATENCY_BUCKETS, registers),
+      promptTokens: new CounterFamily("mlos_llm_prompt_tokens_total", "Language models: prompt tokens of the requests (times n)", ["model"], registers),
+      generatedTokens: new CounterFamily("mlos_llm_generation_tokens_total", "Language models: tokens generated", ["model"], registers),
+      preemptions: new CounterFamily("mlos_llm_preemptions_total", "Language models: sequences preempted (their KV blocks freed, recomputed later) for lack of KV cache", ["model"], registers),
+      requests: new CounterFamily("mlos_llm_requests_total", "Language models: generation requests finished, by reason (stop, length, abort)", ["model", "finish"], registers),
+    };
+    new client.Gauge({
+      name: "mlos_llm_sequences",
+      help: "Language models: sequences running (in the batch) and waiting",
+      labelNames: ["model", "state"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [model, e] of engines) {
+          const st = e.stats();
+          this.set({ model, state: "running" }, st.running);
+          this.set({ model, state: "waiting" }, st.waiting);
+        }
+      },
+    });
+    new client.Gauge({
+      name: "mlos_llm_kv_cache_usage_ratio",
+      help: "Language models: share of the KV cache's blocks in use by sequences",
+      labelNames: ["model"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [model, e] of engines) this.set({ model }, e.stats().kvUsage);
+      },
+    });
+    new client.Gauge({
+      name: "mlos_llm_prefix_cache_tokens",
+      help: "Language models: prompt tokens looked up in the prefix cache (queried) and found there (hit)",
+      labelNames: ["model", "kind"],
+      registers,
+      collect() {
+        this.reset();
+        for (const [model, e] of engines) {
+          const st = e.stats();
+          this.set({ model, kind: "queried" }, st.prefixQueriedTokens);
+          this.set({ model, kind: "hit" }, st.prefixHitTokens);
+        }
+      },
+    });
     client.collectDefaultMetrics({ register: this.registry, prefix: "mlos_process_" });
+  }
+
+  /** Records a language model's engine (once per engine): its timings and token counts, and its gauges. */
+  observeEngine(model: string, engine: GenerationEngine): void {
+    if (this.#engines.get(model) === engine) return;
+    this.#engines.set(model, engine);
+    const m = this.#llm;
+    const ttft = m.ttft.labels({ model });
+    const itl = m.itl.labels({ model });
+    const prompt = m.promptTokens.labels({ model });
+    const generated = m.generatedTokens.labels({ model });
+    const preempted = m.preemptions.labels({ model });
+    engine.observer = {
+      firstToken: (s) => ttft.observe(s),
+      interToken: (s) => itl.observe(s),
+      promptTokens: (n) => prompt.inc(n),
+      generatedTokens: (n) => generated.inc(n),
+      preempted: () => preempted.inc(),
+      requestDone: (finish) => m.requests.inc({ model, finish }),
+    };
   }
 }

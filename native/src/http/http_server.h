@@ -101,6 +101,15 @@ class Server {
   bool Respond(double id, std::string_view status_line, std::string_view header_lines,
                const char* body, size_t body_size);
 
+  // A streamed response (Server-Sent Events, ...): RespondStart writes the status line and
+  // headers with Transfer-Encoding: chunked, each RespondChunk one chunk, RespondEnd the last
+  // (empty) chunk. Written at once when it is the connection's turn, else kept until it is; the
+  // responses behind a streamed one wait until it ends. False when the connection is gone or the
+  // id is not awaiting an answer (or not streaming, for Chunk and End).
+  bool RespondStart(double id, std::string_view status_line, std::string_view header_lines);
+  bool RespondChunk(double id, const char* data, size_t size);
+  bool RespondEnd(double id);
+
   // The peer's address ("127.0.0.1", "::1") of request `id`'s connection; empty when gone.
   std::string PeerAddress(double id);
 

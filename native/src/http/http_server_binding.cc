@@ -54,6 +54,9 @@ void HttpServerWrap::Init(Napi::Env env, Napi::Object exports) {
   cls.Get("prototype").As<Napi::Object>().DefineProperties({
       method("listen", Checked<&HttpServerWrap::Listen>),
       method("respond", Checked<&HttpServerWrap::Respond>),
+      method("respondStart", Checked<&HttpServerWrap::RespondStart>),
+      method("respondChunk", Checked<&HttpServerWrap::RespondChunk>),
+      method("respondEnd", Checked<&HttpServerWrap::RespondEnd>),
       method("peerAddress", Checked<&HttpServerWrap::PeerAddress>),
       method("close", Checked<&HttpServerWrap::Close>),
       method("openConnections", Checked<&HttpServerWrap::OpenConnections>),
@@ -162,6 +165,40 @@ Napi::Value HttpServerWrap::Respond(const Napi::CallbackInfo& info) {
     MLOS_THROW_TYPE(env, "respond(id, statusLine, headerLines, body?): body must be a string or a Uint8Array");
   }
   return Napi::Boolean::New(env, ok);
+}
+
+Napi::Value HttpServerWrap::RespondStart(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (server_ == nullptr) return Napi::Boolean::New(env, false);
+  MLOS_REQUIRE_TYPE(info[0].IsNumber() && info[1].IsString() && info[2].IsString(), env,
+                    "respondStart(id, statusLine, headerLines): id must be a number, statusLine and headerLines strings");
+  const double id = info[0].As<Napi::Number>().DoubleValue();
+  const std::string status = Utf8(env, info[1]);
+  const std::string headers = Utf8(env, info[2]);
+  return Napi::Boolean::New(env, server_->RespondStart(id, status, headers));
+}
+
+Napi::Value HttpServerWrap::RespondChunk(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (server_ == nullptr) return Napi::Boolean::New(env, false);
+  MLOS_REQUIRE_TYPE(info[0].IsNumber(), env, "respondChunk(id, data): id must be a number");
+  const double id = info[0].As<Napi::Number>().DoubleValue();
+  Napi::Value data = info[1];
+  if (data.IsString()) {
+    const std::string text = Utf8(env, data);
+    return Napi::Boolean::New(env, server_->RespondChunk(id, text.data(), text.size()));
+  }
+  MLOS_REQUIRE_TYPE(data.IsTypedArray(), env, "respondChunk(id, data): data must be a string or a Uint8Array");
+  Napi::TypedArray ta = data.As<Napi::TypedArray>();
+  const auto* bytes = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  return Napi::Boolean::New(env, server_->RespondChunk(id, bytes, ta.ByteLength()));
+}
+
+Napi::Value HttpServerWrap::RespondEnd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (server_ == nullptr) return Napi::Boolean::New(env, false);
+  MLOS_REQUIRE_TYPE(info[0].IsNumber(), env, "respondEnd(id): id must be a number");
+  return Napi::Boolean::New(env, server_->RespondEnd(info[0].As<Napi::Number>().DoubleValue()));
 }
 
 Napi::Value HttpServerWrap::PeerAddress(const Napi::CallbackInfo& info) {

@@ -42,6 +42,9 @@ class HttpServerWrap : public Napi::ObjectWrap<HttpServerWrap>, public http::Req
   }
   Napi::Value Listen(const Napi::CallbackInfo& info);
   Napi::Value Respond(const Napi::CallbackInfo& info);
+  Napi::Value RespondStart(const Napi::CallbackInfo& info);
+  Napi::Value RespondChunk(const Napi::CallbackInfo& info);
+  Napi::Value RespondEnd(const Napi::CallbackInfo& info);
   Napi::Value PeerAddress(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value OpenConnections(const Napi::CallbackInfo& info);

@@ -72,6 +72,12 @@ export interface AxonManifest {
       plugin?: string;
     };
     llm?: {
+      /** `text-generation` (default) or `embeddings`. */
+      task?: "text-generation" | "embeddings";
+      /** The Hugging Face `config.json` (architecture: layers, heads, vocabulary). */
+      config?: string;
+      /** Embeddings: `mean` or `cls` pooling. */
+      pooling?: "mean" | "cls";
       tokenizer?: string;
       chat_template?: string;
       generation_config?: string;

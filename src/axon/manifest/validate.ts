@@ -218,6 +218,7 @@ export function checkManifestSemantics(m: AxonManifest | AxonManifestDraft, opts
 
   const llm = m.spec?.llm;
   if (llm) {
+    checkFileRef(llm.config, ["spec", "llm", "config"], "config");
     checkFileRef(llm.tokenizer, ["spec", "llm", "tokenizer"], "tokenizer");
     checkFileRef(llm.generation_config, ["spec", "llm", "generation_config"], "generation_config");
     if (typeof llm.chat_template === "string" && !isInlineChatTemplate(llm.chat_template)) {

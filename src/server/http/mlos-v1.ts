@@ -2,14 +2,40 @@
  * The MLOS v1 API: register models (by Axon reference or path), list and unregister them, run
  * inference on JSON inputs, list and register plugins.
  */
-import type { RegisterSpec } from "../../core/model-table.js";
+import type { ReadyEntry, RegisterSpec } from "../../core/model-table.js";
 import { importPlugin } from "../../core/runtime.js";
 import type { InferenceResponse, ModelsResponse, PluginsResponse, UnregisterResponse } from "../../protocol/mlos-v1.js";
 import type { Tensor } from "../../tensor/tensor.js";
 import { HttpError } from "../http-error.js";
 import { mlosInputs, outputsToJson } from "../json-inputs.js";
-import { parseJson, type HttpRouter } from "./router.js";
+import { parseJson, type Ctx, type HttpRouter, type Reply } from "./router.js";
+import { generationOptionsFrom } from "../generation-request.js";
 import { disposeAll, requestParameters, type Serving } from "./serving.js";
+
+/**
+ * Text in, text out, on a language model: `input` a prompt (or `messages`, rendered with the
+ * model's chat template), `parameters` the generation options (OpenAI's field names).
+ */
+async function generateText(entry: ReadyEntry, serving: Serving, req: Record<string, unknown>, ctx: Ctx): Promise<Reply> {
+  if (!entry.model.isLanguageModel) throw new HttpError(400, "NOT_A_LANGUAGE_MODEL", `inference: model ${entry.name} does not take text (it is not a language model); send "inputs" as tensors`);
+  const params = req.parameters ?? {};
+  if (params === null || typeof params !== "object" || Array.isArray(params)) throw new HttpError(400, "BAD_REQUEST", 'inference: "parameters" must be an object');
+  const options = generationOptionsFrom(params as Record<string, unknown>, "inference");
+  const engine = await serving.languageEngine(entry);
+  const prompt = Array.isArray(req.messages) ? engine.text.encode(engine.text.applyChatTemplate(req.messages), false) : engine.text.encode(String(req.input ?? req.inputs));
+  const result = await engine.submit(prompt, { ...options, signal: ctx.signal }).result;
+  const first = result.choices[0]!;
+  return {
+    body: {
+      model_id: entry.name,
+      model_version: entry.version,
+      output: first.text,
+      finish_reason: first.finishReason,
+      ...(result.choices.length > 1 ? { outputs: result.choices.map((c) => ({ text: c.text, finish_reason: c.finishReason })) } : {}),
+      usage: { prompt_tokens: result.usage.promptTokens, completion_tokens: result.usage.completionTokens, total_tokens: result.usage.totalTokens },
+    },
+  };
+}
 
 export function registerMlosV1Routes(router: HttpRouter, serving: Serving): void {
   const { table, runtime, pool } = serving;
@@ -55,6 +81,7 @@ export function registerMlosV1Routes(router: HttpRouter, serving: Serving): void
     const id = req.model_id;
     if (typeof id !== "string" || id === "") throw new HttpError(400, "BAD_REQUEST", 'inference: "model_id" must be the name a model was registered with');
     const entry = await table.acquire(id);
+    if (typeof (req.input ?? req.inputs) === "string" || Array.isArray(req.messages)) return generateText(entry, serving, req, ctx);
     const inputs = mlosInputs(entry.model, req.inputs ?? req.input, pool);
     let outputs: Record<string, Tensor>;
     try {

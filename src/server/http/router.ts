@@ -79,6 +79,12 @@ export interface Reply {
   headers?: Readonly<Record<string, string>>;
   /** Called once the response is written (or the client is gone): releases what the body viewed. */
   after?: () => void;
+  /**
+   * A streamed body (Server-Sent Events ...): sent chunked as `stream` writes it; the response
+   * ends when its promise settles. `write` returns false once the client is gone (then stop).
+   * The request's `signal` stays live until it ends.
+   */
+  stream?: (write: (chunk: string) => boolean) => Promise<void>;
 }
 
 /**
@@ -211,10 +217,14 @@ export class HttpRouter {
       reply.after?.(); // the client went away: nothing to write, but the outputs' memory goes back
       return;
     }
-    ctx.release();
     const status = reply.status ?? 200;
     let head = "";
     if (reply.headers) for (const k in reply.headers) head += `${k}: ${reply.headers[k]}\r\n`;
+    if (reply.stream) {
+      this.#stream(ctx, STATUS_LINE[status] ?? String(status), head, reply);
+      return;
+    }
+    ctx.release();
     let body: string | Uint8Array | undefined;
     if (reply.parts) {
       if (!reply.headers?.["Content-Type"]) head += "Content-Type: application/octet-stream\r\n";
@@ -225,6 +235,21 @@ export class HttpRouter {
     }
     this.#server.respond(ctx.id, STATUS_LINE[status] ?? String(status), head, body);
     reply.after?.();
+  }
+
+  #stream(ctx: Ctx, statusLine: string, head: string, reply: Reply): void {
+    const server = this.#server!;
+    const id = ctx.id;
+    this.#pending.set(id, ctx); // so that the client going away aborts what feeds the stream
+    server.respondStart(id, statusLine, head);
+    const write = (chunk: string) => !ctx.aborted && server.respondChunk(id, chunk);
+    const done = () => {
+      this.#pending.delete(id);
+      if (!ctx.aborted) server.respondEnd(id);
+      ctx.release();
+      reply.after?.();
+    };
+    reply.stream!(write).then(done, done); // a failing stream ends its body; the producer reports its error in the stream
   }
 
   #authorize(ctx: Ctx, access: Access): void {

@@ -3,6 +3,7 @@
  * the two ways a request reaches a model (at once on the calling thread, or through its
  * scheduler), each counted under its route.
  */
+import type { GenerationEngine } from "../../core/generation/engine.js";
 import type { ModelEntry, ModelTable, ReadyEntry } from "../../core/model-table.js";
 import type { Runtime } from "../../core/runtime.js";
 import type { Scheduler } from "../../core/scheduler.js";
@@ -34,6 +35,13 @@ export class Serving {
     readonly pool: TensorPool,
     readonly metrics: ServerMetrics,
   ) {}
+
+  /** A language model's generation engine, its metrics hooked on first use. */
+  async languageEngine(entry: ReadyEntry): Promise<GenerationEngine> {
+    const engine = await entry.model.generationEngine();
+    this.metrics.observeEngine(`${entry.name}@${entry.version}`, engine);
+    return engine;
+  }
 
   /**
    * The metric children of `entry`'s model for `route`, made once per loaded model and route.

@@ -1,0 +1,677 @@
+/**
+ * The generation engine: continuous batching of text generation over one loaded decoder.
+ *
+ * Every step, sequences join and leave the running batch: the ones whose prompt is computed
+ * decode one token each in one batched run; waiting ones are admitted while the step's token
+ * budget, `maxNumSeqs` and the KV cache allow, and their prompts are computed in chunks (a long
+ * prompt spreads over several steps instead of stalling the others) in a second run that executes
+ * beside the decode run, on another native thread. When the KV cache has no block for a running
+ * sequence's next token, the newest sequence is preempted: its blocks are freed and it waits to
+ * be recomputed (with what it generated so far) when memory frees up. A request whose signal
+ * aborts leaves at the next step and its blocks are freed.
+ *
+ * The model is any plugin's LoadedModel with Hugging Face's decoder interface (`input_ids`,
+ * `attention_mask`, optional `position_ids`, `past_key_values.N.key/value` in, `logits` and
+ * `present.N.key/value` out). Runs execute on native worker threads; the event loop does the
+ * bookkeeping, gathers and scatters the cache and samples, a few milliseconds per step at most.
+ */
+import { MlosError } from "../errors.js";
+import type { LoadedModel } from "../plugin.js";
+import { checkInputs } from "../signature.js";
+import { TensorPool } from "../../tensor/pool.js";
+import { Tensor } from "../../tensor/tensor.js";
+import { KvCache, type KvRow } from "./kv-cache.js";
+import { checkGenerationOptions, type CheckedGeneration, type GenerationOptions } from "./params.js";
+import { Sampler, SeededRandom, type PenaltyState } from "./sampler.js";
+import { IncrementalDecoder, StopMatcher, type ModelText } from "./text.js";
+
+/** What the engine needs to know about the decoder, read from its signature and config. */
+export interface DecoderLayout {
+  readonly layers: number;
+  readonly heads: number;
+  readonly headDim: number;
+  readonly vocabSize: number;
+  readonly contextLength: number;
+  readonly hasPositionIds: boolean;
+}
+
+export interface EngineOptions {
+  /** Most sequences in the running batch (default 32). */
+  maxNumSeqs?: number;
+  /** Most tokens one step computes, decode and prompt chunks together (default 512). */
+  maxBatchedTokens?: number;
+  /** Memory for keys and values, in bytes (default 64 MiB, at least one context's worth). */
+  kvCacheBytes?: number;
+  /** Tokens per KV block (default 16). */
+  blockSize?: number;
+  pool?: TensorPool;
+  /** Reused full blocks of earlier prompts (default on). */
+  prefixCache?: boolean;
+}
+
+/** Per-token log-probabilities, when asked. */
+export interface TokenLogprob {
+  token: number;
+  text: string;
+  logprob: number;
+  top?: Array<{ token: number; text: string; logprob: number }>;
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+/** A piece of one sequence's output, as a stream yields it. */
+export interface GenerationChunk {
+  /** Which of the request's `n` sequences. */
+  index: number;
+  text: string;
+  tokenIds: number[];
+  logprobs?: TokenLogprob[];
+  /** Set on the sequence's last chunk. */
+  finishReason?: FinishReason;
+}
+
+export interface GenerationChoice {
+  index: number;
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  logprobs?: TokenLogprob[];
+}
+
+export interface GenerationResult {
+  choices: GenerationChoice[];
+  usage: { promptTokens: number; completionTokens: number; totalTokens: number; cachedPromptTokens: number };
+}
+
+/** What the engine reports, for metrics. */
+export interface EngineObserver {
+  firstToken?(seconds: number): void;
+  interToken?(seconds: number): void;
+  promptTokens?(n: number): void;
+  generatedTokens?(n: number): void;
+  preempted?(): void;
+  requestDone?(reason: FinishReason, seconds: number): void;
+}
+
+export interface EngineStats {
+  running: number;
+  waiting: number;
+  kvBlocksUsed: number;
+  kvBlocksTotal: number;
+  kvUsage: number;
+  preemptions: number;
+  prefixHitTokens: number;
+  prefixQueriedTokens: number;
+  steps: number;
+}
+
+/** A queue that a producer pushes into and an async iterator drains. */
+class ChunkQueue<T> implements AsyncIterable<T> {
+  #items: T[] = [];
+  #waiters: Array<{ resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }> = [];
+  #done = false;
+  #error: unknown;
+
+  push(item: T): void {
+    const w = this.#waiters.shift();
+    if (w) w.resolve({ value: item, done: false });
+    else this.#items.push(item);
+  }
+  close(error?: unknown): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#error = error;
+    for (const w of this.#waiters.splice(0)) {
+      if (error !== undefined) w.reject(error);
+      else w.resolve({ value: undefined, done: true });
+    }
+  }
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return {
+      next: () => {
+        const item = this.#items.shift();
+        if (item !== undefined) return Promise.resolve({ value: item, done: false });
+        if (this.#done) return this.#error !== undefined ? Promise.reject(this.#error) : Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+      },
+      return: () => {
+        this.onReturn?.();
+        this.close();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+  /** Called when the consumer stops iterating early (a `break` out of `for await`). */
+  onReturn?: () => void;
+}
+
+class GenerationRequest {
+  readonly sequences: Sequence[] = [];
+  readonly queue = new ChunkQueue<GenerationChunk>();
+  readonly arrived = performance.now();
+  readonly result: Promise<GenerationResult>;
+  resolve!: (r: GenerationResult) => void;
+  reject!: (e: unknown) => void;
+  cachedPromptTokens = 0;
+  aborted = false;
+  settled = false;
+  constructor(
+    readonly id: number,
+    readonly prompt: readonly number[],
+    readonly params: CheckedGeneration,
+    readonly maxTokens: number,
+    readonly signal: AbortSignal | undefined,
+  ) {
+    this.result = new Promise((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+    this.result.catch(() => {}); // observed through the stream or the caller's await
+  }
+}
+
+class Sequence {
+  /** Prompt then generated tokens. */
+  readonly tokens: number[];
+  readonly generated: number[] = [];
+  blocks: number[] = [];
+  /** Tokens whose keys and values are in the cache. */
+  computed = 0;
+  running = false;
+  finish: FinishReason | undefined;
+  readonly penalties: PenaltyState;
+  readonly rng: SeededRandom;
+  readonly decoder: IncrementalDecoder;
+  readonly stopper: StopMatcher;
+  text = "";
+  logprobs: TokenLogprob[] | undefined;
+  lastTokenAt = 0;
+  /** Admission order, for preemption (the newest goes first). */
+  admitted = 0;
+  constructor(
+    readonly request: GenerationRequest,
+    readonly index: number,
+    text: ModelText,
+  ) {
+    this.tokens = [...request.prompt];
+    this.penalties = { generated: new Map(), prompt: new Set(request.prompt) };
+    const seed = request.params.seed !== undefined ? request.params.seed + index * 0x9e3779b1 : Math.floor(Math.random() * 2 ** 32);
+    this.rng = new SeededRandom(seed);
+    this.decoder = new IncrementalDecoder(text);
+    this.stopper = new StopMatcher(request.params.stop);
+    if (request.params.sampling.logprobs) this.logprobs = [];
+  }
+}
+
+/** One batched run: its rows, and how many tokens each feeds. */
+interface Call {
+  seqs: Sequence[];
+  counts: number[];
+}
+
+const DEFAULT_MAX_TOKENS = 256;
+
+export class GenerationEngine {
+  readonly layout: DecoderLayout;
+  readonly text: ModelText;
+  readonly #model: LoadedModel;
+  readonly #cache: KvCache;
+  readonly #sampler: Sampler;
+  readonly #pool: TensorPool;
+  readonly #ownPool: boolean;
+  readonly #maxNumSeqs: number;
+  readonly #maxBatchedTokens: number;
+  readonly #prefixCache: boolean;
+  readonly #waiting: Sequence[] = [];
+  readonly #running: Sequence[] = [];
+  #observer: EngineObserver = {};
+  #nextRequest = 1;
+  #admissions = 0;
+  #stepping = false;
+  #closed = false;
+  #preemptions = 0;
+  #steps = 0;
+  #idle: Array<() => void> = [];
+
+  constructor(model: LoadedModel, text: ModelText, layout: DecoderLayout, options: EngineOptions = {}) {
+    this.#model = model;
+    this.text = text;
+    this.layout = layout;
+    this.#maxNumSeqs = options.maxNumSeqs ?? 32;
+    this.#maxBatchedTokens = Math.max(options.maxBatchedTokens ?? 256, 16);
+    this.#prefixCache = options.prefixCache ?? true;
+    const blockSize = options.blockSize ?? 16;
+    const perToken = layout.layers * 2 * layout.heads * layout.headDim * 4;
+    const budget = options.kvCacheBytes ?? Math.max(64 << 20, perToken * (layout.contextLength + blockSize));
+    // Its own pool (unless given one): the cache, and each step's dense tensors (logits of the
+    // decode and prompt runs, pasts and presents), which the process-wide pool need not make room for.
+    const stepBytes = 2 * this.#maxBatchedTokens * layout.vocabSize * 4 + 4 * (this.#maxNumSeqs + 1) * layout.contextLength * perToken;
+    this.#ownPool = options.pool === undefined;
+    this.#pool = options.pool ?? new TensorPool({ size: budget + stepBytes + (16 << 20) });
+    this.#cache = new KvCache({ layers: layout.layers, heads: layout.heads, headDim: layout.headDim, blockSize }, budget, this.#pool);
+    this.#sampler = new Sampler(layout.vocabSize);
+  }
+
+  set observer(o: EngineObserver) {
+    this.#observer = o;
+  }
+
+  stats(): EngineStats {
+    return {
+      running: this.#running.length,
+      waiting: this.#waiting.length,
+      kvBlocksUsed: this.#cache.used,
+      kvBlocksTotal: this.#cache.numBlocks,
+      kvUsage: this.#cache.used / this.#cache.numBlocks,
+      preemptions: this.#preemptions,
+      prefixHitTokens: this.#cache.hitTokens,
+      prefixQueriedTokens: this.#cache.queriedTokens,
+      steps: this.#steps,
+    };
+  }
+
+  /** The longest prompt plus completion, in tokens. */
+  get contextLength(): number {
+    return this.layout.contextLength;
+  }
+
+  /**
+   * Starts generating from `prompt` (token ids). The returned stream yields chunks as tokens are
+   * generated; `result` settles with the whole output. Throws GENERATION_INVALID or
+   * PROMPT_TOO_LONG before anything is queued.
+   */
+  submit(prompt: readonly number[], options: GenerationOptions = {}): { stream: AsyncIterable<GenerationChunk>; result: Promise<GenerationResult>; promptTokens: number } {
+    if (this.#closed) throw new MlosError("MODEL_DISPOSED", "the model's generation engine is closed");
+    const params = checkGenerationOptions(options);
+    const ctx = this.layout.contextLength;
+    if (prompt.length === 0) throw new MlosError("GENERATION_INVALID", "the prompt is empty (no tokens)", { option: "prompt" });
+    for (const t of params.stopTokenIds) {
+      if (t >= this.layout.vocabSize) throw new MlosError("GENERATION_INVALID", `stopTokenIds has ${t}, past the vocabulary (${this.layout.vocabSize} tokens)`, { option: "stopTokenIds" });
+    }
+    for (const t of prompt) {
+      if (!Number.isInteger(t) || t < 0 || t >= this.layout.vocabSize) throw new MlosError("GENERATION_INVALID", `the prompt has token id ${t}, outside the vocabulary (0..${this.layout.vocabSize - 1})`, { option: "prompt" });
+    }
+    if (prompt.length >= ctx) {
+      throw new MlosError("PROMPT_TOO_LONG", `the prompt has ${prompt.length} tokens; this model's context is ${ctx} tokens, prompt and completion together`, { promptTokens: prompt.length, contextLength: ctx });
+    }
+    let maxTokens = params.maxTokens;
+    if (maxTokens === undefined) {
+      const fromConfig = this.text.generationDefaults.max_new_tokens;
+      maxTokens = Math.min(ctx - prompt.length, typeof fromConfig === "number" && fromConfig > 0 ? fromConfig : DEFAULT_MAX_TOKENS);
+    } else if (prompt.length + maxTokens > ctx) {
+      throw new MlosError("PROMPT_TOO_LONG", `the prompt's ${prompt.length} tokens and ${maxTokens} new tokens exceed this model's context of ${ctx} tokens`, { promptTokens: prompt.length, maxTokens, contextLength: ctx });
+    }
+    // A sequence that could never fit the cache would wait forever.
+    if (this.#cache.blocksFor(prompt.length + maxTokens) > this.#cache.numBlocks) {
+      throw new MlosError("KV_CACHE_TOO_SMALL", `the request needs ${prompt.length + maxTokens} tokens of KV cache; the cache holds ${this.#cache.numBlocks * this.#cache.shape.blockSize}`, { tokens: prompt.length + maxTokens });
+    }
+    const signal = options.signal;
+    if (signal?.aborted) throw new MlosError("RUN_ABORTED", "the request was aborted before it started");
+    const req = new GenerationRequest(this.#nextRequest++, prompt, params, maxTokens, signal);
+    for (let i = 0; i < params.n; i++) {
+      const seq = new Sequence(req, i, this.text);
+      req.sequences.push(seq);
+    }
+    // Highest priority (lowest number) first; arrival order within a priority.
+    for (const seq of req.sequences) {
+      let at = this.#waiting.length;
+      while (at > 0 && this.#waiting[at - 1]!.request.params.priority > params.priority) at--;
+      this.#waiting.splice(at, 0, seq);
+    }
+    this.#observer.promptTokens?.(prompt.length * params.n);
+    const abort = () => {
+      req.aborted = true;
+      this.#kick();
+    };
+    signal?.addEventListener("abort", abort, { once: true });
+    req.queue.onReturn = abort; // a consumer that stops reading the stream ends the request
+    req.result.finally(() => signal?.removeEventListener("abort", abort)).catch(() => {});
+    this.#kick();
+    return { stream: req.queue, result: req.result, promptTokens: prompt.length };
+  }
+
+  /** Stops taking requests, ends the ones in flight (aborted), and frees the cache once idle. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of [...this.#waiting, ...this.#running]) s.request.aborted = true;
+    this.#kick();
+    if (this.#stepping) await new Promise<void>((r) => this.#idle.push(r));
+    this.#reap();
+    this.#cache.dispose();
+    if (this.#ownPool) this.#pool.close();
+  }
+
+  #kick(): void {
+    if (this.#stepping) return;
+    this.#stepping = true;
+    setImmediate(() => void this.#loop());
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      for (;;) {
+        this.#reap();
+        if (this.#closed || (this.#running.length === 0 && this.#waiting.length === 0)) break;
+        await this.#step();
+      }
+    } catch (e) {
+      // A failed run fails the requests in it; the engine keeps serving the others.
+      const err = e instanceof MlosError ? e : new MlosError("RUN_FAILED", `generation step failed: ${(e as Error).message}`, {}, { cause: e });
+      for (const s of [...this.#running]) this.#fail(s.request, err);
+      this.#reap();
+      this.#stepping = false;
+      if (this.#waiting.length > 0 && !this.#closed) this.#kick();
+      for (const r of this.#idle.splice(0)) r();
+      return;
+    }
+    this.#stepping = false;
+    for (const r of this.#idle.splice(0)) r();
+  }
+
+  /** Removes finished and aborted sequences, frees their blocks, settles their requests. */
+  #reap(): void {
+    const gone = (s: Sequence) => s.finish !== undefined || s.request.aborted;
+    for (const list of [this.#running, this.#waiting]) {
+      for (let i = list.length - 1; i >= 0; i--) {
+        const s = list[i]!;
+        if (!gone(s)) continue;
+        list.splice(i, 1);
+        this.#pendingSettle.add(s.request);
+        this.#cache.release(s.blocks);
+        s.blocks = [];
+        s.running = false;
+        if (s.request.aborted && s.finish === undefined) s.finish = "abort";
+      }
+    }
+    // Settle requests whose every sequence is done.
+    const seen = new Set<GenerationRequest>();
+    for (const s of [...this.#running, ...this.#waiting]) seen.add(s.request);
+    for (const req of this.#pendingSettle) {
+      if (seen.has(req)) continue;
+      this.#pendingSettle.delete(req);
+      this.#settle(req);
+    }
+  }
+
+  readonly #pendingSettle = new Set<GenerationRequest>();
+
+  #settle(req: GenerationRequest): void {
+    if (req.settled) return;
+    req.settled = true;
+    const seconds = (performance.now() - req.arrived) / 1000;
+    if (req.aborted) {
+      const err = new MlosError("RUN_ABORTED", "the generation was aborted");
+      req.queue.close(err);
+      req.reject(err);
+      this.#observer.requestDone?.("abort", seconds);
+      return;
+    }
+    const choices = req.sequences.map((s) => ({ index: s.index, text: s.text, tokenIds: s.generated, finishReason: s.finish ?? "abort", ...(s.logprobs ? { logprobs: s.logprobs } : {}) }));
+    const completion = req.sequences.reduce((n, s) => n + s.generated.length, 0);
+    req.queue.close();
+    req.resolve({ choices, usage: { promptTokens: req.prompt.length, completionTokens: completion, totalTokens: req.prompt.length + completion, cachedPromptTokens: req.cachedPromptTokens } });
+    this.#observer.requestDone?.(choices.every((c) => c.finishReason === "length") ? "length" : "stop", seconds);
+  }
+
+  #fail(req: GenerationRequest, err: MlosError): void {
+    if (req.settled) return;
+    req.settled = true;
+    req.aborted = true;
+    for (const s of req.sequences) s.finish ??= "abort";
+    req.queue.close(err);
+    req.reject(err);
+  }
+
+  /** One engine step: schedule, run decode and prompt chunks (concurrently), sample, emit. */
+  async #step(): Promise<void> {
+    this.#steps++;
+    const bs = this.#cache.shape.blockSize;
+    // 1. Running sequences whose prompt is computed decode one token. Each needs room for it.
+    const decode: Sequence[] = [];
+    const decoding = this.#running.filter((s) => s.computed === s.tokens.length - 1).sort((a, b) => a.admitted - b.admitted);
+    for (const s of decoding) {
+      if (!s.running) continue; // preempted below for an older one
+      const need = this.#cache.blocksFor(s.tokens.length) - s.blocks.length;
+      if (need > 0 && !this.#reserve(s, need)) continue;
+      decode.push(s);
+    }
+    // 2. Prompt chunks, under the step's token budget: running sequences mid-prompt first, then
+    //    waiting ones in priority order while there are slots and blocks.
+    // The prompt run is dense, [rows, longest chunk]: its padded size is what counts (the logits
+    // alone are rows x chunk x vocabulary floats).
+    let budget = this.#maxBatchedTokens - decode.length;
+    const prefill: Call = { seqs: [], counts: [] };
+    let prefillS = 0;
+    const chunk = (s: Sequence): boolean => {
+      const left = s.tokens.length - s.computed;
+      const rows = prefill.seqs.length + 1;
+      if (rows * prefillS > budget) return false;
+      const n = Math.min(left, Math.floor(budget / rows));
+      if (n <= 0) return false;
+      const need = this.#cache.blocksFor(s.computed + n) - s.blocks.length;
+      if (need > 0) {
+        const got = this.#cache.allocate(need);
+        if (!got) return false;
+        s.blocks.push(...got);
+      }
+      prefill.seqs.push(s);
+      prefill.counts.push(n);
+      prefillS = Math.max(prefillS, n);
+      return true;
+    };
+    for (const s of this.#running) {
+      if (s.computed < s.tokens.length - 1 && budget > 0 && !decode.includes(s)) chunk(s);
+    }
+    while (this.#waiting.length > 0 && budget > 0 && this.#running.length < this.#maxNumSeqs) {
+      const s = this.#waiting[0]!;
+      // Reuse cached blocks of the same prefix (never the last token: its logits are needed).
+      if (this.#prefixCache && s.blocks.length === 0) {
+        const hit = this.#cache.matchPrefix(s.tokens, s.tokens.length - 1);
+        if (hit.length > 0) {
+          s.blocks = hit;
+          s.computed = hit.length * bs;
+          if (s.generated.length === 0) s.request.cachedPromptTokens = Math.max(s.request.cachedPromptTokens, s.computed);
+        }
+      }
+      if (!chunk(s)) {
+        if (s.blocks.length > 0 && s.computed > 0 && !prefill.seqs.includes(s)) {
+          // Keep its prefix hit for later? Its blocks stay referenced while it waits, which could
+          // starve the running ones: give them back.
+          this.#cache.release(s.blocks);
+          s.blocks = [];
+          s.computed = 0;
+        }
+        break;
+      }
+      this.#waiting.shift();
+      s.running = true;
+      s.admitted = ++this.#admissions;
+      this.#running.push(s);
+    }
+    if (decode.length === 0 && prefill.seqs.length === 0) {
+      if (this.#running.length === 0 && this.#waiting.length > 0) {
+        // Nothing runs and the first waiting sequence does not fit: it never will.
+        const s = this.#waiting[0]!;
+        this.#fail(s.request, new MlosError("KV_CACHE_TOO_SMALL", `a sequence of ${s.tokens.length} tokens does not fit the KV cache (${this.#cache.numBlocks} blocks of ${bs})`));
+      }
+      return;
+    }
+    const calls: Array<Promise<void>> = [];
+    if (decode.length > 0) calls.push(this.#run({ seqs: decode, counts: decode.map(() => 1) }));
+    if (prefill.seqs.length > 0) calls.push(this.#run(prefill));
+    const results = await Promise.allSettled(calls);
+    for (const r of results) if (r.status === "rejected") throw r.reason;
+  }
+
+  /** Finds `need` blocks for `s`, preempting the newest running sequences if the cache is full. */
+  #reserve(s: Sequence, need: number): boolean {
+    for (;;) {
+      const got = this.#cache.allocate(need);
+      if (got) {
+        s.blocks.push(...got);
+        return true;
+      }
+      const victim = this.#running.filter((r) => r.running && r !== s).sort((a, b) => b.admitted - a.admitted)[0];
+      if (!victim || victim.admitted < s.admitted) {
+        // s itself is the newest: it waits.
+        this.#preempt(s);
+        return false;
+      }
+      this.#preempt(victim);
+    }
+  }
+
+  #preempt(s: Sequence): void {
+    this.#preemptions++;
+    this.#observer.preempted?.();
+    this.#cache.release(s.blocks);
+    s.blocks = [];
+    s.computed = 0;
+    s.running = false;
+    const i = this.#running.indexOf(s);
+    if (i >= 0) this.#running.splice(i, 1);
+    this.#waiting.unshift(s);
+  }
+
+  /** Builds the dense inputs of a call, runs the model, stores the new keys and values, samples. */
+  async #run(call: Call): Promise<void> {
+    const { layers, heads, headDim: D, vocabSize: V, hasPositionIds } = this.layout;
+    const B = call.seqs.length;
+    const S = Math.max(...call.counts);
+    const P = Math.max(...call.seqs.map((s) => s.computed));
+    const T = P + S;
+    const owned: Tensor[] = [];
+    try {
+      const ids = new BigInt64Array(B * S);
+      const pos = new BigInt64Array(B * S);
+      const mask = new BigInt64Array(B * T);
+      const rows: KvRow[] = [];
+      for (let b = 0; b < B; b++) {
+        const s = call.seqs[b]!;
+        const n = call.counts[b]!;
+        const past = s.computed;
+        rows.push({ blocks: s.blocks, length: past });
+        for (let j = P - past; j < P; j++) mask[b * T + j] = 1n;
+        for (let i = 0; i < n; i++) {
+          const col = S - n + i;
+          ids[b * S + col] = BigInt(s.tokens[past + i]!);
+          pos[b * S + col] = BigInt(past + i);
+          mask[b * T + P + col] = 1n;
+        }
+      }
+      const inputs: Record<string, Tensor> = {
+        input_ids: new Tensor("int64", [B, S], ids),
+        attention_mask: new Tensor("int64", [B, T], mask),
+      };
+      if (hasPositionIds) inputs.position_ids = new Tensor("int64", [B, S], pos);
+      const pastK: Float32Array[] = [];
+      const pastV: Float32Array[] = [];
+      for (let l = 0; l < layers; l++) {
+        // The first run of a batch of fresh prompts has no past: empty tensors (the pool has no empty slices).
+        const k = P > 0 ? this.#pool.tensor("float32", [B, heads, P, D]) : new Tensor("float32", [B, heads, 0, D], new Float32Array(0));
+        const v = P > 0 ? this.#pool.tensor("float32", [B, heads, P, D]) : new Tensor("float32", [B, heads, 0, D], new Float32Array(0));
+        owned.push(k, v);
+        pastK.push(k.data as Float32Array);
+        pastV.push(v.data as Float32Array);
+        inputs[`past_key_values.${l}.key`] = k;
+        inputs[`past_key_values.${l}.value`] = v;
+      }
+      if (P > 0) this.#cache.gather(rows, P, pastK, pastV);
+      const preallocated: Record<string, Tensor> = {};
+      const logits = this.#pool.tensor("float32", [B, S, V]);
+      owned.push(logits);
+      preallocated.logits = logits;
+      for (let l = 0; l < layers; l++) {
+        const k = this.#pool.tensor("float32", [B, heads, T, D]);
+        const v = this.#pool.tensor("float32", [B, heads, T, D]);
+        owned.push(k, v);
+        preallocated[`present.${l}.key`] = k;
+        preallocated[`present.${l}.value`] = v;
+      }
+      const bindings = checkInputs(this.#model.signature, inputs);
+      await this.#model.run({ inputs, bindings, outputs: Object.keys(preallocated), preallocated });
+      // The new tokens' keys and values, into each sequence's blocks.
+      const presentK: Float32Array[] = [];
+      const presentV: Float32Array[] = [];
+      for (let l = 0; l < layers; l++) {
+        presentK.push(preallocated[`present.${l}.key`]!.data as Float32Array);
+        presentV.push(preallocated[`present.${l}.value`]!.data as Float32Array);
+      }
+      const scatterRows = call.seqs.map((s, b) => ({ blocks: s.blocks, start: s.computed, count: call.counts[b]! }));
+      // A sequence aborted or preempted while the run was in flight has no blocks to write into.
+      const live = scatterRows.map((r, b) => (call.seqs[b]!.blocks.length > 0 && call.seqs[b]!.running ? r : undefined));
+      this.#scatterLive(live, T, presentK, presentV);
+      const data = logits.data as Float32Array;
+      const now = performance.now();
+      for (let b = 0; b < B; b++) {
+        const s = call.seqs[b]!;
+        if (!live[b]) continue;
+        s.computed += call.counts[b]!;
+        if (this.#prefixCache) this.#cache.commitPrefix(s.tokens, s.blocks, s.computed);
+        if (s.computed < s.tokens.length) continue; // a prompt chunk: no token yet
+        if (s.request.aborted || s.finish !== undefined) continue;
+        const row = data.subarray((b * S + S - 1) * V, (b * S + S) * V);
+        this.#accept(s, row, now);
+      }
+    } finally {
+      for (const t of owned) t.dispose();
+    }
+  }
+
+  #scatterLive(rows: Array<{ blocks: number[]; start: number; count: number } | undefined>, T: number, presentK: Float32Array[], presentV: Float32Array[]): void {
+    // scatter() indexes rows by their position in the dense tensors: keep positions, skip the dead.
+    if (rows.every((r) => r !== undefined)) {
+      this.#cache.scatter(rows as Array<{ blocks: number[]; start: number; count: number }>, T, presentK, presentV);
+      return;
+    }
+    rows.forEach((r, b) => {
+      if (!r) return;
+      const { heads, headDim: D } = this.layout;
+      const stride = heads * T * D;
+      this.#cache.scatter([r], T, presentK.map((k) => k.subarray(b * stride, (b + 1) * stride)), presentV.map((v) => v.subarray(b * stride, (b + 1) * stride)));
+    });
+  }
+
+  /** Samples the next token of `s` from its logits row, emits text, checks the stop conditions. */
+  #accept(s: Sequence, row: Float32Array, now: number): void {
+    const req = s.request;
+    const p = req.params;
+    const picked = this.#sampler.sample(row, p.sampling, s.penalties, s.rng);
+    const token = picked.token;
+    if (s.generated.length === 0) this.#observer.firstToken?.((now - req.arrived) / 1000);
+    else this.#observer.interToken?.((now - s.lastTokenAt) / 1000);
+    s.lastTokenAt = now;
+    this.#observer.generatedTokens?.(1);
+    const isEos = !p.ignoreEos && this.text.eosTokenIds.includes(token);
+    const isStopToken = p.stopTokenIds.includes(token);
+    let finish: FinishReason | undefined;
+    let piece = "";
+    let lp: TokenLogprob | undefined;
+    if (isEos || isStopToken) {
+      finish = "stop";
+      // The stop token is not part of the text; what was held back is.
+      piece = s.stopper.flush();
+    } else {
+      s.generated.push(token);
+      s.tokens.push(token);
+      s.penalties.generated.set(token, (s.penalties.generated.get(token) ?? 0) + 1);
+      if (s.logprobs) {
+        lp = { token, text: this.text.tokenString(token), logprob: picked.logprob };
+        if (picked.top) lp.top = picked.top.map((t) => ({ token: t.token, text: this.text.tokenString(t.token), logprob: t.logprob }));
+        s.logprobs.push(lp);
+      }
+      const { emit, stopped } = s.stopper.push(s.decoder.push(token));
+      piece = emit;
+      if (stopped) finish = "stop";
+      else if (s.generated.length >= req.maxTokens || s.tokens.length >= this.layout.contextLength) {
+        finish = "length";
+        piece += s.stopper.push(s.decoder.flush()).emit + s.stopper.flush();
+      }
+    }
+    s.text += piece;
+    if (finish) s.finish = finish;
+    req.queue.push({ index: s.index, text: piece, tokenIds: isEos || isStopToken ? [] : [token], ...(lp ? { logprobs: [lp] } : {}), ...(finish ? { finishReason: finish } : {}) });
+    if (finish) this.#pendingSettle.add(req);
+  }
+}

@@ -1,0 +1,195 @@
+// Language models over the OpenAI-compatible API and MLOS v1, end to end: `axon serve` in a child
+// process with the bundled tiny-gpt (a GPT-2-shaped decoder with random weights and GPT-2's real
+// tokenizer), called with the official `openai` npm client, curl and raw sockets.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { after, before, describe, it } from "node:test";
+import OpenAI from "openai";
+import { Axon, Runtime, seedDemoModels } from "mlos";
+import { tryLoadOrt } from "../bindings/native.js";
+import { startServer, stop, type Served } from "./helpers/axon-serve.js";
+
+const skip = tryLoadOrt() ? false : "ONNX Runtime is unavailable";
+const MODEL = "tiny-gpt";
+
+describe("language models over the OpenAI API", { skip }, () => {
+  let home: string;
+  let server: Served;
+  let client: OpenAI;
+
+  before(async () => {
+    home = mkdtempSync(path.join(tmpdir(), "mlos-openai-"));
+    await seedDemoModels(new Axon({ home }));
+    server = await startServer(home, ["--model", "demo/tiny-gpt@1"]);
+    client = new OpenAI({ baseURL: `${server.base}/v1`, apiKey: "unused", maxRetries: 0 });
+  });
+  after(async () => {
+    if (server) assert.equal(await stop(server), 0, `serve exits cleanly: ${server.stderr()}`);
+  });
+
+  it("lists the model", async () => {
+    const list = await client.models.list();
+    assert.ok(list.data.some((m) => m.id === MODEL), JSON.stringify(list.data));
+  });
+
+  it("completes a prompt, greedy, with usage, the same as the library does", async () => {
+    const r = await client.completions.create({ model: MODEL, prompt: "Once upon a time", max_tokens: 12, temperature: 0 });
+    assert.equal(r.object, "text_completion");
+    assert.equal(r.choices.length, 1);
+    assert.equal(r.choices[0]!.finish_reason, "length");
+    assert.ok(r.choices[0]!.text.length > 0);
+    assert.equal(r.usage!.prompt_tokens, 4);
+    assert.equal(r.usage!.completion_tokens, 12);
+    // The library in this process, on the same files: identical text.
+    const runtime = new Runtime({ axon: new Axon({ home }) });
+    const llm = await runtime.load("demo/tiny-gpt@1");
+    try {
+      const mine = await llm.generate("Once upon a time", { maxTokens: 12, temperature: 0 });
+      assert.equal(mine.choices[0]!.text, r.choices[0]!.text);
+    } finally {
+      await llm.dispose();
+    }
+  });
+
+  it("chats, with the model's chat template, and streams the same text as chunks", async () => {
+    const messages = [{ role: "system" as const, content: "You are terse." }, { role: "user" as const, content: "Hello!" }];
+    const whole = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 16, temperature: 0 });
+    assert.equal(whole.object, "chat.completion");
+    assert.equal(whole.choices[0]!.message.role, "assistant");
+    const text = whole.choices[0]!.message.content!;
+    assert.ok(text.length > 0);
+
+    const stream = await client.chat.completions.create({ model: MODEL, messages, max_tokens: 16, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let streamed = "";
+    let chunks = 0;
+    let finish: string | null = null;
+    let usage: OpenAI.CompletionUsage | undefined;
+    let sawRole = false;
+    for await (const chunk of stream) {
+      assert.equal(chunk.object, "chat.completion.chunk");
+      if (chunk.usage) usage = chunk.usage;
+      for (const c of chunk.choices) {
+        if (c.delta.role === "assistant") sawRole = true;
+        streamed += c.delta.content ?? "";
+        if (c.finish_reason) finish = c.finish_reason;
+        chunks++;
+      }
+    }
+    assert.ok(sawRole, "the first chunk carries the role");
+    assert.equal(streamed, text);
+    assert.ok(chunks >= 10, `${chunks} chunks`);
+    assert.equal(finish, "length");
+    assert.equal(usage?.completion_tokens, 16);
+  });
+
+  it("stops at a stop string, which the text does not include", async () => {
+    const free = await client.completions.create({ model: MODEL, prompt: "The answer is", max_tokens: 20, temperature: 0 });
+    const text = free.choices[0]!.text;
+    // A stop string taken from the middle of what the model writes.
+    const stop = text.slice(Math.floor(text.length / 2), Math.floor(text.length / 2) + 3);
+    assert.ok(stop.trim().length > 0, `a stop string from ${JSON.stringify(text)}`);
+    const r = await client.completions.create({ model: MODEL, prompt: "The answer is", max_tokens: 20, temperature: 0, stop: [stop] });
+    assert.equal(r.choices[0]!.finish_reason, "stop");
+    assert.equal(r.choices[0]!.text, text.slice(0, text.indexOf(stop)));
+  });
+
+  it("returns n choices, reproducible with a seed, and logprobs", async () => {
+    const ask = () => client.completions.create({ model: MODEL, prompt: "Hello", max_tokens: 8, temperature: 1, n: 3, seed: 42, logprobs: 2 });
+    const a = await ask();
+    const b = await ask();
+    assert.equal(a.choices.length, 3);
+    assert.deepEqual(a.choices.map((c) => c.index).sort(), [0, 1, 2]);
+    assert.deepEqual(a.choices.map((c) => c.text), b.choices.map((c) => c.text));
+    assert.ok(new Set(a.choices.map((c) => c.text)).size > 1, "different samples per choice");
+    const lp = a.choices[0]!.logprobs!;
+    assert.equal(lp.tokens!.length, 8);
+    assert.ok(lp.token_logprobs!.every((x) => typeof x === "number" && x <= 0));
+    assert.ok(lp.top_logprobs!.every((t) => t !== null && Object.keys(t).length >= 1));
+
+    const chat = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "Hi" }], max_tokens: 4, temperature: 0, logprobs: true, top_logprobs: 3 });
+    const content = chat.choices[0]!.logprobs!.content!;
+    assert.equal(content.length, 4);
+    for (const c of content) {
+      assert.equal(c.top_logprobs.length, 3);
+      // Greedy: the token chosen is the most likely one.
+      assert.ok(Math.abs(c.logprob - c.top_logprobs[0]!.logprob) < 1e-5);
+    }
+  });
+
+  it("answers errors in OpenAI's envelope: unknown model 404, too long a prompt 400, bad options 400", async () => {
+    await assert.rejects(client.completions.create({ model: "no-such-model", prompt: "x" }), (e: unknown) => e instanceof OpenAI.NotFoundError && /no-such-model/.test(e.message));
+    const long = "word ".repeat(400);
+    await assert.rejects(client.completions.create({ model: MODEL, prompt: long, max_tokens: 4 }), (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { code?: string }).code === "context_length_exceeded");
+    await assert.rejects(client.completions.create({ model: MODEL, prompt: "x", max_tokens: 0 }), (e: unknown) => e instanceof OpenAI.BadRequestError);
+    await assert.rejects(client.completions.create({ model: MODEL, prompt: "x", n: 1000 }), (e: unknown) => e instanceof OpenAI.BadRequestError && /n must be/.test(e.message));
+    await assert.rejects(client.chat.completions.create({ model: MODEL, messages: [{ role: "wizard" as "user", content: "x" }] }), (e: unknown) => e instanceof OpenAI.BadRequestError && /wizard/.test(e.message));
+    await assert.rejects(client.chat.completions.create({ model: MODEL, messages: [] }), (e: unknown) => e instanceof OpenAI.BadRequestError);
+    // Still serving.
+    const ok = await client.completions.create({ model: MODEL, prompt: "Still", max_tokens: 2 });
+    assert.equal(ok.choices.length, 1);
+  });
+
+  it("generates text over MLOS v1 /api/v1/inference with a string input", () => {
+    const r = spawnSync("curl", ["-s", "-S", "-X", "POST", `${server.base}/api/v1/inference`, "-H", "Content-Type: application/json", "-d", JSON.stringify({ model_id: MODEL, input: "What is machine learning?", parameters: { max_tokens: 8, temperature: 0 } })], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const body = JSON.parse(r.stdout) as { output: string; finish_reason: string; usage: { completion_tokens: number } };
+    assert.equal(typeof body.output, "string");
+    assert.equal(body.usage.completion_tokens, 8);
+    assert.equal(body.finish_reason, "length");
+  });
+
+  it("frees a stream's sequence when its client disconnects, and keeps serving", async () => {
+    const metrics = async () => (await (await fetch(`${server.base}/metrics`)).text());
+    const body = JSON.stringify({ model: MODEL, prompt: "A long story:", max_tokens: 200, temperature: 0, stream: true, ignore_eos: true });
+    await new Promise<void>((resolve, reject) => {
+      const s = net.connect(server.port, "127.0.0.1", () => s.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`));
+      let got = "";
+      s.on("data", (d) => {
+        got += d.toString();
+        if ((got.match(/data: /g) ?? []).length >= 3) {
+          s.destroy(); // gone mid-stream
+          resolve();
+        }
+      });
+      s.on("error", reject);
+    });
+    // The sequence leaves the batch at the next step: no running sequence remains.
+    let running = -1;
+    for (let i = 0; i < 100 && running !== 0; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      running = Number(/^mlos_llm_sequences\{[^}]*state="running"[^}]*\} (\d+)/m.exec(await metrics())?.[1] ?? -1);
+    }
+    assert.equal(running, 0, "the disconnected client's sequence was freed");
+    // Freed because it was aborted (200 tokens take longer than this), not because it finished.
+    const aborted = Number(/^mlos_llm_requests_total\{[^}]*finish="abort"[^}]*\} (\d+)/m.exec(await metrics())?.[1] ?? 0);
+    assert.equal(aborted, 1, "one request ended as aborted");
+    const used = Number(/^mlos_llm_kv_cache_usage_ratio\{[^}]*\} (\S+)/m.exec(await metrics())?.[1] ?? -1);
+    assert.equal(used, 0, "its KV blocks are back");
+    const ok = await client.completions.create({ model: MODEL, prompt: "After", max_tokens: 2 });
+    assert.equal(ok.choices[0]!.text.length > 0, true);
+  });
+
+  it("runs 64 concurrent streams to completion, none lost, greedy tokens equal to a lone run", async () => {
+    const prompts = Array.from({ length: 64 }, (_, i) => `Request number ${i}:${" and".repeat(i % 7)}`);
+    const lone = await client.completions.create({ model: MODEL, prompt: prompts[5]!, max_tokens: 24, temperature: 0 });
+    const results = await Promise.all(
+      prompts.map(async (p) => {
+        const s = await client.completions.create({ model: MODEL, prompt: p, max_tokens: 24, temperature: 0, stream: true });
+        let text = "";
+        let finish: string | null = null;
+        for await (const c of s) {
+          text += c.choices[0]?.text ?? "";
+          finish = c.choices[0]?.finish_reason ?? finish;
+        }
+        return { text, finish };
+      }),
+    );
+    assert.equal(results.length, 64);
+    for (const r of results) assert.equal(r.finish, "length");
+    assert.equal(results[5]!.text, lone.choices[0]!.text);
+  });
+});
