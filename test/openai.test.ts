@@ -24,7 +24,7 @@ describe("language models over the OpenAI API", { skip }, () => {
   before(async () => {
     home = mkdtempSync(path.join(tmpdir(), "mlos-openai-"));
     await seedDemoModels(new Axon({ home }));
-    server = await startServer(home, ["--model", "demo/tiny-gpt@1"]);
+    server = await startServer(home, ["--model", "demo/tiny-gpt@1", "--max-num-seqs", "16", "--kv-cache-memory", "16M"]);
     client = new OpenAI({ baseURL: `${server.base}/v1`, apiKey: "unused", maxRetries: 0 });
   });
   after(async () => {
@@ -176,6 +176,18 @@ describe("language models over the OpenAI API", { skip }, () => {
   it("runs 64 concurrent streams to completion, none lost, greedy tokens equal to a lone run", async () => {
     const prompts = Array.from({ length: 64 }, (_, i) => `Request number ${i}:${" and".repeat(i % 7)}`);
     const lone = await client.completions.create({ model: MODEL, prompt: prompts[5]!, max_tokens: 24, temperature: 0 });
+    // --max-num-seqs 16: at most 16 run at a time, the others wait.
+    let maxRunning = 0;
+    let sawWaiting = false;
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        const text = await (await fetch(`${server.base}/metrics`)).text();
+        maxRunning = Math.max(maxRunning, Number(/^mlos_llm_sequences\{[^}]*state="running"[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0));
+        if (Number(/^mlos_llm_sequences\{[^}]*state="waiting"[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0) > 0) sawWaiting = true;
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
     const results = await Promise.all(
       prompts.map(async (p) => {
         const s = await client.completions.create({ model: MODEL, prompt: p, max_tokens: 24, temperature: 0, stream: true });
@@ -188,6 +200,10 @@ describe("language models over the OpenAI API", { skip }, () => {
         return { text, finish };
       }),
     );
+    watching = false;
+    await watcher;
+    assert.ok(maxRunning > 1 && maxRunning <= 16, `running at most --max-num-seqs: saw ${maxRunning}`);
+    assert.ok(sawWaiting, "sequences waited for a slot");
     assert.equal(results.length, 64);
     for (const r of results) assert.equal(r.finish, "length");
     assert.equal(results[5]!.text, lone.choices[0]!.text);

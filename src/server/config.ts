@@ -13,6 +13,7 @@ export interface ServerConfig {
   security?: { api_key?: string; admin_key?: string };
   scheduling?: { max_queue?: number; instances?: number; intra_op_threads?: number; threads?: number; batching?: { enabled?: boolean; max_batch_size?: number; max_queue_delay_us?: number } };
   resources?: { max_memory?: number | string; keep_alive?: number; pool_size?: number | string };
+  generation?: { max_num_seqs?: number; max_batched_tokens?: number; kv_cache_memory?: number | string };
   models?: Array<{ target: string; id?: string; plugin?: string }>;
   plugins?: string[];
 }
@@ -83,6 +84,9 @@ export interface ServeFlags {
   maxMemory?: string;
   keepAlive?: number;
   poolSize?: string;
+  maxNumSeqs?: number;
+  maxBatchedTokens?: number;
+  kvCacheMemory?: string;
 }
 
 const toBytes = (v: number | string | undefined, parse: (s: string) => number): number | undefined => (v === undefined ? undefined : typeof v === "number" ? v : parse(v));
@@ -116,5 +120,10 @@ export function serveOptionsFrom(flags: ServeFlags, config: ServerConfig, parseS
     poolBytes: toBytes(flags.poolSize ?? config.resources?.pool_size ?? "256M", parseSize),
     maxMemoryBytes: toBytes(flags.maxMemory ?? config.resources?.max_memory, parseSize),
     keepAliveMs: keepAlive ? keepAlive * 1000 : undefined,
+    generation: {
+      maxNumSeqs: flags.maxNumSeqs ?? config.generation?.max_num_seqs,
+      maxBatchedTokens: flags.maxBatchedTokens ?? config.generation?.max_batched_tokens,
+      kvCacheBytes: toBytes(flags.kvCacheMemory ?? config.generation?.kv_cache_memory, parseSize),
+    },
   };
 }

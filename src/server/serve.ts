@@ -6,6 +6,7 @@
 import { setOrtThreadBudget } from "../../bindings/native.js";
 import { Axon } from "../axon/axon.js";
 import { ModelTable, type ModelEntry } from "../core/model-table.js";
+import type { EngineOptions } from "../core/generation/engine.js";
 import type { BatchingOptions } from "../core/scheduler.js";
 import { importPlugin, Runtime } from "../core/runtime.js";
 import "../plugins/index.js"; // the built-in plugins, as every Runtime's defaults
@@ -43,6 +44,8 @@ export interface ServeOptions {
   maxMemoryBytes?: number;
   /** Unload models unused for this long (ms). */
   keepAliveMs?: number;
+  /** Language models' engines: batch size, token budget per step, KV cache memory. */
+  generation?: EngineOptions;
   apiKey?: string;
   adminKey?: string;
   tls?: { certFile: string; keyFile: string };
@@ -70,7 +73,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     instances: options.instances,
     batching: options.batching,
     pool,
-    load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1 },
+    load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1, generation: options.generation },
     maxMemoryBytes: options.maxMemoryBytes,
     keepAliveMs: options.keepAliveMs,
     onEvict: (_e, why) => onEvict?.(why),
@@ -87,7 +90,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     for (const m of options.models ?? []) {
       const eq = m.indexOf("=");
       const spec = eq > 0 && !m.slice(0, eq).includes("/") ? { id: m.slice(0, eq), target: m.slice(eq + 1) } : { target: m };
-      const e = await table.register({ ...spec, load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1 } });
+      const e = await table.register({ ...spec, load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1, generation: options.generation } });
       options.onModel?.(e);
     }
   } catch (e) {

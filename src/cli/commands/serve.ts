@@ -36,6 +36,9 @@ export default class Serve extends AxonCommand {
     "max-memory": Flags.string({ description: "memory budget for loaded models (e.g. 2G): idle models are unloaded, least recently used first, and load again on their next request" }),
     "keep-alive": Flags.integer({ description: "unload a model unused for this many seconds (it loads again on its next request)", min: 1 }),
     "pool-size": Flags.string({ description: "shared-memory tensor pool size [default: 256M]" }),
+    "max-num-seqs": Flags.integer({ description: "language models: most sequences in a model's running batch [default: 32]", min: 1 }),
+    "max-batched-tokens": Flags.integer({ description: "language models: most tokens one step computes, decode and prompt chunks together [default: 256]", min: 16 }),
+    "kv-cache-memory": Flags.string({ description: "language models: memory for each model's KV cache (e.g. 256M) [default: 64M]" }),
   };
 
   async run(): Promise<{ http?: number; models: string[] }> {
@@ -73,6 +76,9 @@ export default class Serve extends AxonCommand {
         maxMemory: flags["max-memory"],
         keepAlive: flags["keep-alive"],
         poolSize: flags["pool-size"],
+        maxNumSeqs: flags["max-num-seqs"],
+        maxBatchedTokens: flags["max-batched-tokens"],
+        kvCacheMemory: flags["kv-cache-memory"],
       },
       config,
       parseSize,
@@ -87,7 +93,7 @@ export default class Serve extends AxonCommand {
     const host = options.host ?? DEFAULT_HOST;
     const admin = adminPolicy(host, options.adminKey !== undefined);
     if (server.http) {
-      this.logToStderr(`MLOS Core listening on ${scheme}://${host.includes(":") ? `[${host}]` : host}:${server.http.port} (MLOS v1 /api/v1, KServe v2 /v2, /health, /metrics)`);
+      this.logToStderr(`MLOS Core listening on ${scheme}://${host.includes(":") ? `[${host}]` : host}:${server.http.port} (MLOS v1 /api/v1, KServe v2 /v2, OpenAI /v1, /health, /metrics)`);
       this.logToStderr(admin);
     }
     if (flags["grpc-port"] !== 0 || flags["ipc-name"]) this.logToStderr("gRPC and shared-memory IPC doors: not served yet");

@@ -68,6 +68,9 @@ export function decoderLayout(sig: Signature, config: Readonly<Record<string, un
 /** Builds the engine for a loaded decoder from its folder's text files. */
 export async function createGenerationEngine(model: LoadedModel, source: ModelSource, options: EngineOptions = {}): Promise<GenerationEngine> {
   if (!source.dir) throw new MlosError("NOT_A_LANGUAGE_MODEL", `${source.entrypoint}: a bare model file has no tokenizer; load the folder that holds it with its tokenizer.json and config.json`);
+  if (!isDecoderSignature(model.signature)) {
+    throw new MlosError("NOT_A_LANGUAGE_MODEL", `${source.entrypoint}: not a language model (a decoder with inputs input_ids, attention_mask, past_key_values.N.key/value and outputs logits, present.N.key/value); run it with infer()`);
+  }
   const llm = source.manifest?.spec.llm ?? {};
   const text = await ModelText.load(source.dir, {
     tokenizer: llm.tokenizer ?? "tokenizer.json",
