@@ -4,11 +4,13 @@
 // cache and a KV budget too small for the load change no token; aborts free their blocks; bad
 // options are refused with their codes.
 import assert from "node:assert/strict";
+import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import ort from "onnxruntime-node";
-import { MlosError, Runtime, type Model } from "mlos";
+import { Axon, MlosError, Runtime, type Model } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -175,6 +177,43 @@ describe("the generation engine", { skip }, () => {
     await assert.rejects(llm.chat([]), code("MESSAGES_INVALID"));
     const ok = await llm.generate("still fine", { maxTokens: 3 });
     assert.equal(ok.choices[0]!.tokenIds.length + (ok.choices[0]!.finishReason === "stop" ? 1 : 0) > 0, true);
+  });
+
+  it("a folder in Hugging Face's layout without axon.yaml is a language model: load(path), and axon pack makes its manifest", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "mlos-hf-layout-"));
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-hf-home-"));
+    try {
+      cpSync(MODEL_DIR, dir, { recursive: true });
+      rmSync(path.join(dir, "axon.yaml"));
+      const expected = (await llm.generate("Layout", { maxTokens: 8, temperature: 0 })).choices[0]!.tokenIds;
+      const byPath = await runtime.load(dir);
+      try {
+        assert.equal(byPath.isLanguageModel, true);
+        assert.equal(byPath.path, path.join(dir, "onnx", "model.onnx"));
+        assert.deepEqual((await byPath.generate("Layout", { maxTokens: 8, temperature: 0 })).choices[0]!.tokenIds, expected);
+      } finally {
+        await byPath.dispose();
+      }
+      const axon = new Axon({ home });
+      const packed = await axon.pack(dir, { as: "nlp/tiny-gpt@1.0.0" });
+      assert.equal(packed.reference, "nlp/tiny-gpt@1.0.0");
+      assert.equal(packed.manifest.spec.format.entrypoint, "onnx/model.onnx");
+      assert.equal(packed.manifest.spec.llm?.tokenizer, "tokenizer.json");
+      assert.equal(packed.manifest.spec.llm?.context_length, 256);
+      assert.ok(packed.manifest.spec.llm?.chat_template, "the chat template from tokenizer_config.json");
+      assert.equal(existsSync(path.join(dir, "axon.yaml")), false, "the folder is not written to");
+      const byRef = await new Runtime({ axon }).load("nlp/tiny-gpt@1");
+      try {
+        assert.deepEqual((await byRef.generate("Layout", { maxTokens: 8, temperature: 0 })).choices[0]!.tokenIds, expected);
+        assert.ok((await byRef.chat([{ role: "user", content: "hi" }], { maxTokens: 2 })).choices[0]);
+      } finally {
+        await byRef.dispose();
+        await axon.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 
   it("a model that is not a language model says so", async () => {

@@ -3,7 +3,7 @@ import { readFile, stat } from "node:fs/promises";
 import path from "node:path";
 import { ConfigStore, registryUrl, type RegistryConfig } from "./config.js";
 import { AxonError } from "./errors.js";
-import { MANIFEST_FILENAME, type AxonManifest } from "./manifest/types.js";
+import { MANIFEST_API_VERSION, MANIFEST_FILENAME, type AxonManifest, type AxonManifestDraft } from "./manifest/types.js";
 import { Annotations, artifactFiles, buildArtifact, MediaTypes, type Descriptor, type OciManifest } from "./oci/artifact.js";
 import { AxonPaths } from "./paths.js";
 import { formatReference, parseReference, repositoryOf, type ModelReference } from "./reference.js";
@@ -327,14 +327,56 @@ export class Axon {
 
   // ---------------------------------------------------------------- pack / push
 
-  /** Validates `dir/axon.yaml`, hashes the files, stores the model in the local store and installs it. */
-  async pack(dir: string, opts: { onProgress?: ProgressSink } = {}): Promise<{ reference: string; digest: string; manifest: AxonManifest; record: InstallRecord; files: number; size: number }> {
+  /** A draft manifest for a folder without axon.yaml, from its files. */
+  async #draftFromFiles(root: string, as: string | undefined): Promise<AxonManifestDraft> {
+    const { listModelFiles } = await import("./manifest/files.js");
+    const { detectModel, filesToRefine, refineDetection } = await import("./hf/detect.js");
+    const files = (await listModelFiles(root)).map((f) => ({ path: f.path }));
+    let detection = detectModel(files);
+    if (detection.framework === "other" || !detection.entrypoint) {
+      throw new AxonError("MANIFEST_FILE", `no ${MANIFEST_FILENAME} in ${root}, and no model file it could be made from (ONNX, TorchScript, TF.js, SavedModel, safetensors, GGUF)`, { dir: root });
+    }
+    const readable = new Set(filesToRefine(detection, files));
+    detection = await refineDetection(detection, files, async (p) => (readable.has(p) ? readFile(path.join(root, p), "utf8").catch(() => undefined) : undefined));
+    let namespace = "local";
+    let name = path.basename(root).toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "") || "model";
+    let version = "1.0.0";
+    if (as !== undefined) {
+      const ref = parseReference(as);
+      if (ref.kind !== "registry" || ref.registry !== undefined || !EXACT_VERSION.test(ref.version)) throw new AxonError("BAD_REFERENCE", `--as ${as}: give NAMESPACE/NAME@VERSION with an exact version`);
+      ({ namespace, name } = ref);
+      version = ref.version;
+    }
+    if (detection.llm && !detection.llm.tokenizer && files.some((f) => f.path === "tokenizer.json")) detection.llm.tokenizer = "tokenizer.json";
+    if (detection.llm && !detection.llm.config && files.some((f) => f.path === "config.json")) detection.llm.config = "config.json";
+    return {
+      apiVersion: MANIFEST_API_VERSION,
+      kind: "Model",
+      metadata: { namespace, name, version, description: `Packed by axon from the files of ${path.basename(root)}`, tags: detection.tags },
+      spec: {
+        framework: { name: detection.framework },
+        format: { type: detection.format, entrypoint: detection.entrypoint },
+        ...(detection.llm ? { llm: detection.llm } : {}),
+      },
+    };
+  }
+
+  /**
+   * Validates `dir/axon.yaml`, hashes the files, stores the model in the local store and installs
+   * it. A folder without an axon.yaml is packed from what its files are (the detection the Hugging
+   * Face adapter uses: an ONNX model, a language model in Hugging Face's layout with its tokenizer,
+   * chat template and context length ...), as `opts.as` (`NAMESPACE/NAME@VERSION`; default
+   * `local/<folder name>@1.0.0`); the folder itself is not written to.
+   */
+  async pack(dir: string, opts: { onProgress?: ProgressSink; as?: string } = {}): Promise<{ reference: string; digest: string; manifest: AxonManifest; record: InstallRecord; files: number; size: number }> {
     const { readManifest, stringifyManifest } = await import("./manifest/parse.js");
     const { completeManifest, resolveModelFile } = await import("./manifest/files.js");
     const root = path.resolve(dir);
     const st = await stat(root).catch(() => undefined);
     if (!st?.isDirectory()) throw new AxonError("BAD_ARGUMENT", `${dir} is not a folder`);
-    const draft = await readManifest(root, { draft: true });
+    const hasYaml = await stat(path.join(root, MANIFEST_FILENAME)).then(() => true, () => false);
+    if (hasYaml && opts.as !== undefined) throw new AxonError("BAD_ARGUMENT", `${dir} has an ${MANIFEST_FILENAME}: its metadata names the model (--as is for folders without one)`);
+    const draft = hasYaml ? await readManifest(root, { draft: true }) : await this.#draftFromFiles(root, opts.as);
     const manifest = await completeManifest(root, draft, { file: path.join(dir, MANIFEST_FILENAME) });
     for (const f of manifest.spec.format.files) {
       const r = await resolveModelFile(root, f.path);
