@@ -31,7 +31,7 @@ async function tempDir(t: { after: (fn: () => Promise<void>) => void }): Promise
   return dir;
 }
 
-/** Every file under `dir` (subfolders too: tiny-gpt keeps its decoder in onnx/), by relative path, sorted. */
+/** Every file under `dir` (subfolders too: tiny-gpt and tiny-embed keep their ONNX files in onnx/), by relative path, sorted. */
 async function snapshot(dir: string): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();
   const files = (await readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => path.relative(dir, path.join(e.parentPath, e.name))).sort();
@@ -41,7 +41,9 @@ async function snapshot(dir: string): Promise<Map<string, Buffer>> {
 
 /** The files tiny-gpt, the bundled language model, is made of. */
 const TINY_GPT_FILES = ["axon.yaml", "config.json", "generation_config.json", "onnx/model.onnx", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"].map((f) => `tiny-gpt/${f}`);
-const FILE_COUNT = MODELS.length * 2 + TINY_GPT_FILES.length;
+/** The files of tiny-embed, the bundled embeddings encoder. */
+const TINY_EMBED_FILES = ["axon.yaml", "config.json", "onnx/model.onnx", "special_tokens_map.json", "tokenizer.json", "tokenizer_config.json"].map((f) => `tiny-embed/${f}`);
+const FILE_COUNT = MODELS.length * 2 + TINY_GPT_FILES.length + TINY_EMBED_FILES.length;
 
 // One generated tree shared by the ORT tests below.
 let shared: Promise<string> | undefined;
@@ -74,7 +76,7 @@ test("CLI output is byte-identical across runs and directories, and reruns write
   assert.equal(stdout.trim().split("\n").filter((l) => l.startsWith("wrote")).length, FILE_COUNT);
 
   const first = await snapshot(a);
-  assert.deepEqual([...first.keys()], [...MODELS.flatMap((m) => [`${m}/axon.yaml`, `${m}/model.onnx`]), ...TINY_GPT_FILES].sort());
+  assert.deepEqual([...first.keys()], [...MODELS.flatMap((m) => [`${m}/axon.yaml`, `${m}/model.onnx`]), ...TINY_GPT_FILES, ...TINY_EMBED_FILES].sort());
 
   const mtimes = new Map<string, number>();
   for (const k of first.keys()) mtimes.set(k, (await stat(path.join(a, k))).mtimeMs);

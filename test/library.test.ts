@@ -8,7 +8,7 @@ import { Axon, AxonError, seedDemoModels } from "mlos";
 test("the package's public entry installs the demo models offline", async () => {
   const axon = new Axon({ home: mkdtempSync(path.join(tmpdir(), "axon-lib-")) });
   const seeded = await seedDemoModels(axon);
-  assert.deepEqual(seeded.map((s) => s.reference), ["demo/embedder@1.0.0", "demo/mlp@1.0.0", "demo/tiny-cnn@1.0.0", "demo/tiny-gpt@1.0.0"]);
+  assert.deepEqual(seeded.map((s) => s.reference), ["demo/embedder@1.0.0", "demo/mlp@1.0.0", "demo/tiny-cnn@1.0.0", "demo/tiny-embed@1.0.0", "demo/tiny-gpt@1.0.0"]);
   const { record, alreadyInstalled } = await axon.install("demo/mlp@^1");
   assert.equal(alreadyInstalled, true);
   assert.equal(readFileSync(path.join(record.path, "model.onnx")).subarray(0, 2).length, 2);

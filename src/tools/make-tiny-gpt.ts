@@ -18,7 +18,8 @@
  * the same bytes on every run and every machine.
  *
  * `make-demo-models` writes the folder with {@link buildTinyGpt}, importing this module lazily
- * (this one imports it, for the PRNG and the demo constants).
+ * (this one imports it, for the PRNG and the demo constants). make-tiny-embed.ts reuses the
+ * tokenizer and the weight helpers from here.
  */
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -113,7 +114,7 @@ export interface TinyGptWeights {
  * Uniform rather than normal because it needs only exact arithmetic (no log/cos, whose last bit
  * could in principle differ between JS engines), so the bytes are the same everywhere.
  */
-function uniformStd(rand: () => number, n: number, std: number): Float32Array {
+export function uniformStd(rand: () => number, n: number, std: number): Float32Array {
   const bound = std * Math.sqrt(3);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = (rand() * 2 - 1) * bound;
@@ -364,7 +365,8 @@ export function gpt2TokenizerJson(encoderDir: string): string {
 // ---------------------------------------------------------------------------------------
 // The folder
 
-const pretty = (v: unknown): string => `${JSON.stringify(v, null, 2)}\n`;
+/** JSON written indented, keys in insertion order, with a final newline. */
+export const pretty = (v: unknown): string => `${JSON.stringify(v, null, 2)}\n`;
 
 /** transformers' `config.json` for tiny-gpt. */
 function configJson(): string {
@@ -413,34 +415,52 @@ function tokenizerConfigJson(): string {
 /** The files of the folder in the order they are written, axon.yaml last. */
 const FOLDER_FILES = ["onnx/model.onnx", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
 
-function manifestYaml(): string {
+/**
+ * The axon.yaml of a demo language model in Hugging Face's layout (tiny-gpt, tiny-embed): its files
+ * by path (`axon pack` fills in sizes and digests), no spec.io (the signature comes from the ONNX
+ * file), and its `spec.llm` entries in the order given.
+ */
+export function demoLanguageModelManifest(m: { name: string; version: string; description: string; tags: string[]; files: string[]; llm: Array<[string, string | number]> }): string {
   return [
     "apiVersion: axon.mlos.io/v1",
     "kind: Model",
     "metadata:",
     `  namespace: ${DEMO_NAMESPACE}`,
-    `  name: ${TINY_GPT.name}`,
-    `  version: ${TINY_GPT.version}`,
-    `  description: ${JSON.stringify("Tiny GPT-2-style language model (2 layers, 64 wide, 256 tokens of context) with random weights and the GPT-2 tokenizer: writes gibberish, for trying out text generation")}`,
+    `  name: ${m.name}`,
+    `  version: ${m.version}`,
+    `  description: ${JSON.stringify(m.description)}`,
     "  license: Apache-2.0",
     "  authors: [mlos]",
-    "  tags: [demo, onnx, llm, text-generation]",
+    `  tags: [${m.tags.join(", ")}]`,
     "spec:",
     `  framework: { name: onnx, version: "${DEMO_OPSET}" }`,
     "  format:",
     "    type: onnx",
-    `    entrypoint: ${FOLDER_FILES[0]}`,
+    `    entrypoint: ${m.files[0]}`,
     "    files:",
-    ...FOLDER_FILES.map((f) => `      - path: ${f}`),
-    // No spec.io: the signature comes from the ONNX file. The chat template is in tokenizer_config.json.
+    ...m.files.map((f) => `      - path: ${f}`),
     "  llm:",
-    "    task: text-generation",
-    "    config: config.json",
-    "    tokenizer: tokenizer.json",
-    "    generation_config: generation_config.json",
-    `    context_length: ${TINY_GPT.contextLength}`,
+    ...m.llm.map(([k, v]) => `    ${k}: ${v}`),
     "",
   ].join("\n");
+}
+
+function manifestYaml(): string {
+  // The chat template is in tokenizer_config.json.
+  return demoLanguageModelManifest({
+    name: TINY_GPT.name,
+    version: TINY_GPT.version,
+    description: "Tiny GPT-2-style language model (2 layers, 64 wide, 256 tokens of context) with random weights and the GPT-2 tokenizer: writes gibberish, for trying out text generation",
+    tags: ["demo", "onnx", "llm", "text-generation"],
+    files: FOLDER_FILES,
+    llm: [
+      ["task", "text-generation"],
+      ["config", "config.json"],
+      ["tokenizer", "tokenizer.json"],
+      ["generation_config", "generation_config.json"],
+      ["context_length", TINY_GPT.contextLength],
+    ],
+  });
 }
 
 /**

@@ -20,7 +20,7 @@ export default class Serve extends AxonCommand {
     "ipc-name": Flags.string({ description: "shared-memory IPC name (not served yet)", default: "mlos" }),
     plugin: Flags.string({ description: "a third-party plugin to load (module path or npm package; repeatable)", multiple: true }),
     model: Flags.string({ char: "m", description: "model to register at start: REF, PATH or NAME=REF (repeatable)", multiple: true }),
-    demo: Flags.boolean({ description: "seed the local store with the bundled demo models (demo/mlp, demo/tiny-cnn, demo/embedder, demo/tiny-gpt) and serve them too, as `npm start` does; offline" }),
+    demo: Flags.boolean({ description: "seed the local store with the bundled demo models (demo/mlp, demo/tiny-cnn, demo/embedder, demo/tiny-gpt, demo/tiny-embed) and serve them too, as `npm start` does; offline" }),
     "api-key": Flags.string({ description: "require Authorization: Bearer KEY on every route but health (default $MLOS_API_KEY)", env: "MLOS_API_KEY" }),
     "admin-key": Flags.string({ description: "require this key for register/unregister/load/unload (default $MLOS_ADMIN_KEY)", env: "MLOS_ADMIN_KEY" }),
     "tls-cert": Flags.string({ description: "PEM certificate file (with --tls-key: serve HTTPS)", dependsOn: ["tls-key"] }),

@@ -47,6 +47,12 @@ export interface EngineOptions {
   pool?: TensorPool;
   /** Reused full blocks of earlier prompts (default on). */
   prefixCache?: boolean;
+  /**
+   * Independent step loops over disjoint halves of the batch (default 2). While one lane's model
+   * run is on a worker thread, the event loop samples and prepares the other's, so sampling and
+   * bookkeeping overlap the runs instead of adding to them.
+   */
+  lanes?: number;
 }
 
 /** Per-token log-probabilities, when asked. */
@@ -188,6 +194,10 @@ class Sequence {
   lastTokenAt = 0;
   /** Admission order, for preemption (the newest goes first). */
   admitted = 0;
+  /** Which step loop runs it. */
+  lane = 0;
+  /** Bumped when it is preempted: a run that started before cannot write into its new blocks. */
+  epoch = 0;
   constructor(
     readonly request: GenerationRequest,
     readonly index: number,
@@ -227,7 +237,8 @@ export class GenerationEngine {
   #observer: EngineObserver = {};
   #nextRequest = 1;
   #admissions = 0;
-  #stepping = false;
+  readonly #lanes: number;
+  readonly #active: boolean[];
   #closed = false;
   #preemptions = 0;
   #steps = 0;
@@ -238,6 +249,8 @@ export class GenerationEngine {
     this.text = text;
     this.layout = layout;
     this.#maxNumSeqs = options.maxNumSeqs ?? 32;
+    this.#lanes = Math.max(1, Math.min(options.lanes ?? 2, 8));
+    this.#active = new Array<boolean>(this.#lanes).fill(false);
     this.#maxBatchedTokens = Math.max(options.maxBatchedTokens ?? 256, 16);
     this.#prefixCache = options.prefixCache ?? true;
     const blockSize = options.blockSize ?? 16;
@@ -245,7 +258,7 @@ export class GenerationEngine {
     const budget = options.kvCacheBytes ?? Math.max(64 << 20, perToken * (layout.contextLength + blockSize));
     // Its own pool (unless given one): the cache, and each step's dense tensors (logits of the
     // decode and prompt runs, pasts and presents), which the process-wide pool need not make room for.
-    const stepBytes = 2 * this.#maxBatchedTokens * layout.vocabSize * 4 + 4 * (this.#maxNumSeqs + 1) * layout.contextLength * perToken;
+    const stepBytes = this.#lanes * (2 * this.#maxBatchedTokens * layout.vocabSize * 4 + 4 * (this.#maxNumSeqs + 1) * layout.contextLength * perToken);
     this.#ownPool = options.pool === undefined;
     this.#pool = options.pool ?? new TensorPool({ size: budget + stepBytes + (16 << 20) });
     this.#cache = new KvCache({ layers: layout.layers, heads: layout.heads, headDim: layout.headDim, blockSize }, budget, this.#pool);
@@ -336,37 +349,58 @@ export class GenerationEngine {
     this.#closed = true;
     for (const s of [...this.#waiting, ...this.#running]) s.request.aborted = true;
     this.#kick();
-    if (this.#stepping) await new Promise<void>((r) => this.#idle.push(r));
+    if (this.#active.some(Boolean)) await new Promise<void>((r) => this.#idle.push(r));
     this.#reap();
     this.#cache.dispose();
     if (this.#ownPool) this.#pool.close();
   }
 
+  /** Starts the step loop of every idle lane that has work. */
   #kick(): void {
-    if (this.#stepping) return;
-    this.#stepping = true;
-    setImmediate(() => void this.#loop());
+    for (let lane = 0; lane < this.#lanes; lane++) {
+      if (this.#active[lane] || !this.#hasWork(lane)) continue;
+      this.#active[lane] = true;
+      setImmediate(() => void this.#loop(lane));
+    }
   }
 
-  async #loop(): Promise<void> {
+  #laneCount(lane: number): number {
+    let n = 0;
+    for (const s of this.#running) if (s.lane === lane) n++;
+    return n;
+  }
+
+  /** Whether `lane` may take a waiting sequence: a free slot, and no other lane has fewer. */
+  #canAdmit(lane: number): boolean {
+    if (this.#running.length >= this.#maxNumSeqs) return false;
+    const mine = this.#laneCount(lane);
+    for (let l = 0; l < this.#lanes; l++) if (l !== lane && this.#laneCount(l) < mine) return false;
+    return true;
+  }
+
+  #hasWork(lane: number): boolean {
+    if (this.#closed) return this.#running.length > 0 || this.#waiting.length > 0; // to reap them
+    return this.#running.some((s) => s.lane === lane) || (this.#waiting.length > 0 && this.#canAdmit(lane));
+  }
+
+  async #loop(lane: number): Promise<void> {
     try {
       for (;;) {
         this.#reap();
-        if (this.#closed || (this.#running.length === 0 && this.#waiting.length === 0)) break;
-        await this.#step();
+        if (this.#closed || !this.#hasWork(lane)) break;
+        const ran = await this.#step(lane);
+        this.#kick(); // another lane may have work now (arrivals, admissions it should take)
+        if (!ran) break;
       }
     } catch (e) {
       // A failed run fails the requests in it; the engine keeps serving the others.
       const err = e instanceof MlosError ? e : new MlosError("RUN_FAILED", `generation step failed: ${(e as Error).message}`, {}, { cause: e });
-      for (const s of [...this.#running]) this.#fail(s.request, err);
+      for (const s of this.#running.filter((x) => x.lane === lane)) this.#fail(s.request, err);
       this.#reap();
-      this.#stepping = false;
-      if (this.#waiting.length > 0 && !this.#closed) this.#kick();
-      for (const r of this.#idle.splice(0)) r();
-      return;
     }
-    this.#stepping = false;
-    for (const r of this.#idle.splice(0)) r();
+    this.#active[lane] = false;
+    if (!this.#closed) this.#kick();
+    if (!this.#active.some(Boolean)) for (const r of this.#idle.splice(0)) r();
   }
 
   /** Removes finished and aborted sequences, frees their blocks, settles their requests. */
@@ -424,12 +458,12 @@ export class GenerationEngine {
   }
 
   /** One engine step: schedule, run decode and prompt chunks (concurrently), sample, emit. */
-  async #step(): Promise<void> {
+  async #step(lane: number): Promise<boolean> {
     this.#steps++;
     const bs = this.#cache.shape.blockSize;
     // 1. Running sequences whose prompt is computed decode one token. Each needs room for it.
     const decode: Sequence[] = [];
-    const decoding = this.#running.filter((s) => s.computed === s.tokens.length - 1).sort((a, b) => a.admitted - b.admitted);
+    const decoding = this.#running.filter((s) => s.lane === lane && s.computed === s.tokens.length - 1).sort((a, b) => a.admitted - b.admitted);
     for (const s of decoding) {
       if (!s.running) continue; // preempted below for an older one
       const need = this.#cache.blocksFor(s.tokens.length) - s.blocks.length;
@@ -461,9 +495,9 @@ export class GenerationEngine {
       return true;
     };
     for (const s of this.#running) {
-      if (s.computed < s.tokens.length - 1 && budget > 0 && !decode.includes(s)) chunk(s);
+      if (s.lane === lane && s.computed < s.tokens.length - 1 && budget > 0 && !decode.includes(s)) chunk(s);
     }
-    while (this.#waiting.length > 0 && budget > 0 && this.#running.length < this.#maxNumSeqs) {
+    while (this.#waiting.length > 0 && budget > 0 && this.#canAdmit(lane)) {
       const s = this.#waiting[0]!;
       // Reuse cached blocks of the same prefix (never the last token: its logits are needed).
       if (this.#prefixCache && s.blocks.length === 0) {
@@ -486,6 +520,7 @@ export class GenerationEngine {
       }
       this.#waiting.shift();
       s.running = true;
+      s.lane = lane;
       s.admitted = ++this.#admissions;
       this.#running.push(s);
     }
@@ -495,13 +530,14 @@ export class GenerationEngine {
         const s = this.#waiting[0]!;
         this.#fail(s.request, new MlosError("KV_CACHE_TOO_SMALL", `a sequence of ${s.tokens.length} tokens does not fit the KV cache (${this.#cache.numBlocks} blocks of ${bs})`));
       }
-      return;
+      return false;
     }
     const calls: Array<Promise<void>> = [];
     if (decode.length > 0) calls.push(this.#run({ seqs: decode, counts: decode.map(() => 1) }));
     if (prefill.seqs.length > 0) calls.push(this.#run(prefill));
     const results = await Promise.allSettled(calls);
     for (const r of results) if (r.status === "rejected") throw r.reason;
+    return true;
   }
 
   /** Finds `need` blocks for `s`, preempting the newest running sequences if the cache is full. */
@@ -529,6 +565,7 @@ export class GenerationEngine {
     s.blocks = [];
     s.computed = 0;
     s.running = false;
+    s.epoch++;
     const i = this.#running.indexOf(s);
     if (i >= 0) this.#running.splice(i, 1);
     this.#waiting.unshift(s);
@@ -541,6 +578,7 @@ export class GenerationEngine {
     const S = Math.max(...call.counts);
     const P = Math.max(...call.seqs.map((s) => s.computed));
     const T = P + S;
+    const epochs = call.seqs.map((s) => s.epoch);
     const owned: Tensor[] = [];
     try {
       const ids = new BigInt64Array(B * S);
@@ -600,7 +638,10 @@ export class GenerationEngine {
       }
       const scatterRows = call.seqs.map((s, b) => ({ blocks: s.blocks, start: s.computed, count: call.counts[b]! }));
       // A sequence aborted or preempted while the run was in flight has no blocks to write into.
-      const live = scatterRows.map((r, b) => (call.seqs[b]!.blocks.length > 0 && call.seqs[b]!.running ? r : undefined));
+      const live = scatterRows.map((r, b) => {
+        const s = call.seqs[b]!;
+        return s.blocks.length > 0 && s.running && s.epoch === epochs[b] ? r : undefined;
+      });
       this.#scatterLive(live, T, presentK, presentV);
       const data = logits.data as Float32Array;
       const now = performance.now();

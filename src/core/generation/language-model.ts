@@ -9,6 +9,7 @@ import type { AxonManifest } from "../../axon/manifest/types.js";
 import { MlosError } from "../errors.js";
 import type { LoadedModel, ModelSource } from "../plugin.js";
 import type { Signature } from "../signature.js";
+import { EmbeddingModel, type Pooling } from "./embeddings.js";
 import { GenerationEngine, type DecoderLayout, type EngineOptions } from "./engine.js";
 import { ModelText } from "./text.js";
 
@@ -80,4 +81,30 @@ export async function createGenerationEngine(model: LoadedModel, source: ModelSo
   });
   const layout = decoderLayout(model.signature, text.config, source.manifest, source.entrypoint);
   return new GenerationEngine(model, text, layout, options);
+}
+
+/** Whether a signature is an encoder's that embeddings can come from (input_ids and attention_mask in, no KV cache). */
+export function isEncoderSignature(sig: Signature): boolean {
+  const names = new Set(sig.inputs.map((i) => i.name));
+  return names.has("input_ids") && names.has("attention_mask") && !names.has("past_key_values.0.key");
+}
+
+/** Builds the embeddings side of a loaded encoder from its folder's files. */
+export async function createEmbeddingModel(model: LoadedModel, source: ModelSource): Promise<EmbeddingModel> {
+  if (!source.dir) throw new MlosError("NOT_A_LANGUAGE_MODEL", `${source.entrypoint}: a bare model file has no tokenizer; load the folder that holds it with its tokenizer.json`);
+  if (!isEncoderSignature(model.signature)) throw new MlosError("NOT_A_LANGUAGE_MODEL", `${source.entrypoint}: not an embeddings model (an encoder taking input_ids and attention_mask)`);
+  const llm = source.manifest?.spec.llm ?? {};
+  const text = await ModelText.load(source.dir, { tokenizer: llm.tokenizer ?? "tokenizer.json", config: llm.config });
+  // Pooling: the manifest's, else sentence-transformers' pooling config when the folder has one, else mean.
+  let pooling: Pooling = llm.pooling ?? "mean";
+  if (!llm.pooling) {
+    try {
+      const st = JSON.parse(await (await import("node:fs/promises")).readFile(path.join(source.dir, "1_Pooling", "config.json"), "utf8")) as Record<string, unknown>;
+      if (st.pooling_mode_cls_token === true) pooling = "cls";
+    } catch {
+      // no sentence-transformers pooling file: mean
+    }
+  }
+  const ctx = llm.context_length ?? numberOf(text.config.max_position_embeddings) ?? numberOf(text.config.n_positions) ?? 512;
+  return new EmbeddingModel(model, text, pooling, ctx, source.entrypoint);
 }

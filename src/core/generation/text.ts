@@ -7,6 +7,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { assertSafeRelativePath, isInlineChatTemplate } from "../../axon/manifest/validate.js";
 import { MlosError } from "../errors.js";
 
 /** One chat message, as OpenAI's API and the library take it. */
@@ -101,7 +102,20 @@ export class ModelText {
     let template: string | undefined;
     const given = files.chatTemplate;
     if (given !== undefined) {
-      template = /{{|{%/.test(given) ? given : await readFile(path.join(dir, given), "utf8");
+      if (isInlineChatTemplate(given)) template = given;
+      else {
+        // A file in the model folder (the same rule the manifest's validation applies).
+        try {
+          assertSafeRelativePath(given, "chat_template");
+        } catch (e) {
+          throw new MlosError("MODEL_INVALID", `chat_template ${JSON.stringify(given)}: ${(e as Error).message}`, { path: given });
+        }
+        try {
+          template = await readFile(path.join(dir, given), "utf8");
+        } catch (e) {
+          throw new MlosError("MODEL_INVALID", `${path.join(dir, given)}: the chat template file cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { path: path.join(dir, given) });
+        }
+      }
     } else {
       const t = tokenizerConfig.chat_template;
       if (typeof t === "string") template = t;

@@ -1,7 +1,8 @@
 /**
- * The OpenAI-compatible API for language models: `GET /v1/models`, `POST /v1/completions` and
+ * The OpenAI-compatible API for language models: `GET /v1/models`, `POST /v1/completions`,
  * `POST /v1/chat/completions` (whole answers, or Server-Sent Events streams of
- * `text_completion` / `chat.completion.chunk` objects ending with `data: [DONE]`). The official
+ * `text_completion` / `chat.completion.chunk` objects ending with `data: [DONE]`), and
+ * `POST /v1/embeddings` (encoders, pooled and normalised). The official
  * clients work unchanged. Errors use OpenAI's envelope `{"error": {message, type, param, code}}`
  * with the status a client expects (404 unknown model, 400 a prompt past the context, 429 over
  * capacity). Generation itself is the core's (src/core/generation); this file only translates.
@@ -10,7 +11,7 @@ import { randomUUID } from "node:crypto";
 import { MlosError } from "../../core/errors.js";
 import type { GenerationChunk, GenerationEngine, GenerationResult, TokenLogprob } from "../../core/generation/engine.js";
 import type { GenerationOptions } from "../../core/generation/params.js";
-import type { ModelEntry } from "../../core/model-table.js";
+import type { ModelEntry, ReadyEntry } from "../../core/model-table.js";
 import { generationOptionsFrom } from "../generation-request.js";
 import { HttpError, toHttpError } from "../http-error.js";
 import { parseJson, type Ctx, type HttpRouter, type Reply } from "./router.js";
@@ -27,16 +28,20 @@ function openAiError(e: unknown): Reply {
   return { status: h.status, body: { error: { message: h.message, type, param, code } }, headers: h.headers };
 }
 
-/** The registered language model a request names, loaded, and its engine. */
-async function languageModel(serving: Serving, name: unknown, what: string): Promise<{ entry: ModelEntry; engine: GenerationEngine }> {
+/** The registered model a request names, loaded (404 in OpenAI's words when there is none). */
+async function servedModel(serving: Serving, name: unknown, what: string): Promise<ReadyEntry> {
   if (typeof name !== "string" || name === "") throw new HttpError(400, "BAD_REQUEST", `${what}: "model" must be the name of a served model`);
-  let entry;
   try {
-    entry = await serving.table.acquire(name);
+    return await serving.table.acquire(name);
   } catch (e) {
     if (e instanceof MlosError && e.code === "MODEL_NOT_FOUND") throw new MlosError("MODEL_NOT_FOUND", `The model \`${name}\` does not exist`, { model: name });
     throw e;
   }
+}
+
+/** The registered language model a request names, loaded, and its engine. */
+async function languageModel(serving: Serving, name: unknown, what: string): Promise<{ entry: ModelEntry; engine: GenerationEngine }> {
+  const entry = await servedModel(serving, name, what);
   if (!entry.model.isLanguageModel) throw new MlosError("NOT_A_LANGUAGE_MODEL", `${what}: model ${name} is not a language model (it has no tokenizer and decoder); use /v2/models/${name}/infer`, { option: "model" });
   return { entry, engine: await serving.languageEngine(entry) };
 }
@@ -142,6 +147,33 @@ export function registerOpenAiRoutes(router: HttpRouter, serving: Serving): void
   route("get", "/v1/models/:id", (ctx) => {
     const e = table.get(ctx.params[0]!);
     return { body: { id: e.name, object: "model", created: Math.floor(e.registeredAt.getTime() / 1000), owned_by: "mlos" } };
+  });
+
+  route("post", "/v1/embeddings", async (ctx, raw) => {
+    const body = parseJson(raw, "embeddings");
+    const entry = await servedModel(serving, body.model, "embeddings");
+    if (!entry.model.isEmbeddingModel) throw new MlosError("NOT_A_LANGUAGE_MODEL", `embeddings: model ${entry.name} is not an embeddings model (an encoder with a tokenizer)`, { option: "model" });
+    const input = body.input;
+    let texts: Array<string | number[]>;
+    if (typeof input === "string") texts = [input];
+    else if (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === "string")) texts = input as string[];
+    else if (Array.isArray(input) && input.length > 0 && input.every((x) => typeof x === "number")) texts = [input as number[]];
+    else if (Array.isArray(input) && input.length > 0 && input.every((x) => Array.isArray(x) && x.every((y) => typeof y === "number"))) texts = input as number[][];
+    else throw new HttpError(400, "BAD_REQUEST", 'embeddings: "input" must be a string, an array of strings, an array of token ids, or an array of arrays of token ids');
+    if (texts.length > 2048) throw new HttpError(400, "BAD_REQUEST", `embeddings: at most 2048 inputs per request, got ${texts.length}`);
+    const format = body.encoding_format ?? "float";
+    if (format !== "float" && format !== "base64") throw new HttpError(400, "BAD_REQUEST", `embeddings: "encoding_format" must be "float" or "base64", got ${JSON.stringify(format)}`);
+    if (body.dimensions !== undefined && (typeof body.dimensions !== "number" || !Number.isInteger(body.dimensions))) throw new HttpError(400, "BAD_REQUEST", '"dimensions" must be an integer');
+    const embedder = await entry.model.embeddingModel();
+    const r = await embedder.embed(texts, { dimensions: body.dimensions as number | undefined, signal: ctx.signal });
+    return {
+      body: {
+        object: "list",
+        data: r.embeddings.map((v, index) => ({ object: "embedding", index, embedding: format === "base64" ? Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("base64") : Array.from(v) })),
+        model: entry.name,
+        usage: { prompt_tokens: r.promptTokens, total_tokens: r.promptTokens },
+      },
+    };
   });
 
   route("post", "/v1/completions", async (ctx, raw) => {
