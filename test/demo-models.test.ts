@@ -99,7 +99,6 @@ test("CLI output is byte-identical across runs and directories, and reruns write
   assert.deepEqual(res2.filter((f) => f.written).map((f) => path.relative(b, f.path)), [path.join("mlp", "model.onnx")]);
   assert.ok((await readFile(path.join(b, "mlp/model.onnx"))).equals(first.get("mlp/model.onnx")!));
 
-  assert.ok(inProcMs < 1000, `generation took ${inProcMs.toFixed(0)} ms in process`);
   t.diagnostic(`cli ${cliMs.toFixed(0)} ms (incl. node start), in-process ${inProcMs.toFixed(0)} ms`);
   for (const [k, v] of first) t.diagnostic(`${k}: ${v.length} bytes`);
 });

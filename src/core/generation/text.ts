@@ -155,6 +155,18 @@ export class ModelText {
     return this.#tokenizer.decode(ids as number[], { skip_special_tokens: true });
   }
 
+  readonly #one = new Map<number, string>();
+
+  /** The text of one token (cached: the incremental decoder asks for the same tokens again and again). */
+  decodeOne(id: number): string {
+    let t = this.#one.get(id);
+    if (t === undefined) {
+      t = this.decode([id]);
+      if (this.#one.size < 1 << 17) this.#one.set(id, t);
+    }
+    return t;
+  }
+
   /** A token's string form (for logprobs). */
   tokenString(id: number): string {
     return this.#tokenizer.decode([id], { skip_special_tokens: false });
@@ -223,7 +235,8 @@ export class IncrementalDecoder {
   /** Adds a token; returns the new text it completes ("" when none yet). */
   push(id: number): string {
     this.#ids.push(id);
-    const before = this.text.decode(this.#ids.slice(this.#prefix, this.#read));
+    // The window's first part is most often the one token emitted last: its text is cached.
+    const before = this.#read - this.#prefix === 1 ? this.text.decodeOne(this.#ids[this.#prefix]!) : this.text.decode(this.#ids.slice(this.#prefix, this.#read));
     const after = this.text.decode(this.#ids.slice(this.#prefix));
     if (after.length > before.length && !after.endsWith("\uFFFD")) {
       const piece = after.slice(before.length);
