@@ -3,10 +3,11 @@
 // tokenizer), called with the official `openai` npm client, curl and raw sockets.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import OpenAI from "openai";
 import { Axon, Runtime, seedDemoModels } from "mlos";
@@ -15,6 +16,7 @@ import { startServer, stop, type Served } from "./helpers/axon-serve.js";
 
 const skip = tryLoadOrt() ? false : "ONNX Runtime is unavailable";
 const MODEL = "tiny-gpt";
+const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 
 describe("language models over the OpenAI API", { skip }, () => {
   let home: string;
@@ -166,6 +168,19 @@ describe("language models over the OpenAI API", { skip }, () => {
     await assert.rejects(client.chat.completions.create({ model: "tiny-embed", messages: [{ role: "user", content: "x" }] }), (e: unknown) => e instanceof OpenAI.BadRequestError && /not a language model/.test(e.message));
   });
 
+  it("registers a Hugging Face-layout folder by path over MLOS v1 and serves it over both APIs", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "mlos-hf-folder-"));
+    cpSync(path.join(ROOT, "dist", "demo-models", "tiny-gpt"), dir, { recursive: true });
+    rmSync(path.join(dir, "axon.yaml")); // a plain exported folder: config.json, tokenizer.json, onnx/model.onnx
+    const reg = await fetch(`${server.base}/api/v1/models/register`, { method: "POST", body: JSON.stringify({ model_id: "gpt-by-path", path: dir, plugin_id: "onnxruntime" }) });
+    assert.equal(reg.status, 201, await reg.text());
+    const r = await client.chat.completions.create({ model: "gpt-by-path", messages: [{ role: "user", content: "Hello!" }], max_tokens: 6, temperature: 0 });
+    const same = await client.chat.completions.create({ model: MODEL, messages: [{ role: "user", content: "Hello!" }], max_tokens: 6, temperature: 0 });
+    assert.equal(r.choices[0]!.message.content, same.choices[0]!.message.content);
+    const v1 = await fetch(`${server.base}/api/v1/inference`, { method: "POST", body: JSON.stringify({ model_id: "gpt-by-path", messages: [{ role: "user", content: "Hello!" }], parameters: { max_tokens: 6, temperature: 0 } }) });
+    assert.equal(((await v1.json()) as { output: string }).output, same.choices[0]!.message.content);
+  });
+
   it("generates text over MLOS v1 /api/v1/inference with a string input", () => {
     const r = spawnSync("curl", ["-s", "-S", "-X", "POST", `${server.base}/api/v1/inference`, "-H", "Content-Type: application/json", "-d", JSON.stringify({ model_id: MODEL, input: "What is machine learning?", parameters: { max_tokens: 8, temperature: 0 } })], { encoding: "utf8" });
     assert.equal(r.status, 0, r.stderr);
@@ -240,5 +255,34 @@ describe("language models over the OpenAI API", { skip }, () => {
     assert.equal(results.length, 64);
     for (const r of results) assert.equal(r.finish, "length");
     assert.equal(results[5]!.text, lone.choices[0]!.text);
+  });
+});
+
+describe("a language model over capacity", { skip }, () => {
+  let server: Served;
+  before(async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-openai-cap-"));
+    await seedDemoModels(new Axon({ home }));
+    server = await startServer(home, ["--model", "demo/tiny-gpt@1", "--max-num-seqs", "1", "--max-queue", "2"]);
+  });
+  after(async () => {
+    if (server) assert.equal(await stop(server), 0, server.stderr());
+  });
+
+  it("answers 429 with Retry-After past --max-queue waiting sequences, and serves the rest", async () => {
+    const client = new OpenAI({ baseURL: `${server.base}/v1`, apiKey: "unused", maxRetries: 0 });
+    const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => client.completions.create({ model: MODEL, prompt: `Busy ${i}`, max_tokens: 40, temperature: 0, ignore_eos: true } as never)));
+    const refused = results.filter((r) => r.status === "rejected");
+    const served = results.filter((r) => r.status === "fulfilled");
+    assert.ok(refused.length >= 4, `${refused.length} refused`);
+    assert.ok(served.length >= 2, `${served.length} served`);
+    for (const r of refused) {
+      const e = (r as PromiseRejectedResult).reason as InstanceType<typeof OpenAI.APIError>;
+      assert.ok(e instanceof OpenAI.RateLimitError, String(e));
+      assert.equal(e.headers?.get("retry-after"), "1");
+      assert.equal((e.error as { type?: string }).type, "rate_limit_error");
+    }
+    const later = await client.completions.create({ model: MODEL, prompt: "Later", max_tokens: 2 });
+    assert.equal(later.choices.length, 1);
   });
 });

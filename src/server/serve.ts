@@ -73,7 +73,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     instances: options.instances,
     batching: options.batching,
     pool,
-    load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1, generation: options.generation },
+    load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1, generation: { maxWaiting: options.maxQueueDepth, ...options.generation } },
     maxMemoryBytes: options.maxMemoryBytes,
     keepAliveMs: options.keepAliveMs,
     onEvict: (_e, why) => onEvict?.(why),
@@ -90,7 +90,7 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     for (const m of options.models ?? []) {
       const eq = m.indexOf("=");
       const spec = eq > 0 && !m.slice(0, eq).includes("/") ? { id: m.slice(0, eq), target: m.slice(eq + 1) } : { target: m };
-      const e = await table.register({ ...spec, load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1, generation: options.generation } });
+      const e = await table.register({ ...spec, load: { pool, intraOpThreads: options.intraOpThreads ?? 1, interOpThreads: 1, generation: { maxWaiting: options.maxQueueDepth, ...options.generation } } });
       options.onModel?.(e);
     }
   } catch (e) {

@@ -47,6 +47,8 @@ export interface EngineOptions {
   pool?: TensorPool;
   /** Reused full blocks of earlier prompts (default on). */
   prefixCache?: boolean;
+  /** Most sequences waiting for a slot; a request that would pass it is refused with QUEUE_FULL (default 1024). */
+  maxWaiting?: number;
   /**
    * Independent step loops over disjoint halves of the batch (default 2). While one lane's model
    * run is on a worker thread, the event loop samples and prepares the other's, so sampling and
@@ -231,6 +233,7 @@ export class GenerationEngine {
   readonly #ownPool: boolean;
   readonly #maxNumSeqs: number;
   readonly #maxBatchedTokens: number;
+  readonly #maxWaiting: number;
   readonly #prefixCache: boolean;
   readonly #waiting: Sequence[] = [];
   readonly #running: Sequence[] = [];
@@ -249,6 +252,7 @@ export class GenerationEngine {
     this.text = text;
     this.layout = layout;
     this.#maxNumSeqs = options.maxNumSeqs ?? 32;
+    this.#maxWaiting = options.maxWaiting ?? 1024;
     this.#lanes = Math.max(1, Math.min(options.lanes ?? 2, 8));
     this.#active = new Array<boolean>(this.#lanes).fill(false);
     this.#maxBatchedTokens = Math.max(options.maxBatchedTokens ?? 256, 16);
@@ -320,6 +324,9 @@ export class GenerationEngine {
     }
     const signal = options.signal;
     if (signal?.aborted) throw new MlosError("RUN_ABORTED", "the request was aborted before it started");
+    if (this.#waiting.length + params.n > this.#maxWaiting) {
+      throw new MlosError("QUEUE_FULL", `the model is over capacity: ${this.#waiting.length} sequences wait for a slot (at most ${this.#maxWaiting}); retry later`, { waiting: this.#waiting.length });
+    }
     const req = new GenerationRequest(this.#nextRequest++, prompt, params, maxTokens, signal);
     for (let i = 0; i < params.n; i++) {
       const seq = new Sequence(req, i, this.text);
