@@ -553,6 +553,8 @@ export interface NativeAddon {
   addressOf(buffer: ArrayBuffer | ArrayBufferView): bigint;
   /** Hands the C allocator's free memory back to the OS (glibc malloc_trim); false where unsupported. */
   trimMemory(): boolean;
+  /** Index (relative to start) of the largest value of values[start, start + length); NaNs never win. */
+  argmax(values: Float32Array, start: number, length: number): number;
   /** The values as the KServe JSON codec writes numbers, comma-separated (for tests against JSON.stringify). */
   kserveNumberText(values: Float64Array): string;
   /** Sets the class of coded errors; the loader calls it with NativeError. */

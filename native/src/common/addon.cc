@@ -5,6 +5,8 @@
 #include <malloc.h>
 #endif
 
+#include <cmath>
+
 #include "common/addon.h"
 #include "common/errors.h"
 #include "cuda/cuda_alloc_binding.h"
@@ -14,6 +16,7 @@
 #include "ort/kserve_json.h"
 #include "pool/shm_pool.h"
 #include "pool/shm_pool_binding.h"
+#include "sampling/argmax.h"
 #ifdef MLOS_WITH_ORT
 #include "ort/ort_session.h"
 #endif
@@ -54,6 +57,23 @@ Napi::Value KserveNumberText(const Napi::CallbackInfo& info) {
     kserve::AppendJsNumber(out, values[i]);
   }
   return Napi::String::New(env, out);
+}
+
+// argmax(values: Float32Array, start, length) -> index (relative to start) of the largest value
+// of values[start, start + length): greedy sampling's hot loop (sampling/argmax.h).
+Napi::Value ArgmaxValue(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MLOS_REQUIRE_TYPE(info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array &&
+                        info[1].IsNumber() && info[2].IsNumber(),
+                    env, "argmax(values, start, length): values must be a Float32Array, start and length numbers");
+  Napi::Float32Array values = info[0].As<Napi::Float32Array>();
+  const double start = info[1].As<Napi::Number>().DoubleValue();
+  const double length = info[2].As<Napi::Number>().DoubleValue();
+  const double total = static_cast<double>(values.ElementLength());
+  MLOS_REQUIRE_RANGE(start >= 0 && length >= 0 && std::floor(start) == start && std::floor(length) == length && start + length <= total,
+                     env, "argmax(values, start, length): the range is outside the array");
+  const size_t at = sampling::Argmax(values.Data() + static_cast<size_t>(start), static_cast<size_t>(length));
+  return Napi::Number::New(env, static_cast<double>(at));
 }
 
 // setErrorClass(cls): the class used for coded errors (errors.h); called once by the loader.
@@ -100,6 +120,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("kserveNumberText", Napi::Function::New(env, KserveNumberText, "kserveNumberText"));
   exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
+  exports.Set("argmax", Napi::Function::New(env, ArgmaxValue, "argmax"));
   exports.Set("napiVersion", Napi::Number::New(env, NAPI_VERSION));
   exports.Set("pageSize", Napi::Number::New(env, static_cast<double>(ShmPool::PageSize())));
   return exports;

@@ -15,6 +15,7 @@
  * `present.N.key/value` out). Runs execute on native worker threads; the event loop does the
  * bookkeeping, gathers and scatters the cache and samples, a few milliseconds per step at most.
  */
+import { tryLoadNative } from "../../../bindings/native.js";
 import { MlosError } from "../errors.js";
 import type { LoadedModel } from "../plugin.js";
 import { checkInputs } from "../signature.js";
@@ -266,7 +267,7 @@ export class GenerationEngine {
     this.#ownPool = options.pool === undefined;
     this.#pool = options.pool ?? new TensorPool({ size: budget + stepBytes + (16 << 20) });
     this.#cache = new KvCache({ layers: layout.layers, heads: layout.heads, headDim: layout.headDim, blockSize }, budget, this.#pool);
-    this.#sampler = new Sampler(layout.vocabSize);
+    this.#sampler = new Sampler(layout.vocabSize, tryLoadNative()?.argmax);
   }
 
   set observer(o: EngineObserver) {
