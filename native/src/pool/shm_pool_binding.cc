@@ -27,9 +27,11 @@ struct ViewRef {
 };
 
 void FinalizeSlice(Napi::Env env, void* /*data*/, SliceRef* ref) {
-  // Free() does nothing when the slice was already freed explicitly (the id no longer matches).
-  ref->pool->Free(ref->slice);
-  Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(ref->slice.size));
+  // Free() fails when the slice was already freed explicitly (the id no longer matches); that
+  // free gave back its share of V8's external memory count already.
+  if (ref->pool->Free(ref->slice).ok()) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(ref->slice.size));
+  }
   delete ref;
 }
 
@@ -243,7 +245,11 @@ Napi::Value ShmPoolWrap::Free(const Napi::CallbackInfo& info) {
   MLOS_REQUIRE_RANGE(pool.Lookup(offset, &slice) && length <= slice.requested, env,
                      "free: the buffer is not a live allocation of pool " + name_);
   MLOS_THROW_IF_SHM_ERROR(env, pool.Free(slice));
-  // The finaliser will find the slice gone and only adjust the external memory count.
+  // Tell V8 at once: an explicitly freed slice no longer counts as external memory. Left to the
+  // finaliser, a loop that allocates and frees (a generation engine's every step) looks to V8 like
+  // ever-growing memory, and it runs full collections for nothing. The finaliser finds the slice
+  // gone and adjusts nothing.
+  Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(slice.size));
   ab.Detach();
   return env.Undefined();
 }
