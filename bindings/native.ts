@@ -312,6 +312,21 @@ export interface NativeOrtRunOptions {
   debugAddresses?: boolean;
   /** A label for terminate(tag): stops only the runs that carry it. */
   tag?: string;
+  /**
+   * After the run, on its worker thread: the index of the largest value of each
+   * [offset, offset + width) slice of the float32 output `output`, written into `into`.
+   */
+  argmax?: ArgmaxRequest;
+}
+
+/** Greedy decoding's next tokens, computed where the logits were written (see NativeOrtRunOptions.argmax). */
+export interface ArgmaxRequest {
+  output: string;
+  /** Element offsets of the slices (a row of logits each). */
+  offsets: Float64Array;
+  width: number;
+  /** Receives one index per offset (relative to its slice). */
+  into: Int32Array;
 }
 
 /** An opaque run prepared by NativeOrtSession.bind (a type-tagged napi External). */

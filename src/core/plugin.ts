@@ -5,6 +5,7 @@
  * third party implements this interface in a JS module and registers it with
  * `runtime.registerPlugin(plugin)`.
  */
+import type { ArgmaxRequest } from "../../bindings/native.js";
 import type { AxonManifest } from "../axon/manifest/types.js";
 import type { TensorPool } from "../tensor/pool.js";
 import type { Tensor } from "../tensor/tensor.js";
@@ -52,6 +53,13 @@ export interface RunRequest {
   readonly timeoutMs?: number;
   /** Debugging: report native data pointers of what the framework read and wrote. */
   readonly debugAddresses?: boolean;
+  /**
+   * Optional: the index of the largest value of each [offset, offset + width) slice of a float32
+   * output, written into `into` by a plugin that can do it where the output was written (the
+   * onnxruntime plugin, on the run's worker thread: greedy decoding's next tokens while the logits
+   * are in that core's cache). A plugin that cannot leaves `into` as the caller filled it.
+   */
+  readonly argmax?: ArgmaxRequest;
 }
 
 /** What a run returns: one tensor per requested output. */

@@ -22,6 +22,7 @@
 #include "common/run_worker.h"
 #include "ort/ort_api.h"
 #include "ort/ort_session_state.h"
+#include "sampling/argmax.h"
 #include "pool/shm_pool_binding.h"
 
 namespace mlos {
@@ -329,6 +330,13 @@ struct RunPlan {
   std::string tag;  // runOptions.tag: terminate(tag) stops only the runs with this tag
   bool timedOut = false;
   double runMicros = 0;  // how long Session::Run took
+  // runOptions.argmax: after the run, on the worker thread, the index of the largest value of
+  // each [offset, offset + width) slice of one float32 output (greedy decoding's next tokens, read
+  // while the logits are still in this core's cache), written into the caller's Int32Array.
+  int argmaxSlot = -1;                  // index into outputs
+  std::vector<int64_t> argmaxOffsets;
+  int64_t argmaxWidth = 0;
+  std::vector<int32_t> argmaxResult;
   std::string error;
   const char* errorCode = "ORT_FAIL";
 
@@ -474,6 +482,31 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
       MLOS_REQUIRE_TYPE(tag.IsString(), env, "run: runOptions.tag must be a string");
       plan->tag = tag.As<Napi::String>().Utf8Value();
     }
+    Napi::Value am = info[3].As<Napi::Object>().Get("argmax");
+    if (!am.IsUndefined()) {
+      const char* usage = "run: runOptions.argmax must be { output: string, offsets: Float64Array, width: number, into: Int32Array } with into at least as long as offsets";
+      MLOS_REQUIRE_TYPE(am.IsObject(), env, usage);
+      Napi::Object a = am.As<Napi::Object>();
+      Napi::Value out = a.Get("output"), offs = a.Get("offsets"), width = a.Get("width"), into = a.Get("into");
+      MLOS_REQUIRE_TYPE(out.IsString() && width.IsNumber() && offs.IsTypedArray() &&
+                            offs.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array &&
+                            into.IsTypedArray() && into.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
+                        env, usage);
+      const std::string name = out.As<Napi::String>().Utf8Value();
+      auto it = std::find_if(plan->outputNames.begin(), plan->outputNames.end(), [&](const char* n) { return name == n; });
+      MLOS_REQUIRE_TYPE(it != plan->outputNames.end(), env, "run: runOptions.argmax.output \"" + name + "\" is not one of the outputs asked for");
+      Napi::Float64Array o = offs.As<Napi::Float64Array>();
+      MLOS_REQUIRE_TYPE(into.As<Napi::Int32Array>().ElementLength() >= o.ElementLength(), env, usage);
+      const double w = width.As<Napi::Number>().DoubleValue();
+      MLOS_REQUIRE_RANGE(std::isfinite(w) && w >= 1 && std::floor(w) == w, env, "run: runOptions.argmax.width must be a positive integer");
+      for (size_t i = 0; i < o.ElementLength(); ++i) {
+        MLOS_REQUIRE_RANGE(std::isfinite(o[i]) && o[i] >= 0 && std::floor(o[i]) == o[i], env, "run: runOptions.argmax.offsets must be non-negative integers");
+        plan->argmaxOffsets.push_back(static_cast<int64_t>(o[i]));
+      }
+      plan->argmaxSlot = static_cast<int>(it - plan->outputNames.begin());
+      plan->argmaxWidth = static_cast<int64_t>(w);
+      keep->push_back(into.As<Napi::Object>());  // last in `kept`: BuildResult writes the indices into it
+    }
     Napi::Value t = info[3].As<Napi::Object>().Get("timeoutMs");
     if (!t.IsUndefined()) {
       const double ms = t.IsNumber() ? t.As<Napi::Number>().DoubleValue() : -1;
@@ -490,6 +523,38 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
     state->inFlight.emplace(plan->runOptions, OrtSessionState::InFlightRun{&plan->terminated, &plan->tag});
   }
   return plan;
+}
+
+// runOptions.argmax, after a successful run (any thread): the slices are checked against the
+// output's element count, which only the run knows for outputs ORT allocated.
+void ArgmaxOutput(RunPlan& plan) {
+  const OrtApi* api = plan.state->rt->api;
+  plan.argmaxResult.clear();  // a bound plan runs again and again
+  OrtValue* value = plan.outputs[static_cast<size_t>(plan.argmaxSlot)];
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  size_t count = 0;
+  ONNXTensorElementDataType et = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  void* data = nullptr;
+  std::string err = OrtStatusMessage(api, api->GetTensorTypeAndShape(value, &info), "GetTensorTypeAndShape");
+  if (err.empty()) err = OrtStatusMessage(api, api->GetTensorElementType(info, &et), "GetTensorElementType");
+  if (err.empty()) err = OrtStatusMessage(api, api->GetTensorShapeElementCount(info, &count), "GetTensorShapeElementCount");
+  if (info != nullptr) api->ReleaseTensorTypeAndShapeInfo(info);
+  if (err.empty()) err = OrtStatusMessage(api, api->GetTensorMutableData(value, &data), "GetTensorMutableData");
+  if (err.empty() && et != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) err = "runOptions.argmax: the output is not float32";
+  for (int64_t off : plan.argmaxOffsets) {
+    if (!err.empty()) break;
+    if (static_cast<uint64_t>(off) + static_cast<uint64_t>(plan.argmaxWidth) > count) {
+      err = "runOptions.argmax: the slice at " + std::to_string(off) + " (width " + std::to_string(plan.argmaxWidth) +
+            ") is past the output's " + std::to_string(count) + " elements";
+      break;
+    }
+    plan.argmaxResult.push_back(static_cast<int32_t>(
+        sampling::Argmax(static_cast<const float*>(data) + off, static_cast<size_t>(plan.argmaxWidth))));
+  }
+  if (!err.empty()) {
+    plan.error = err;
+    plan.errorCode = "ORT_FAIL";
+  }
 }
 
 // Session::Run; any thread, touches no JS. Sets plan.error on failure.
@@ -527,6 +592,7 @@ void ExecutePlan(RunPlan& plan) {
     watchdog.join();
   }
   plan.error = OrtStatusMessage(api, status, "Run");
+  if (plan.error.empty() && plan.argmaxSlot >= 0) ArgmaxOutput(plan);
   if (!plan.error.empty()) {
     if (plan.timedOut) {
       plan.errorCode = "ORT_TIMEOUT";
@@ -567,7 +633,12 @@ Napi::Value DataAddress(Napi::Env env, const OrtApi* api, OrtValue* value) {
 // `kept`: the JS objects BuildPlan collected, in its order (inputs, then preallocated outputs).
 Napi::Object BuildResult(Napi::Env env, RunPlan& plan, const std::vector<Napi::Value>& kept) {
   const OrtApi* api = plan.state->rt->api;
-  const size_t firstPrealloc = kept.size() - plan.preallocArgs.size();
+  const size_t argmaxKept = plan.argmaxSlot >= 0 ? 1 : 0;
+  const size_t firstPrealloc = kept.size() - argmaxKept - plan.preallocArgs.size();
+  if (argmaxKept != 0) {
+    Napi::Int32Array into = kept.back().As<Napi::Int32Array>();
+    for (size_t i = 0; i < plan.argmaxResult.size() && i < into.ElementLength(); ++i) into[i] = plan.argmaxResult[i];
+  }
   Napi::Object result = Napi::Object::New(env);
   // How long Session::Run itself took: what a caller measures to choose between run and runSync.
   result.DefineProperty(Napi::PropertyDescriptor::Value(

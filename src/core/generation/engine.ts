@@ -224,6 +224,12 @@ interface Call {
 
 const DEFAULT_MAX_TOKENS = 256;
 
+/** Greedy, with no penalty or log-probability that needs the row itself: the next token is its argmax. */
+function isPlainGreedy(p: CheckedGeneration): boolean {
+  const x = p.sampling;
+  return x.temperature === 0 && !x.logprobs && x.repetitionPenalty === 1 && x.frequencyPenalty === 0 && x.presencePenalty === 0;
+}
+
 export class GenerationEngine {
   readonly layout: DecoderLayout;
   readonly text: ModelText;
@@ -485,12 +491,17 @@ export class GenerationEngine {
     let budget = this.#maxBatchedTokens - decode.length;
     const prefill: Call = { seqs: [], counts: [] };
     let prefillS = 0;
+    let prefillReal = 0;
     const chunk = (s: Sequence): boolean => {
       const left = s.tokens.length - s.computed;
       const rows = prefill.seqs.length + 1;
       if (rows * prefillS > budget) return false;
       const n = Math.min(left, Math.floor(budget / rows));
       if (n <= 0) return false;
+      // Padding computes logits for nothing (the run is [rows, longest chunk] and the vocabulary
+      // projection is most of a small model's work): a chunk that would make more than a quarter
+      // of the run padding waits for the next step, or the other lane.
+      if (rows > 1 && (prefillReal + n) / (rows * Math.max(prefillS, n)) < 0.75) return false;
       const need = this.#cache.blocksFor(s.computed + n) - s.blocks.length;
       if (need > 0) {
         const got = this.#cache.allocate(need);
@@ -500,6 +511,7 @@ export class GenerationEngine {
       prefill.seqs.push(s);
       prefill.counts.push(n);
       prefillS = Math.max(prefillS, n);
+      prefillReal += n;
       return true;
     };
     for (const s of this.#running) {
@@ -636,7 +648,14 @@ export class GenerationEngine {
         preallocated[`present.${l}.value`] = v;
       }
       const bindings = checkInputs(this.#model.signature, inputs);
-      await this.#model.run({ inputs, bindings, outputs: Object.keys(preallocated), preallocated });
+      // Rows that complete a prompt or decode, sampled greedily with nothing that needs the whole
+      // distribution: their next token is the argmax, which the plugin may compute where the logits
+      // were written (-1: it did not, the sampler does it here).
+      const offsets = new Float64Array(B);
+      const greedy = new Int32Array(B).fill(-1);
+      for (let b = 0; b < B; b++) offsets[b] = (b * S + S - 1) * V;
+      const argmax = call.seqs.some((s) => isPlainGreedy(s.request.params)) ? { output: "logits", offsets, width: V, into: greedy } : undefined;
+      await this.#model.run({ inputs, bindings, outputs: Object.keys(preallocated), preallocated, argmax });
       // The new tokens' keys and values, into each sequence's blocks.
       const presentK: Float32Array[] = [];
       const presentV: Float32Array[] = [];
@@ -661,7 +680,7 @@ export class GenerationEngine {
         if (s.computed < s.tokens.length) continue; // a prompt chunk: no token yet
         if (s.request.aborted || s.finish !== undefined) continue;
         const row = data.subarray((b * S + S - 1) * V, (b * S + S) * V);
-        this.#accept(s, row, now);
+        this.#accept(s, row, now, isPlainGreedy(s.request.params) && greedy[b]! >= 0 ? greedy[b] : undefined);
       }
     } finally {
       for (const t of owned) t.dispose();
@@ -683,10 +702,10 @@ export class GenerationEngine {
   }
 
   /** Samples the next token of `s` from its logits row, emits text, checks the stop conditions. */
-  #accept(s: Sequence, row: Float32Array, now: number): void {
+  #accept(s: Sequence, row: Float32Array, now: number, argmax?: number): void {
     const req = s.request;
     const p = req.params;
-    const picked = this.#sampler.sample(row, p.sampling, s.penalties, s.rng);
+    const picked = argmax !== undefined ? { token: argmax, logprob: NaN } : this.#sampler.sample(row, p.sampling, s.penalties, s.rng);
     const token = picked.token;
     if (s.generated.length === 0) this.#observer.firstToken?.((now - req.arrived) / 1000);
     else this.#observer.interToken?.((now - s.lastTokenAt) / 1000);

@@ -320,7 +320,7 @@ class OrtLoadedModel implements LoadedModel {
     const signal = req.signal;
     if (signal?.aborted) throw new MlosError("RUN_ABORTED", "the run was aborted before it started", {}, { cause: signal.reason });
     const tag = signal ? `r${++runTags}` : undefined;
-    const options = req.timeoutMs !== undefined || req.debugAddresses || tag ? { timeoutMs: req.timeoutMs, debugAddresses: req.debugAddresses, tag } : undefined;
+    const options = req.timeoutMs !== undefined || req.debugAddresses || tag || req.argmax ? { timeoutMs: req.timeoutMs, debugAddresses: req.debugAddresses, tag, argmax: req.argmax } : undefined;
     const onAbort = tag ? () => session.terminate(tag) : undefined;
     if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
     const started = performance.now();
