@@ -222,6 +222,22 @@ interface Call {
   counts: number[];
 }
 
+/**
+ * A lane's last decode run, kept: its `present` tensors are the next decode run's past as they
+ * are (each row's tokens stay right-aligned, the new one last) when the same sequences decode
+ * again, so that the dense past is not gathered from the blocks again at every step.
+ */
+interface DenseBatch {
+  seqs: Sequence[];
+  epochs: number[];
+  /** Each row's computed tokens after that run. */
+  computed: number[];
+  /** The run's total length: the next run's past length. */
+  T: number;
+  keys: Tensor[];
+  values: Tensor[];
+}
+
 const DEFAULT_MAX_TOKENS = 256;
 
 /** Greedy, with no penalty or log-probability that needs the row itself: the next token is its argmax. */
@@ -249,6 +265,7 @@ export class GenerationEngine {
   #admissions = 0;
   readonly #lanes: number;
   readonly #active: boolean[];
+  readonly #dense: Array<DenseBatch | undefined>;
   #closed = false;
   #preemptions = 0;
   #steps = 0;
@@ -262,6 +279,7 @@ export class GenerationEngine {
     this.#maxWaiting = options.maxWaiting ?? 1024;
     this.#lanes = Math.max(1, Math.min(options.lanes ?? 2, 8));
     this.#active = new Array<boolean>(this.#lanes).fill(false);
+    this.#dense = new Array<DenseBatch | undefined>(this.#lanes).fill(undefined);
     this.#maxBatchedTokens = Math.max(options.maxBatchedTokens ?? 256, 16);
     this.#prefixCache = options.prefixCache ?? true;
     const blockSize = options.blockSize ?? 16;
@@ -365,6 +383,7 @@ export class GenerationEngine {
     this.#kick();
     if (this.#active.some(Boolean)) await new Promise<void>((r) => this.#idle.push(r));
     this.#reap();
+    for (let l = 0; l < this.#lanes; l++) this.#dropDense(l);
     this.#cache.dispose();
     if (this.#ownPool) this.#pool.close();
   }
@@ -553,7 +572,8 @@ export class GenerationEngine {
       return false;
     }
     const calls: Array<Promise<void>> = [];
-    if (decode.length > 0) calls.push(this.#run({ seqs: decode, counts: decode.map(() => 1) }));
+    if (decode.length > 0) calls.push(this.#run({ seqs: decode, counts: decode.map(() => 1) }, lane));
+    else this.#dropDense(lane);
     if (prefill.seqs.length > 0) calls.push(this.#run(prefill));
     const results = await Promise.allSettled(calls);
     for (const r of results) if (r.status === "rejected") throw r.reason;
@@ -592,7 +612,15 @@ export class GenerationEngine {
   }
 
   /** Builds the dense inputs of a call, runs the model, stores the new keys and values, samples. */
-  async #run(call: Call): Promise<void> {
+  #dropDense(lane: number): void {
+    const d = this.#dense[lane];
+    if (!d) return;
+    this.#dense[lane] = undefined;
+    for (const t of [...d.keys, ...d.values]) t.dispose();
+  }
+
+  /** `lane`: a decode run's lane, whose last decode run's presents may serve as this one's past. */
+  async #run(call: Call, lane?: number): Promise<void> {
     const { layers, heads, headDim: D, vocabSize: V, hasPositionIds } = this.layout;
     const B = call.seqs.length;
     const S = Math.max(...call.counts);
@@ -600,6 +628,15 @@ export class GenerationEngine {
     const T = P + S;
     const epochs = call.seqs.map((s) => s.epoch);
     const owned: Tensor[] = [];
+    const prev = lane !== undefined ? this.#dense[lane] : undefined;
+    if (lane !== undefined) this.#dense[lane] = undefined; // this run owns them now (to reuse, or to drop)
+    const reuse =
+      prev !== undefined &&
+      S === 1 &&
+      prev.T === P &&
+      prev.seqs.length === B &&
+      call.seqs.every((s, b) => prev.seqs[b] === s && prev.epochs[b] === s.epoch && prev.computed[b] === s.computed);
+    if (prev) owned.push(...prev.keys, ...prev.values);
     try {
       const ids = new BigInt64Array(B * S);
       const pos = new BigInt64Array(B * S);
@@ -626,6 +663,11 @@ export class GenerationEngine {
       const pastK: Float32Array[] = [];
       const pastV: Float32Array[] = [];
       for (let l = 0; l < layers; l++) {
+        if (reuse) {
+          inputs[`past_key_values.${l}.key`] = prev.keys[l]!;
+          inputs[`past_key_values.${l}.value`] = prev.values[l]!;
+          continue;
+        }
         // The first run of a batch of fresh prompts has no past: empty tensors (the pool has no empty slices).
         const k = P > 0 ? this.#pool.tensor("float32", [B, heads, P, D]) : new Tensor("float32", [B, heads, 0, D], new Float32Array(0));
         const v = P > 0 ? this.#pool.tensor("float32", [B, heads, P, D]) : new Tensor("float32", [B, heads, 0, D], new Float32Array(0));
@@ -635,7 +677,7 @@ export class GenerationEngine {
         inputs[`past_key_values.${l}.key`] = k;
         inputs[`past_key_values.${l}.value`] = v;
       }
-      if (P > 0) this.#cache.gather(rows, P, pastK, pastV);
+      if (P > 0 && !reuse) this.#cache.gather(rows, P, pastK, pastV);
       const preallocated: Record<string, Tensor> = {};
       const logits = this.#pool.tensor("float32", [B, S, V]);
       owned.push(logits);
@@ -681,6 +723,18 @@ export class GenerationEngine {
         if (s.request.aborted || s.finish !== undefined) continue;
         const row = data.subarray((b * S + S - 1) * V, (b * S + S) * V);
         this.#accept(s, row, now, isPlainGreedy(s.request.params) && greedy[b]! >= 0 ? greedy[b] : undefined);
+      }
+      // Keep this decode run's presents for the lane's next decode run, when every row lives on.
+      if (lane !== undefined && S === 1 && live.every((r) => r !== undefined) && this.#dense[lane] === undefined) {
+        const keys: Tensor[] = [];
+        const values: Tensor[] = [];
+        for (let l = 0; l < layers; l++) {
+          keys.push(preallocated[`present.${l}.key`]!);
+          values.push(preallocated[`present.${l}.value`]!);
+        }
+        const kept = new Set<Tensor>([...keys, ...values]);
+        for (let i = owned.length - 1; i >= 0; i--) if (kept.has(owned[i]!)) owned.splice(i, 1);
+        this.#dense[lane] = { seqs: call.seqs, epochs, computed: call.seqs.map((s) => s.computed), T, keys, values };
       }
     } finally {
       for (const t of owned) t.dispose();
