@@ -263,14 +263,22 @@ describe("a language model over capacity", { skip }, () => {
   before(async () => {
     const home = mkdtempSync(path.join(tmpdir(), "mlos-openai-cap-"));
     await seedDemoModels(new Axon({ home }));
-    server = await startServer(home, ["--model", "demo/tiny-gpt@1", "--max-num-seqs", "1", "--max-queue", "2"]);
+    server = await startServer(home, ["--model", "demo/tiny-gpt@1", "--max-num-seqs", "1", "--max-queue", "2", "--api-key", "sk-test-key-1234"]);
   });
   after(async () => {
     if (server) assert.equal(await stop(server), 0, server.stderr());
   });
 
+  it("takes the server's API key as OpenAI's clients send it", async () => {
+    const wrong = new OpenAI({ baseURL: `${server.base}/v1`, apiKey: "not-the-key", maxRetries: 0 });
+    await assert.rejects(wrong.completions.create({ model: MODEL, prompt: "x", max_tokens: 1 }), (e: unknown) => e instanceof OpenAI.AuthenticationError && (e.error as { type?: string }).type === "authentication_error");
+    await assert.rejects(wrong.models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError);
+    const right = new OpenAI({ baseURL: `${server.base}/v1`, apiKey: "sk-test-key-1234", maxRetries: 0 });
+    assert.equal((await right.completions.create({ model: MODEL, prompt: "x", max_tokens: 1 })).choices.length, 1);
+  });
+
   it("answers 429 with Retry-After past --max-queue waiting sequences, and serves the rest", async () => {
-    const client = new OpenAI({ baseURL: `${server.base}/v1`, apiKey: "unused", maxRetries: 0 });
+    const client = new OpenAI({ baseURL: `${server.base}/v1`, apiKey: "sk-test-key-1234", maxRetries: 0 });
     const results = await Promise.allSettled(Array.from({ length: 8 }, (_, i) => client.completions.create({ model: MODEL, prompt: `Busy ${i}`, max_tokens: 40, temperature: 0, ignore_eos: true } as never)));
     const refused = results.filter((r) => r.status === "rejected");
     const served = results.filter((r) => r.status === "fulfilled");

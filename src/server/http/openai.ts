@@ -128,15 +128,9 @@ function sseReply(subs: Submitted[], n: number, event: (chunk: GenerationChunk, 
 
 export function registerOpenAiRoutes(router: HttpRouter, serving: Serving): void {
   const { table } = serving;
-  // Routes catch their own errors, so that every failure has OpenAI's envelope.
+  // Every failure, authentication's included, in OpenAI's envelope.
   const route = (method: "get" | "post", pattern: string, handler: (ctx: Ctx, body: Buffer | undefined) => Promise<Reply> | Reply) =>
-    router.route(method, pattern, "api", method === "post", async (ctx, body) => {
-      try {
-        return await handler(ctx, body);
-      } catch (e) {
-        return openAiError(e);
-      }
-    });
+    router.route(method, pattern, "api", method === "post", handler, openAiError);
 
   route("get", "/v1/models", () => ({
     body: {

@@ -107,6 +107,8 @@ interface Route {
   access: Access;
   withBody: boolean;
   handler: Handler;
+  /** How this route answers a failure (its API's error envelope); default `{error, code}`. */
+  errorReply?: (e: unknown) => Reply;
 }
 
 const METHODS = { get: "GET", post: "POST", del: "DELETE" } as const;
@@ -130,12 +132,12 @@ export class HttpRouter {
   }
 
   /** Registers `handler` for `method pattern`; `withBody` routes take the request body. */
-  route(method: "get" | "post" | "del", pattern: string, access: Access, withBody: boolean, handler: Handler): void {
+  route(method: "get" | "post" | "del", pattern: string, access: Access, withBody: boolean, handler: Handler, errorReply?: (e: unknown) => Reply): void {
     const segments = pattern.split("/").slice(1).map((s) => (s.startsWith(":") ? null : s));
     const key = `${METHODS[method]} ${segments.length}`;
     let list = this.#routes.get(key);
     if (!list) this.#routes.set(key, (list = []));
-    list.push({ segments, access, withBody, handler });
+    list.push({ segments, access, withBody, handler, errorReply });
   }
 
   /** The server's onRequest: one complete request. */
@@ -171,14 +173,14 @@ export class HttpRouter {
       for (let i = 0; i < parts.length; i++) if (route.segments[i] === null) params.push(decodeURIComponent(parts[i]!));
       this.#authorize(ctx, route.access);
     } catch (e) {
-      this.#fail(ctx, e instanceof URIError ? new HttpError(400, "BAD_REQUEST", `the path ${path} is not valid percent-encoding`) : e);
+      this.#fail(ctx, e instanceof URIError ? new HttpError(400, "BAD_REQUEST", `the path ${path} is not valid percent-encoding`) : e, route);
       return;
     }
     let reply: Reply | Promise<Reply>;
     try {
       reply = route.handler(ctx, route.withBody ? body : undefined);
     } catch (e) {
-      this.#fail(ctx, e);
+      this.#fail(ctx, e, route);
       return;
     }
     if (reply instanceof Promise) {
@@ -190,7 +192,7 @@ export class HttpRouter {
         },
         (e) => {
           this.#pending.delete(id);
-          this.#fail(ctx, e);
+          this.#fail(ctx, e, route);
         },
       );
     } else {
@@ -206,7 +208,11 @@ export class HttpRouter {
     ctx.abort();
   };
 
-  #fail(ctx: Ctx, e: unknown): void {
+  #fail(ctx: Ctx, e: unknown, route?: Route): void {
+    if (route?.errorReply) {
+      this.send(ctx, route.errorReply(e));
+      return;
+    }
     const h = toHttpError(e);
     this.send(ctx, { status: h.status, body: { error: h.message, code: h.code }, headers: h.headers });
   }
