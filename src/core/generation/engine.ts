@@ -39,12 +39,13 @@ export interface DecoderLayout {
 export interface EngineOptions {
   /** Most sequences in the running batch (default 32). */
   maxNumSeqs?: number;
-  /** Most tokens one step computes, decode and prompt chunks together (default 512). */
+  /** Most tokens one step of a lane computes, decode and prompt chunks together (padded; default 256). */
   maxBatchedTokens?: number;
   /** Memory for keys and values, in bytes (default 64 MiB, at least one context's worth). */
   kvCacheBytes?: number;
   /** Tokens per KV block (default 16). */
   blockSize?: number;
+  /** Where the cache and each step's tensors live (default: a pool of the engine's own, sized for them). */
   pool?: TensorPool;
   /** Reused full blocks of earlier prompts (default on). */
   prefixCache?: boolean;
