@@ -13,7 +13,7 @@ import { completeManifest } from "../src/axon/manifest/files.js";
 import { TINY_EMBED, buildTinyEmbed, buildTinyEmbedOnnx, tinyEmbedWeights } from "../src/tools/make-tiny-embed.js";
 import { TINY_GPT, gpt2TokenizerJson } from "../src/tools/make-tiny-gpt.js";
 import { decodeModel } from "../src/tools/onnx-builder.js";
-import { encoderDir, generatedDemoModel, sha256 } from "./helpers/demo-language-models.js";
+import { encoderDir, generatedDemoModel, refLayerNorm, refLinear, sha256 } from "./helpers/demo-language-models.js";
 
 const { vocabSize: V, hidden: H, heads: NH, headDim: D } = TINY_EMBED;
 
@@ -91,19 +91,8 @@ function referenceStates(ids: number[]): Float64Array[] {
   const w = tinyEmbedWeights();
   const { inner: I, layerNormEpsilon: eps } = TINY_EMBED;
   const S = ids.length;
-  // x [rows, inDim] @ m [inDim, outDim] (row-major) + bias
-  const linear = (x: Float64Array[], m: Float32Array, bias: Float32Array, outDim: number): Float64Array[] =>
-    x.map((row) => {
-      const out = Float64Array.from(bias);
-      for (let i = 0; i < row.length; i++) for (let o = 0; o < outDim; o++) out[o]! += row[i]! * m[i * outDim + o]!;
-      return out;
-    });
-  const layerNorm = (x: Float64Array[], g: Float32Array, b: Float32Array): Float64Array[] =>
-    x.map((row) => {
-      const mean = row.reduce((a, v) => a + v, 0) / row.length;
-      const variance = row.reduce((a, v) => a + (v - mean) ** 2, 0) / row.length;
-      return row.map((v, i) => ((v - mean) / Math.sqrt(variance + eps)) * g[i]! + b[i]!);
-    });
+  const linear = refLinear;
+  const layerNorm = (x: Float64Array[], g: Float32Array, b: Float32Array): Float64Array[] => refLayerNorm(x, g, b, eps);
   const add = (x: Float64Array[], y: Float64Array[]): Float64Array[] => x.map((row, s) => row.map((v, i) => v + y[s]![i]!));
   const gelu = (x: number): number => 0.5 * x * (1 + erf(x / Math.SQRT2));
 

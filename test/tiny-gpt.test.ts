@@ -14,7 +14,7 @@ import { completeManifest } from "../src/axon/manifest/files.js";
 import { writeDemoModels } from "../src/tools/make-demo-models.js";
 import { TINY_GPT, buildTinyGpt, tinyGptWeights } from "../src/tools/make-tiny-gpt.js";
 import { decodeModel } from "../src/tools/onnx-builder.js";
-import { encoderDir, generatedDemoModel, sha256 } from "./helpers/demo-language-models.js";
+import { encoderDir, generatedDemoModel, refLayerNorm, refLinear, sha256 } from "./helpers/demo-language-models.js";
 
 const gpt3Encoder = createRequire(import.meta.url)("gpt-3-encoder") as typeof import("gpt-3-encoder");
 const { vocabSize: V, heads: NH, headDim: D, layers: L } = TINY_GPT;
@@ -68,19 +68,8 @@ function referenceLogits(ids: number[]): Float64Array[] {
   const w = tinyGptWeights();
   const { hidden: H, inner: I, layerNormEpsilon: eps } = TINY_GPT;
   const S = ids.length;
-  // x [rows, inDim] @ m [inDim, outDim] (row-major) + bias
-  const linear = (x: Float64Array[], m: Float32Array, bias: Float32Array, outDim: number): Float64Array[] =>
-    x.map((row) => {
-      const out = Float64Array.from(bias);
-      for (let i = 0; i < row.length; i++) for (let o = 0; o < outDim; o++) out[o]! += row[i]! * m[i * outDim + o]!;
-      return out;
-    });
-  const layerNorm = (x: Float64Array[], g: Float32Array, b: Float32Array): Float64Array[] =>
-    x.map((row) => {
-      const mean = row.reduce((a, v) => a + v, 0) / row.length;
-      const variance = row.reduce((a, v) => a + (v - mean) ** 2, 0) / row.length;
-      return row.map((v, i) => ((v - mean) / Math.sqrt(variance + eps)) * g[i]! + b[i]!);
-    });
+  const linear = refLinear;
+  const layerNorm = (x: Float64Array[], g: Float32Array, b: Float32Array): Float64Array[] => refLayerNorm(x, g, b, eps);
   const gelu = (x: number): number => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
   let h = ids.map((id, s) => Float64Array.from({ length: H }, (_, i) => w.wte[id * H + i]! + w.wpe[s * H + i]!));

@@ -26,9 +26,10 @@
  *
  * `make-demo-models` writes the folder with {@link buildTinyEmbed}, importing this module lazily.
  */
-import { DEMO_IR_VERSION, DEMO_NAMESPACE, DEMO_OPSET, mulberry32 } from "./make-demo-models.js";
+import { demoGraph } from "./demo-graph.js";
+import { mulberry32 } from "./make-demo-models.js";
 import { demoLanguageModelManifest, gpt2TokenizerJson, pretty, TINY_GPT, uniformStd } from "./make-tiny-gpt.js";
-import { ONNX_DATA_TYPES, OnnxModelBuilder, type AttrValue } from "./onnx-builder.js";
+import { ONNX_DATA_TYPES } from "./onnx-builder.js";
 
 /** The architecture of tiny-embed (transformers' BertConfig names in the comments). */
 export const TINY_EMBED = {
@@ -145,32 +146,12 @@ export function tinyEmbedWeights(): TinyEmbedWeights {
  */
 export function buildTinyEmbedOnnx(weights: TinyEmbedWeights = tinyEmbedWeights()): Uint8Array {
   const { vocabSize: V, contextLength: N, hidden: H, heads: NH, headDim: D, inner: I, layers: L, layerNormEpsilon: eps } = TINY_EMBED;
-  const m = new OnnxModelBuilder({
-    irVersion: DEMO_IR_VERSION,
-    opset: DEMO_OPSET,
-    graphName: TINY_EMBED.name,
-    producerName: "mlos make-demo-models",
-    producerVersion: "1",
-    docString: "Tiny BERT-style text encoder with random weights (demo)",
-  });
-  // Each node is named after its (single) output.
-  const op = (type: string, inputs: string[], output: string, attrs?: Record<string, AttrValue>): string => {
-    m.node(type, inputs, [output], attrs, output);
-    return output;
-  };
+  const { m, op, f32, i64, layerNorm, linear } = demoGraph({ graphName: TINY_EMBED.name, docString: "Tiny BERT-style text encoder with random weights (demo)", hidden: H, layerNormEpsilon: eps });
 
   m.input("input_ids", "int64", ["batch_size", "sequence_length"]);
   m.input("attention_mask", "int64", ["batch_size", "sequence_length"]);
 
   // Constants.
-  const f32 = (name: string, value: number): string => {
-    m.initializer(name, new Float32Array([value]), []);
-    return name;
-  };
-  const i64 = (name: string, values: number[], dims: number[] = [values.length]): string => {
-    m.int64Initializer(name, values, dims);
-    return name;
-  };
   const zero = i64("const.zero", [0], []);
   const one = i64("const.one", [1], []);
   const axes12 = i64("const.axes_1_2", [1, 2]);
@@ -187,16 +168,6 @@ export function buildTinyEmbedOnnx(weights: TinyEmbedWeights = tinyEmbedWeights(
   m.initializer("embeddings.word_embeddings.weight", weights.wordEmbeddings, [V, H]);
   m.initializer("embeddings.position_embeddings.weight", weights.positionEmbeddings, [N, H]);
 
-  const layerNorm = (x: string, prefix: string, gamma: Float32Array, beta: Float32Array): string => {
-    m.initializer(`${prefix}.weight`, gamma, [H]);
-    m.initializer(`${prefix}.bias`, beta, [H]);
-    return op("LayerNormalization", [x, `${prefix}.weight`, `${prefix}.bias`], `${prefix}.out`, { axis: -1, epsilon: eps });
-  };
-  const linear = (x: string, prefix: string, w: Float32Array, b: Float32Array, inDim: number, outDim: number): string => {
-    m.initializer(`${prefix}.weight`, w, [inDim, outDim]);
-    m.initializer(`${prefix}.bias`, b, [outDim]);
-    return op("Add", [op("MatMul", [x, `${prefix}.weight`], `${prefix}.matmul`), `${prefix}.bias`], `${prefix}.out`);
-  };
 
   // Embeddings: token + position, positions 0..S-1 from the shape of input_ids (right padding:
   // every row's real tokens start at 0), then LayerNorm.

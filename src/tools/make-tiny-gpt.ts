@@ -24,8 +24,9 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { DEMO_IR_VERSION, DEMO_NAMESPACE, DEMO_OPSET, mulberry32 } from "./make-demo-models.js";
-import { ONNX_DATA_TYPES, OnnxModelBuilder, type AttrValue } from "./onnx-builder.js";
+import { demoGraph } from "./demo-graph.js";
+import { DEMO_NAMESPACE, DEMO_OPSET, mulberry32 } from "./make-demo-models.js";
+import { ONNX_DATA_TYPES } from "./onnx-builder.js";
 
 /** The architecture of tiny-gpt (transformers' GPT2Config names in the comments). */
 export const TINY_GPT = {
@@ -159,19 +160,7 @@ export function tinyGptWeights(): TinyGptWeights {
  */
 export function buildTinyGptOnnx(weights: TinyGptWeights = tinyGptWeights()): Uint8Array {
   const { vocabSize: V, contextLength: N, hidden: H, heads: NH, headDim: D, inner: I, layers: L, layerNormEpsilon: eps } = TINY_GPT;
-  const m = new OnnxModelBuilder({
-    irVersion: DEMO_IR_VERSION,
-    opset: DEMO_OPSET,
-    graphName: TINY_GPT.name,
-    producerName: "mlos make-demo-models",
-    producerVersion: "1",
-    docString: "Tiny GPT-2-style decoder with random weights (demo)",
-  });
-  // Each node is named after its (single) output.
-  const op = (type: string, inputs: string[], output: string, attrs?: Record<string, AttrValue>): string => {
-    m.node(type, inputs, [output], attrs, output);
-    return output;
-  };
+  const { m, op, f32, i64, layerNorm, linear } = demoGraph({ graphName: TINY_GPT.name, docString: "Tiny GPT-2-style decoder with random weights (demo)", hidden: H, layerNormEpsilon: eps });
 
   m.input("input_ids", "int64", ["batch_size", "sequence_length"]);
   m.input("attention_mask", "int64", ["batch_size", "total_sequence_length"]);
@@ -182,14 +171,6 @@ export function buildTinyGptOnnx(weights: TinyGptWeights = tinyGptWeights()): Ui
   }
 
   // Constants.
-  const f32 = (name: string, value: number): string => {
-    m.initializer(name, new Float32Array([value]), []);
-    return name;
-  };
-  const i64 = (name: string, values: number[], dims: number[] = [values.length]): string => {
-    m.int64Initializer(name, values, dims);
-    return name;
-  };
   const zero = i64("const.zero", [0], []);
   const one = i64("const.one", [1], []);
   const axis0 = i64("const.axes_0", [0]);
@@ -233,16 +214,6 @@ export function buildTinyGptOnnx(weights: TinyGptWeights = tinyGptWeights()): Ui
   const padding = op("Unsqueeze", [op("Cast", ["attention_mask"], "mask.bool", { to: ONNX_DATA_TYPES.bool }), axes12], "mask.padding");
   const allowed = op("And", [padding, causal], "mask.allowed");
 
-  const layerNorm = (x: string, prefix: string, gamma: Float32Array, beta: Float32Array): string => {
-    m.initializer(`${prefix}.weight`, gamma, [H]);
-    m.initializer(`${prefix}.bias`, beta, [H]);
-    return op("LayerNormalization", [x, `${prefix}.weight`, `${prefix}.bias`], `${prefix}.out`, { axis: -1, epsilon: eps });
-  };
-  const linear = (x: string, prefix: string, w: Float32Array, b: Float32Array, inDim: number, outDim: number): string => {
-    m.initializer(`${prefix}.weight`, w, [inDim, outDim]);
-    m.initializer(`${prefix}.bias`, b, [outDim]);
-    return op("Add", [op("MatMul", [x, `${prefix}.weight`], `${prefix}.matmul`), `${prefix}.bias`], `${prefix}.out`);
-  };
 
   for (let l = 0; l < L; l++) {
     const w = weights.layers[l]!;

@@ -38,3 +38,23 @@ export function generatedDemoModel(name: string): { generated: () => Promise<str
   });
   return { generated, session: () => (session ??= generated().then((dir) => ort.InferenceSession.create(path.join(dir, "onnx", "model.onnx")))) };
 }
+
+// Plain-JS (float64) building blocks of the reference forward passes the tests hold ONNX Runtime to.
+
+/** x [rows, inDim] · m [inDim, outDim] (row-major) + bias. */
+export function refLinear(x: Float64Array[], m: Float32Array, bias: Float32Array, outDim: number): Float64Array[] {
+  return x.map((row) => {
+    const out = Float64Array.from(bias);
+    for (let i = 0; i < row.length; i++) for (let o = 0; o < outDim; o++) out[o]! += row[i]! * m[i * outDim + o]!;
+    return out;
+  });
+}
+
+/** LayerNorm of each row, with gamma `g`, beta `b` and epsilon `eps`. */
+export function refLayerNorm(x: Float64Array[], g: Float32Array, b: Float32Array, eps: number): Float64Array[] {
+  return x.map((row) => {
+    const mean = row.reduce((a, v) => a + v, 0) / row.length;
+    const variance = row.reduce((a, v) => a + (v - mean) ** 2, 0) / row.length;
+    return row.map((v, i) => ((v - mean) / Math.sqrt(variance + eps)) * g[i]! + b[i]!);
+  });
+}
