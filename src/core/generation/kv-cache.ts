@@ -88,12 +88,6 @@ export class KvCache {
     for (let b = this.numBlocks - 1; b >= 0; b--) this.#free.push(b);
   }
 
-  /** Bytes of keys and values one token takes. */
-  get bytesPerToken(): number {
-    const s = this.shape;
-    return s.layers * 2 * s.heads * s.headDim * 4;
-  }
-
   /** Blocks that can be handed out now (free, or cached and unreferenced). */
   get available(): number {
     return this.#free.length + this.#evictable.size;

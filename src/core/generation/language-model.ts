@@ -3,7 +3,7 @@
  * layout (config.json, tokenizer.json, an ONNX decoder in onnx/model.onnx), with or without an
  * axon.yaml, and a loaded model whose signature is a decoder with a KV cache.
  */
-import { access } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import path from "node:path";
 import type { AxonManifest } from "../../axon/manifest/types.js";
 import { MlosError } from "../errors.js";
@@ -26,15 +26,6 @@ export async function findLanguageModelEntrypoint(dir: string): Promise<string |
   if (!(await exists(path.join(dir, "config.json"))) || !(await exists(path.join(dir, "tokenizer.json")))) return undefined;
   for (const f of DECODER_FILES) if (await exists(path.join(dir, f))) return f;
   return undefined;
-}
-
-/** What task a source's model serves as a language model, or undefined when it is not one. */
-export async function languageModelTask(source: ModelSource): Promise<"text-generation" | "embeddings" | undefined> {
-  const llm = source.manifest?.spec.llm;
-  if (llm) return llm.task ?? "text-generation";
-  if (source.manifest || !source.dir) return undefined;
-  if (!(await exists(path.join(source.dir, "tokenizer.json"))) || !(await exists(path.join(source.dir, "config.json")))) return undefined;
-  return "text-generation";
 }
 
 /** Whether a signature is that of a decoder with a KV cache in Hugging Face's layout. */
@@ -99,7 +90,7 @@ export async function createEmbeddingModel(model: LoadedModel, source: ModelSour
   let pooling: Pooling = llm.pooling ?? "mean";
   if (!llm.pooling) {
     try {
-      const st = JSON.parse(await (await import("node:fs/promises")).readFile(path.join(source.dir, "1_Pooling", "config.json"), "utf8")) as Record<string, unknown>;
+      const st = JSON.parse(await readFile(path.join(source.dir, "1_Pooling", "config.json"), "utf8")) as Record<string, unknown>;
       if (st.pooling_mode_cls_token === true) pooling = "cls";
     } catch {
       // no sentence-transformers pooling file: mean

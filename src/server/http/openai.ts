@@ -70,6 +70,18 @@ function chatLogprobs(lps: TokenLogprob[] | undefined): Record<string, unknown> 
   return { content: lps.map((l) => ({ token: l.text, logprob: l.logprob, bytes: bytes(l.text), top_logprobs: (l.top ?? []).map((t) => ({ token: t.text, logprob: t.logprob, bytes: bytes(t.text) })) })) };
 }
 
+/** The usage of several requests (one per prompt of a completions request), summed. */
+function totalUsage(results: GenerationResult[]): GenerationResult["usage"] {
+  const u = { promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedPromptTokens: 0 };
+  for (const r of results) {
+    u.promptTokens += r.usage.promptTokens;
+    u.completionTokens += r.usage.completionTokens;
+    u.totalTokens += r.usage.totalTokens;
+    u.cachedPromptTokens += r.usage.cachedPromptTokens;
+  }
+  return u;
+}
+
 const usageOf = (u: GenerationResult["usage"]) => ({ prompt_tokens: u.promptTokens, completion_tokens: u.completionTokens, total_tokens: u.totalTokens, ...(u.cachedPromptTokens > 0 ? { prompt_tokens_details: { cached_tokens: u.cachedPromptTokens } } : {}) });
 
 /** The prompts of a completion request: a string, strings, token ids, or lists of token ids. */
@@ -113,7 +125,7 @@ function sseReply(subs: Submitted[], n: number, event: (chunk: GenerationChunk, 
         );
         const results = await Promise.all(subs.map((s) => s.result));
         if (usage) {
-          const total = results.reduce((u, r) => ({ promptTokens: u.promptTokens + r.usage.promptTokens, completionTokens: u.completionTokens + r.usage.completionTokens, totalTokens: u.totalTokens + r.usage.totalTokens, cachedPromptTokens: u.cachedPromptTokens + r.usage.cachedPromptTokens }), { promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedPromptTokens: 0 });
+          const total = totalUsage(results);
           send(usage(total));
         }
         write("data: [DONE]\n\n");
@@ -214,7 +226,7 @@ export function registerOpenAiRoutes(router: HttpRouter, serving: Serving): void
         return { index: p * n + c.index, text: prefix + c.text, logprobs: completionLogprobs(c.logprobs, prefix.length), finish_reason: c.finishReason };
       }),
     );
-    const usage = results.reduce((u, r) => ({ promptTokens: u.promptTokens + r.usage.promptTokens, completionTokens: u.completionTokens + r.usage.completionTokens, totalTokens: u.totalTokens + r.usage.totalTokens, cachedPromptTokens: u.cachedPromptTokens + r.usage.cachedPromptTokens }), { promptTokens: 0, completionTokens: 0, totalTokens: 0, cachedPromptTokens: 0 });
+    const usage = totalUsage(results);
     return { body: { id, object: "text_completion", created, model, choices, usage: usageOf(usage) } };
   });
 
