@@ -130,6 +130,20 @@ describe("language models over the OpenAI API", { skip }, () => {
     await assert.rejects(client.completions.create({ model: MODEL, prompt: "x", n: 1000 }), (e: unknown) => e instanceof OpenAI.BadRequestError && /n must be/.test(e.message));
     await assert.rejects(client.chat.completions.create({ model: MODEL, messages: [{ role: "wizard" as "user", content: "x" }] }), (e: unknown) => e instanceof OpenAI.BadRequestError && /wizard/.test(e.message));
     await assert.rejects(client.chat.completions.create({ model: MODEL, messages: [] }), (e: unknown) => e instanceof OpenAI.BadRequestError);
+    // Bodies no client library would send, in OpenAI's envelope too.
+    for (const [route, body, code] of [
+      ["/v1/chat/completions", "{not json", "bad_json"],
+      ["/v1/chat/completions", JSON.stringify({ model: MODEL, messages: "hello" }), "messages_invalid"],
+      ["/v1/completions", JSON.stringify({ model: MODEL, prompt: [1, "two"] }), "bad_request"],
+      ["/v1/completions", JSON.stringify({ model: MODEL, prompt: "x", temperature: "hot" }), "generation_invalid"],
+      ["/v1/embeddings", JSON.stringify({ model: "tiny-embed", input: [] }), "bad_request"],
+    ] as const) {
+      const r = await fetch(`${server.base}${route}`, { method: "POST", headers: { "content-type": "application/json" }, body });
+      const e = (await r.json()) as { error: { message: string; type: string; code: string } };
+      assert.equal(r.status, 400, `${route} ${body}: ${JSON.stringify(e)}`);
+      assert.equal(e.error.type, "invalid_request_error");
+      assert.equal(e.error.code, code, e.error.message);
+    }
     // Still serving.
     const ok = await client.completions.create({ model: MODEL, prompt: "Still", max_tokens: 2 });
     assert.equal(ok.choices.length, 1);
