@@ -303,6 +303,11 @@ export interface NativeOrtSessionOptions {
   graphOptimizationLevel?: "disabled" | "basic" | "extended" | "all";
   /** Default "sequential". */
   executionMode?: "sequential" | "parallel";
+  /**
+   * The model's bytes, used instead of reading the file (a graph rewritten in memory); external
+   * data is still read from the folder of the model path.
+   */
+  modelBytes?: Uint8Array;
 }
 
 export interface NativeOrtRunOptions {
@@ -339,6 +344,8 @@ export interface NativeOrtSession {
   readonly path: string;
   readonly inputs: readonly NativeOrtIoInfo[];
   readonly outputs: readonly NativeOrtIoInfo[];
+  /** Initializers that are also graph inputs: a run may feed them (replacing their default); not in `inputs`. */
+  readonly overridable: readonly NativeOrtIoInfo[];
   /**
    * Runs the model on a libuv worker thread (never on the event loop); many runs may be in flight
    * on one session. `outputNames` default: every output. `preallocatedOutputs` are written in

@@ -136,13 +136,15 @@ test("generation is deterministic and the folder is what make-demo-models writes
   const m = decodeModel(onnx) as Record<string, any>;
   assert.equal(m.ir_version, 8);
   assert.deepEqual(m.opset_import, [{ domain: "", version: 17 }]);
-  // The LM head is tied: wte is the only [V, H] tensor, and nothing transposes it.
+  // The LM head is tied: wte is the only [V, H] tensor stored; logits come from a MatMul of the
+  // hidden states by wte transposed, as PyTorch exports a tied head.
   const big = (m.graph.initializer as Array<{ name: string; dims: number[] }>).filter((i) => i.dims.includes(V));
   assert.deepEqual(big.map((i) => [i.name, i.dims]), [["transformer.wte.weight", [V, TINY_GPT.hidden]]]);
-  const gemm = (m.graph.node as Array<{ op_type: string; input: string[]; attribute?: Array<{ name: string; i?: number }> }>).filter((n) => n.op_type === "Gemm");
-  assert.equal(gemm.length, 1);
-  assert.equal(gemm[0]!.input[1], "transformer.wte.weight");
-  assert.deepEqual(gemm[0]!.attribute?.map((x) => [x.name, x.i]), [["transB", 1]]);
+  const nodes = m.graph.node as Array<{ op_type: string; input: string[]; output: string[] }>;
+  const head = nodes.find((n) => n.output.includes("logits"))!;
+  assert.equal(head.op_type, "MatMul");
+  const transpose = nodes.find((n) => n.output.includes(head.input[1]!))!;
+  assert.deepEqual([transpose.op_type, transpose.input], ["Transpose", ["transformer.wte.weight"]]);
 });
 
 test("config files and the manifest", async () => {

@@ -60,6 +60,11 @@ export interface RunRequest {
    * are in that core's cache). A plugin that cannot leaves `into` as the caller filled it.
    */
   readonly argmax?: ArgmaxRequest;
+  /**
+   * Optional: compute a decoder's `logits` for the last position of each row only ([batch, 1,
+   * vocabulary]), for a model whose `lastPositionLogits` is true; the others ignore it.
+   */
+  readonly lastPositionLogits?: boolean;
 }
 
 /** What a run returns: one tensor per requested output. */
@@ -85,6 +90,12 @@ export interface LoadedModel {
    * (`Scheduler.runInline`) so that it counts against the model's instances like any run.
    */
   readonly capabilities?: Readonly<Record<string, unknown>>;
+  /**
+   * Optional: whether a run can compute a decoder's `logits` for the last position of each row
+   * only (RunRequest.lastPositionLogits): generation needs no other, and on a small model the
+   * vocabulary projection of every prompt position is most of the prompt's cost.
+   */
+  readonly lastPositionLogits?: boolean;
   /** Releases the model once the runs in flight are done. */
   unload(): Promise<void>;
   /** Plugin-specific facts for `ps`/metrics/debugging (run mode, measured timings ...). */

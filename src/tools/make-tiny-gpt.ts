@@ -179,8 +179,6 @@ export function buildTinyGptOnnx(weights: TinyGptWeights = tinyGptWeights()): Ui
   const splitQkv = i64("const.split_qkv", [H, H, H]);
   const toHeads = i64("const.shape_heads", [0, 0, NH, D]);
   const fromHeads = i64("const.shape_hidden", [0, 0, H]);
-  const flat = i64("const.shape_flat", [-1, H]);
-  const vocab = i64("const.vocab", [V]);
   const scale = f32("const.attn_scale", 1 / Math.sqrt(D));
   // A large finite negative rather than -inf: a row with every key masked (a left-padding query)
   // then softmaxes to a uniform row instead of NaN.
@@ -252,12 +250,12 @@ export function buildTinyGptOnnx(weights: TinyGptWeights = tinyGptWeights()): Ui
     h = op("Add", [h, mlp], `${p}.residual_2`);
   }
 
-  // Final LayerNorm and the LM head, tied to wte: Gemm with transB reads wte [V, H] as it is
-  // (no transposed copy is stored); Gemm wants 2-D, hence the reshapes around it.
+  // Final LayerNorm and the LM head, tied to wte, as PyTorch exports a tied GPT-2 head: a MatMul of
+  // the [batch, sequence, H] hidden states by wte transposed (ONNX Runtime folds the Transpose
+  // into a constant when it loads the model; the file stores wte once).
   const hf = layerNorm(h, "transformer.ln_f", weights.lnFWeight, weights.lnFBias);
-  const logits2d = op("Gemm", [op("Reshape", [hf, flat], "lm_head.in"), "transformer.wte.weight"], "lm_head.out", { transB: 1 });
-  const logitsShape = op("Concat", [idsShape, vocab], "lm_head.shape", { axis: 0 });
-  op("Reshape", [logits2d, logitsShape], "logits");
+  const wteT = op("Transpose", ["transformer.wte.weight"], "lm_head.weight_t", { perm: [1, 0] });
+  op("MatMul", [hf, wteT], "logits");
 
   m.output("logits", "float32", ["batch_size", "sequence_length", V]);
   for (let l = 0; l < L; l++) {

@@ -169,6 +169,7 @@ function buildSchema(): protobuf.Root {
     ["double_data", 10, "double", "repeated"],
     ["uint64_data", 11, "uint64", "repeated"],
     ["doc_string", 12, "string"],
+    ["external_data", 13, "onnx.StringStringEntryProto", "repeated"],
     ["data_location", 14, "int32"],
   ]));
   const dimension = type("Dimension", [

@@ -78,7 +78,11 @@ const char* OnnxTypeName(ONNXType t) {
 namespace {
 
 // Reads one input's or output's metadata; "" or what failed. Touches no JS (any thread).
-std::string ReadIoMeta(const OrtApi* api, OrtSession* session, size_t index, bool input, IoMeta* out) {
+// `kind`: a graph input, a graph output, or an overridable initializer (an initializer that is
+// also a graph input: it has a default and a run may feed it).
+enum class IoKind { kInput, kOutput, kOverridable };
+
+std::string ReadIoMeta(const OrtApi* api, OrtSession* session, size_t index, IoKind kind, IoMeta* out) {
   IoMeta& m = *out;
 #define MLOS_ORT_TRY(expr, call)                                       \
   do {                                                                 \
@@ -88,16 +92,24 @@ std::string ReadIoMeta(const OrtApi* api, OrtSession* session, size_t index, boo
   OrtAllocator* alloc = nullptr;
   MLOS_ORT_TRY(api->GetAllocatorWithDefaultOptions(&alloc), "GetAllocatorWithDefaultOptions");
   char* name = nullptr;
-  MLOS_ORT_TRY(input ? api->SessionGetInputName(session, index, alloc, &name)
-                     : api->SessionGetOutputName(session, index, alloc, &name),
-               input ? "SessionGetInputName" : "SessionGetOutputName");
+  switch (kind) {
+    case IoKind::kInput: MLOS_ORT_TRY(api->SessionGetInputName(session, index, alloc, &name), "SessionGetInputName"); break;
+    case IoKind::kOutput: MLOS_ORT_TRY(api->SessionGetOutputName(session, index, alloc, &name), "SessionGetOutputName"); break;
+    case IoKind::kOverridable:
+      MLOS_ORT_TRY(api->SessionGetOverridableInitializerName(session, index, alloc, &name), "SessionGetOverridableInitializerName");
+      break;
+  }
   m.name = name;
   if (OrtStatus* st = api->AllocatorFree(alloc, name)) api->ReleaseStatus(st);
 
   OwnedTypeInfo ti;
-  MLOS_ORT_TRY(input ? api->SessionGetInputTypeInfo(session, index, &ti.p)
-                     : api->SessionGetOutputTypeInfo(session, index, &ti.p),
-               input ? "SessionGetInputTypeInfo" : "SessionGetOutputTypeInfo");
+  switch (kind) {
+    case IoKind::kInput: MLOS_ORT_TRY(api->SessionGetInputTypeInfo(session, index, &ti.p), "SessionGetInputTypeInfo"); break;
+    case IoKind::kOutput: MLOS_ORT_TRY(api->SessionGetOutputTypeInfo(session, index, &ti.p), "SessionGetOutputTypeInfo"); break;
+    case IoKind::kOverridable:
+      MLOS_ORT_TRY(api->SessionGetOverridableInitializerTypeInfo(session, index, &ti.p), "SessionGetOverridableInitializerTypeInfo");
+      break;
+  }
   MLOS_ORT_TRY(api->GetOnnxTypeFromTypeInfo(ti.p, &m.type), "GetOnnxTypeFromTypeInfo");
   if (m.type != ONNX_TYPE_TENSOR) return "";
   const OrtTensorTypeAndShapeInfo* tsi = nullptr;  // owned by ti
@@ -124,6 +136,10 @@ struct SessionConfig {
   int interOpThreads = -1;
   int graphOptimizationLevel = -1;  // a GraphOptimizationLevel, or -1 for ORT's default
   int executionMode = -1;           // an ExecutionMode, or -1
+  // options.modelBytes: the model's bytes, used instead of reading `path` (a rewritten graph);
+  // its external data, if any, is still read from the folder `path` is in.
+  bool fromBytes = false;
+  std::string bytes;
 };
 
 // new OrtSession(modelPath, options?) / OrtSession.open(modelPath, options?) arguments.
@@ -145,6 +161,14 @@ SessionConfig ParseSessionConfig(const Napi::CallbackInfo& info, const char* for
   };
   c.intraOpThreads = threads("intraOpThreads");
   c.interOpThreads = threads("interOpThreads");
+  Napi::Value mb = o.Get("modelBytes");
+  if (!mb.IsUndefined()) {
+    MLOS_REQUIRE_TYPE(mb.IsTypedArray() && mb.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array, env,
+                      std::string(form) + ": options.modelBytes must be a Uint8Array");
+    Napi::Uint8Array u8 = mb.As<Napi::Uint8Array>();
+    c.fromBytes = true;
+    c.bytes.assign(reinterpret_cast<const char*>(u8.Data()), u8.ByteLength());  // the worker thread reads it
+  }
   Napi::Value gol = o.Get("graphOptimizationLevel");
   if (!gol.IsUndefined()) {
     const std::string s = gol.IsString() ? gol.As<Napi::String>().Utf8Value() : "";
@@ -190,19 +214,39 @@ std::string OpenSessionState(const OrtRuntime* rt, const SessionConfig& c,
   if (!err.empty()) return err;
   auto state = std::make_shared<OrtSessionState>();
   state->rt = rt;
-  err = OrtStatusMessage(api, api->CreateSession(rt->env, c.path.c_str(), so.p, &state->session),
-                         "CreateSession");
+  if (c.fromBytes) {
+    // External data paths in the graph are relative to the original file's folder.
+    const size_t slash = c.path.find_last_of('/');
+    const std::string dir = slash == std::string::npos ? "." : c.path.substr(0, slash);
+    err = OrtStatusMessage(api, api->AddSessionConfigEntry(so.p, "session.model_external_initializers_file_folder_path", dir.c_str()),
+                           "AddSessionConfigEntry");
+    // The rewritten graph's overridable initializer is by design an initializer that is also a
+    // graph input, which ONNX Runtime warns about on every load: its warnings are not the user's.
+    if (err.empty()) err = OrtStatusMessage(api, api->SetSessionLogSeverityLevel(so.p, ORT_LOGGING_LEVEL_ERROR), "SetSessionLogSeverityLevel");
+    if (!err.empty()) return err;
+    err = OrtStatusMessage(api, api->CreateSessionFromArray(rt->env, c.bytes.data(), c.bytes.size(), so.p, &state->session),
+                           "CreateSessionFromArray");
+  } else {
+    err = OrtStatusMessage(api, api->CreateSession(rt->env, c.path.c_str(), so.p, &state->session), "CreateSession");
+  }
   if (!err.empty()) return err;
-  size_t nIn = 0, nOut = 0;
+  size_t nIn = 0, nOut = 0, nOver = 0;
   err = OrtStatusMessage(api, api->SessionGetInputCount(state->session, &nIn), "SessionGetInputCount");
   if (err.empty()) err = OrtStatusMessage(api, api->SessionGetOutputCount(state->session, &nOut), "SessionGetOutputCount");
+  if (err.empty())
+    err = OrtStatusMessage(api, api->SessionGetOverridableInitializerCount(state->session, &nOver),
+                           "SessionGetOverridableInitializerCount");
   for (size_t i = 0; err.empty() && i < nIn; ++i) {
     state->inputs.emplace_back();
-    err = ReadIoMeta(api, state->session, i, true, &state->inputs.back());
+    err = ReadIoMeta(api, state->session, i, IoKind::kInput, &state->inputs.back());
   }
   for (size_t i = 0; err.empty() && i < nOut; ++i) {
     state->outputs.emplace_back();
-    err = ReadIoMeta(api, state->session, i, false, &state->outputs.back());
+    err = ReadIoMeta(api, state->session, i, IoKind::kOutput, &state->outputs.back());
+  }
+  for (size_t i = 0; err.empty() && i < nOver; ++i) {
+    state->overridable.emplace_back();
+    err = ReadIoMeta(api, state->session, i, IoKind::kOverridable, &state->overridable.back());
   }
   if (err.empty()) *out = std::move(state);
   return err;
@@ -379,11 +423,13 @@ std::unique_ptr<RunPlan> BuildPlan(const Napi::CallbackInfo& info,
   Napi::Array keys = feeds.GetPropertyNames();
   for (uint32_t i = 0; i < keys.Length(); ++i) {
     const std::string name = keys.Get(i).ToString().Utf8Value();
+    // A graph input, or an initializer with a default that the run overrides.
     const int idx = state->InputIndex(name);
-    MLOS_REQUIRE_TYPE(idx >= 0, env,
+    const int over = idx >= 0 ? -1 : OrtSessionState::Find(state->overridable, name);
+    MLOS_REQUIRE_TYPE(idx >= 0 || over >= 0, env,
                       "unknown input \"" + name + "\"; the model's inputs are: " +
                           OrtSessionState::Names(state->inputs));
-    const IoMeta& meta = state->inputs[idx];
+    const IoMeta& meta = idx >= 0 ? state->inputs[idx] : state->overridable[over];
     TensorArg t = ParseTensor(env, feeds.Get(name), "input \"" + name + "\"", meta, true);
     OrtValue* value = nullptr;
     if (t.dtype->bits == 0) {
@@ -805,6 +851,7 @@ OrtSessionWrap::OrtSessionWrap(const Napi::CallbackInfo& info)
       Napi::PropertyDescriptor::Value("path", Napi::String::New(env, path_), napi_enumerable),
       Napi::PropertyDescriptor::Value("inputs", IoMetaToJs(env, state_->inputs), napi_enumerable),
       Napi::PropertyDescriptor::Value("outputs", IoMetaToJs(env, state_->outputs), napi_enumerable),
+      Napi::PropertyDescriptor::Value("overridable", IoMetaToJs(env, state_->overridable), napi_enumerable),
   });
 }
 

@@ -2,9 +2,13 @@
 //
 //   ortInit(libraryPath) -> { version, apiVersion, path }   opens the library (once per process)
 //   new OrtSession(modelPath, { intraOpThreads?, interOpThreads?, graphOptimizationLevel?,
-//                               executionMode? })
+//                               executionMode?, modelBytes? })
+//                             modelBytes: a Uint8Array of the model used instead of the file
+//                             (a rewritten graph); external data is still read beside modelPath
 //   .inputs / .outputs        [{ name, type, dtype, shape, symbolicShape }] (shape: -1 = dynamic;
 //                             symbolicShape: the dimension's name or null)
+//   .overridable              the same, for initializers that are also graph inputs: not inputs
+//                             a run needs, but a run may feed them (their default is replaced)
 //   .run(feeds, outputNames?, preallocatedOutputs?, runOptions?) -> Promise<outputs>
 //                             Session::Run on a libuv worker thread; many may be in flight
 //   .runSync(feeds, outputNames?, preallocatedOutputs?, runOptions?) -> outputs   on this thread

@@ -29,6 +29,8 @@ struct OrtSessionState {
   OrtSession* session = nullptr;
   std::vector<IoMeta> inputs;
   std::vector<IoMeta> outputs;
+  // Initializers that are also graph inputs: not part of the signature, but a run may feed them.
+  std::vector<IoMeta> overridable;
   // The runs created and not yet finished (their run options, "terminated" flag and tag), for
   // terminate().
   struct InFlightRun {

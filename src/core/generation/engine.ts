@@ -680,7 +680,11 @@ export class GenerationEngine {
       }
       if (P > 0 && !reuse) this.#cache.gather(rows, P, pastK, pastV);
       const preallocated: Record<string, Tensor> = {};
-      const logits = this.#pool.tensor("float32", [B, S, V]);
+      // Only each row's last position is sampled: a model that can skip the others' vocabulary
+      // projection (most of a prompt chunk's work on a small model) computes [B, 1, V].
+      const lastOnly = this.#model.lastPositionLogits === true;
+      const L = lastOnly ? 1 : S;
+      const logits = this.#pool.tensor("float32", [B, L, V]);
       owned.push(logits);
       preallocated.logits = logits;
       for (let l = 0; l < layers; l++) {
@@ -696,9 +700,9 @@ export class GenerationEngine {
       // were written (-1: it did not, the sampler does it here).
       const offsets = new Float64Array(B);
       const greedy = new Int32Array(B).fill(-1);
-      for (let b = 0; b < B; b++) offsets[b] = (b * S + S - 1) * V;
+      for (let b = 0; b < B; b++) offsets[b] = (b * L + L - 1) * V;
       const argmax = call.seqs.some((s) => isPlainGreedy(s.request.params)) ? { output: "logits", offsets, width: V, into: greedy } : undefined;
-      await this.#model.run({ inputs, bindings, outputs: Object.keys(preallocated), preallocated, argmax });
+      await this.#model.run({ inputs, bindings, outputs: Object.keys(preallocated), preallocated, argmax, lastPositionLogits: lastOnly });
       // The new tokens' keys and values, into each sequence's blocks.
       const presentK: Float32Array[] = [];
       const presentV: Float32Array[] = [];
@@ -722,7 +726,7 @@ export class GenerationEngine {
         if (this.#prefixCache) this.#cache.commitPrefix(s.tokens, s.blocks, s.computed);
         if (s.computed < s.tokens.length) continue; // a prompt chunk: no token yet
         if (s.request.aborted || s.finish !== undefined) continue;
-        const row = data.subarray((b * S + S - 1) * V, (b * S + S) * V);
+        const row = data.subarray((b * L + L - 1) * V, (b * L + L) * V);
         this.#accept(s, row, now, isPlainGreedy(s.request.params) && greedy[b]! >= 0 ? greedy[b] : undefined);
       }
       // Keep this decode run's presents for the lane's next decode run, when every row lives on.

@@ -6,7 +6,8 @@
  * outputs whose shape the inputs determine are written by ONNX Runtime straight into slices of the
  * tensor pool, and the others are returned over ONNX Runtime's own buffers.
  */
-import { stat } from "node:fs/promises";
+import { access, readFile, stat } from "node:fs/promises";
+import path from "node:path";
 import { loadedOrtInfo, loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
 import { MlosError } from "../../core/errors.js";
 import { KSERVE_JSON_CODEC, LATER, type KserveJsonCodec } from "../../protocol/kserve.js";
@@ -16,6 +17,7 @@ import { isDType, type DType } from "../../tensor/dtype.js";
 import { getDefaultPool, type TensorPool } from "../../tensor/pool.js";
 import { Tensor } from "../../tensor/tensor.js";
 import { RunPolicy } from "../../core/run-policy.js";
+import { LOGITS_FROM_INPUT, rewriteForLastPositionLogits } from "./last-position-logits.js";
 
 /** Native data pointers a debugging run reports (see `InferOptions.debugAddresses`). */
 export interface NativeAddresses {
@@ -40,6 +42,9 @@ function inputBytes(inputs: Readonly<Record<string, Tensor>>): number {
   for (const k in inputs) n += inputs[k]!.byteLength;
   return n;
 }
+
+/** The rewritten decoder's `mlos_logits_from` for a run that wants the last position's logits only. */
+const LAST_POSITION = new Tensor("int64", [1], new BigInt64Array([-1n]));
 
 /** Bound runs are kept only for small tensors: a binding holds its buffers alive. */
 const BIND_MAX_BYTES = 64 * 1024;
@@ -71,8 +76,11 @@ class OrtLoadedModel implements LoadedModel {
   /** The fast path's response buffer, reused from request to request (KserveJsonCodec.runSync's contract). */
   #kserveOut: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
 
+  readonly lastPositionLogits: boolean;
+
   constructor(session: NativeOrtSession, signature: Signature, memoryBytes: number, options: PluginLoadOptions) {
     this.#session = session;
+    this.lastPositionLogits = session.overridable.some((o) => o.name === LOGITS_FROM_INPUT);
     this.signature = signature;
     this.memoryBytes = memoryBytes;
     this.#pool = options.pool;
@@ -90,6 +98,7 @@ class OrtLoadedModel implements LoadedModel {
   };
 
   run(req: RunRequest): Promise<RunResult> {
+    if (req.lastPositionLogits && this.lastPositionLogits) req = { ...req, inputs: { ...req.inputs, [LOGITS_FROM_INPUT]: LAST_POSITION } };
     // An inline run takes microseconds and holds the thread: a signal can only stop it before it
     // starts, so a request that carries one (every server request does) still runs inline.
     if (req.signal?.aborted) return Promise.reject(new MlosError("RUN_ABORTED", "the run was aborted before it started", {}, { cause: req.signal.reason }));
@@ -356,7 +365,7 @@ class OrtLoadedModel implements LoadedModel {
   }
 
   describe(): Record<string, unknown> {
-    return { path: this.#session.path, ...this.#policy.describe() };
+    return { path: this.#session.path, ...(this.lastPositionLogits ? { lastPositionLogits: true } : {}), ...this.#policy.describe() };
   }
 }
 
@@ -392,14 +401,20 @@ export class OnnxRuntimePlugin implements Plugin {
     } catch (e) {
       throw new MlosError("PLUGIN_UNAVAILABLE", `the onnxruntime plugin cannot run here: ${(e as Error).message}`, { plugin: this.id }, { cause: e });
     }
-    let session: NativeOrtSession;
+    const sessionOptions = {
+      intraOpThreads: options.intraOpThreads,
+      interOpThreads: options.interOpThreads,
+      graphOptimizationLevel: options.graphOptimizationLevel,
+      executionMode: options.executionMode,
+    };
+    let session: NativeOrtSession | undefined;
+    // A language model's decoder, rewritten so that generation can skip the vocabulary projection
+    // of all but the last position (last-position-logits.ts); should ONNX Runtime refuse the
+    // rewritten graph, the file is loaded as it is.
+    const rewritten = await lastPositionVariant(source);
+    if (rewritten) session = await addon.OrtSession.open(source.entrypoint, { ...sessionOptions, modelBytes: rewritten }).catch(() => undefined);
     try {
-      session = await addon.OrtSession.open(source.entrypoint, {
-        intraOpThreads: options.intraOpThreads,
-        interOpThreads: options.interOpThreads,
-        graphOptimizationLevel: options.graphOptimizationLevel,
-        executionMode: options.executionMode,
-      });
+      session ??= await addon.OrtSession.open(source.entrypoint, sessionOptions);
     } catch (e) {
       throw new MlosError("MODEL_INVALID", `${source.entrypoint}: ONNX Runtime cannot load it: ${(e as Error).message}`, { path: source.entrypoint }, { cause: e });
     }
@@ -414,5 +429,22 @@ export class OnnxRuntimePlugin implements Plugin {
       session.release();
       throw e;
     }
+  }
+}
+
+/**
+ * For a language model's decoder (a manifest with `spec.llm`, or a folder in Hugging Face's
+ * layout): its graph rewritten for last-position logits, or undefined (another kind of model, a
+ * graph the rewrite does not recognise, or a file that cannot be read here: the plain load reports it).
+ */
+async function lastPositionVariant(source: ModelSource): Promise<Uint8Array | undefined> {
+  if (source.format !== "onnx") return undefined;
+  const exists = (p: string) => access(p).then(() => true, () => false);
+  const llm = source.manifest?.spec.llm !== undefined || (source.dir !== undefined && (await exists(path.join(source.dir, "config.json"))) && (await exists(path.join(source.dir, "tokenizer.json"))));
+  if (!llm) return undefined;
+  try {
+    return rewriteForLastPositionLogits(await readFile(source.entrypoint));
+  } catch {
+    return undefined;
   }
 }
