@@ -65,6 +65,11 @@ export interface RunRequest {
    * vocabulary]), for a model whose `lastPositionLogits` is true; the others ignore it.
    */
   readonly lastPositionLogits?: boolean;
+  /**
+   * Run on a worker thread even where the plugin's run policy would run it inline: the generation
+   * engine's lanes overlap their runs, and a step whose first runs were short may grow long.
+   */
+  readonly offThread?: boolean;
 }
 
 /** What a run returns: one tensor per requested output. */

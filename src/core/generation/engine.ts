@@ -702,7 +702,7 @@ export class GenerationEngine {
       const greedy = new Int32Array(B).fill(-1);
       for (let b = 0; b < B; b++) offsets[b] = (b * L + L - 1) * V;
       const argmax = call.seqs.some((s) => isPlainGreedy(s.request.params)) ? { output: "logits", offsets, width: V, into: greedy } : undefined;
-      await this.#model.run({ inputs, bindings, outputs: Object.keys(preallocated), preallocated, argmax, lastPositionLogits: lastOnly });
+      await this.#model.run({ inputs, bindings, outputs: Object.keys(preallocated), preallocated, argmax, lastPositionLogits: lastOnly, offThread: true });
       // The new tokens' keys and values, into each sequence's blocks.
       const presentK: Float32Array[] = [];
       const presentV: Float32Array[] = [];

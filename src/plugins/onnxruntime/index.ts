@@ -6,8 +6,7 @@
  * outputs whose shape the inputs determine are written by ONNX Runtime straight into slices of the
  * tensor pool, and the others are returned over ONNX Runtime's own buffers.
  */
-import { access, readFile, stat } from "node:fs/promises";
-import path from "node:path";
+import { readFile, stat } from "node:fs/promises";
 import { loadedOrtInfo, loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
 import { MlosError } from "../../core/errors.js";
 import { KSERVE_JSON_CODEC, LATER, type KserveJsonCodec } from "../../protocol/kserve.js";
@@ -17,6 +16,7 @@ import { isDType, type DType } from "../../tensor/dtype.js";
 import { getDefaultPool, type TensorPool } from "../../tensor/pool.js";
 import { Tensor } from "../../tensor/tensor.js";
 import { RunPolicy } from "../../core/run-policy.js";
+import { findLanguageModelEntrypoint } from "../../core/generation/language-model.js";
 import { LOGITS_FROM_INPUT, rewriteForLastPositionLogits } from "./last-position-logits.js";
 
 /** Native data pointers a debugging run reports (see `InferOptions.debugAddresses`). */
@@ -225,7 +225,7 @@ class OrtLoadedModel implements LoadedModel {
   }
 
   #inline(req: RunRequest): boolean {
-    return this.#policy.inline && req.timeoutMs === undefined && this.#policy.inlineFor(inputBytes(req.inputs));
+    return this.#policy.inline && req.timeoutMs === undefined && !req.offThread && this.#policy.inlineFor(inputBytes(req.inputs));
   }
 
   /** Pool tensors for the outputs whose shape the inputs determine (and the caller did not give). */
@@ -439,8 +439,7 @@ export class OnnxRuntimePlugin implements Plugin {
  */
 async function lastPositionVariant(source: ModelSource): Promise<Uint8Array | undefined> {
   if (source.format !== "onnx") return undefined;
-  const exists = (p: string) => access(p).then(() => true, () => false);
-  const llm = source.manifest?.spec.llm !== undefined || (source.dir !== undefined && (await exists(path.join(source.dir, "config.json"))) && (await exists(path.join(source.dir, "tokenizer.json"))));
+  const llm = source.manifest?.spec.llm !== undefined || (source.dir !== undefined && (await findLanguageModelEntrypoint(source.dir)) !== undefined);
   if (!llm) return undefined;
   try {
     return rewriteForLastPositionLogits(await readFile(source.entrypoint));
