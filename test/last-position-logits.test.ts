@@ -4,7 +4,7 @@
 // not touch survives; graphs it does not recognise are left alone; external data still loads.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { loadOrt, type NativeOrtSession } from "../bindings/native.js";
@@ -206,4 +206,17 @@ test("tiny-gpt loads rewritten: infer() still gives every position's logits, gen
   for (let i = 1; i < row.length; i++) if (row[i]! > row[best]!) best = i;
   const gen = await model.generate([15496, 995, 11], { maxTokens: 1, temperature: 0, ignoreEos: true });
   assert.deepEqual(gen.choices[0]!.tokenIds, [best]);
+});
+
+test("a language model folder whose decoder is truncated: MODEL_INVALID naming the file, nothing else changes", async () => {
+  const src = await generated();
+  const dir = await tempDir();
+  for (const f of ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]) await writeFile(path.join(dir, f), await readFile(path.join(src, f)));
+  const bytes = await readFile(path.join(src, "onnx", "model.onnx"));
+  await mkdir(path.join(dir, "onnx"));
+  const file = path.join(dir, "onnx", "model.onnx");
+  await writeFile(file, bytes.subarray(0, bytes.length >> 1));
+  await assert.rejects(load(dir), (e: Error & { code?: string }) => e.code === "MODEL_INVALID" && e.message.includes(file));
+  // The file is left as it was.
+  assert.equal((await readFile(file)).length, bytes.length >> 1);
 });
