@@ -57,7 +57,7 @@
  * busy machine costs mlos more, so its tokens/s ratios are only meaningful undisturbed, while CPU
  * time per token moves least.
  *
- * Environment: BENCH_REPS (default 3), BENCH_DISTURBED, BENCH_RETRIES; BENCH_CPU_PROF=DIR writes a
+ * Environment: BENCH_REPS (default 3), BENCH_DISTURBED, BENCH_RETRIES, BENCH_VERBOSE=1 (each repetition's figures); BENCH_CPU_PROF=DIR writes a
  * V8 CPU profile of the mlos side's main thread into DIR (node --cpu-prof).
  */
 import { fork, type ChildProcess } from "node:child_process";
@@ -70,6 +70,8 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPS = Number(process.env.BENCH_REPS ?? 3);
 const DISTURBED = Number(process.env.BENCH_DISTURBED ?? 0.1);
 const RETRIES = Number(process.env.BENCH_RETRIES ?? 2);
+/** BENCH_VERBOSE=1: also print each repetition's figures. */
+const VERBOSE = process.env.BENCH_VERBOSE === "1";
 /** Bare decode steps timed per repetition. */
 const BARE_STEPS = 30;
 const TOTAL = STREAMS * NEW_TOKENS;
@@ -262,6 +264,7 @@ async function throughput(): Promise<void> {
     );
     return { mlos: m, seq, batch, bareMs: await bare!.ask<number>({ op: "bare", steps: BARE_STEPS }) };
   }, (x) => [x.mlos.cost, x.seq, x.batch]);
+  if (VERBOSE) rows.forEach((x, r) => console.log(`  rep ${r}: mlos ${rate([x.mlos.cost])}; one at a time ${rate([x.seq])}; batched ${rate([x.batch])}`));
   const vsSeq = rows.map((x) => tps(x.mlos.cost) / tps(x.seq));
   const vsBatch = rows.map((x) => tps(x.mlos.cost) / tps(x.batch));
   console.log(`throughput (${STREAMS} requests x ${NEW_TOKENS} new tokens = ${TOTAL} tokens), ${REPS} reps, median (min..max); CPU = the side's process, user + sys, all threads, per generated token:`);
