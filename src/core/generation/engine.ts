@@ -22,9 +22,12 @@ import { checkInputs } from "../signature.js";
 import { TensorPool } from "../../tensor/pool.js";
 import { Tensor } from "../../tensor/tensor.js";
 import { KvCache, type KvRow } from "./kv-cache.js";
-import { checkGenerationOptions, type CheckedGeneration, type GenerationOptions } from "./params.js";
+import type { CheckedGeneration, GenerationOptions } from "./params.js";
+import { acceptToken, checkSubmission, failRequest, GenerationRequest, OutputSequence, settleRequest, type EngineObserver, type EngineStats, type GenerationChunk, type GenerationEngine, type GenerationResult } from "./requests.js";
 import { Sampler, SeededRandom, type PenaltyState } from "./sampler.js";
-import { IncrementalDecoder, StopMatcher, type ModelText } from "./text.js";
+import type { ModelText } from "./text.js";
+
+export type { EngineObserver, EngineStats, FinishReason, GenerationChoice, GenerationChunk, GenerationEngine, GenerationResult, TokenLogprob } from "./requests.js";
 
 /** What the engine needs to know about the decoder, read from its signature and config. */
 export interface DecoderLayout {
@@ -59,161 +62,26 @@ export interface EngineOptions {
   lanes?: number;
 }
 
-/** Per-token log-probabilities, when asked. */
-export interface TokenLogprob {
-  token: number;
-  text: string;
-  logprob: number;
-  top?: Array<{ token: number; text: string; logprob: number }>;
-}
-
-export type FinishReason = "stop" | "length" | "abort";
-
-/** A piece of one sequence's output, as a stream yields it. */
-export interface GenerationChunk {
-  /** Which of the request's `n` sequences. */
-  index: number;
-  text: string;
-  tokenIds: number[];
-  logprobs?: TokenLogprob[];
-  /** Set on the sequence's last chunk. */
-  finishReason?: FinishReason;
-}
-
-export interface GenerationChoice {
-  index: number;
-  text: string;
-  tokenIds: number[];
-  finishReason: FinishReason;
-  logprobs?: TokenLogprob[];
-}
-
-export interface GenerationResult {
-  choices: GenerationChoice[];
-  usage: { promptTokens: number; completionTokens: number; totalTokens: number; cachedPromptTokens: number };
-}
-
-/** What the engine reports, for metrics. */
-export interface EngineObserver {
-  firstToken?(seconds: number): void;
-  interToken?(seconds: number): void;
-  promptTokens?(n: number): void;
-  generatedTokens?(n: number): void;
-  preempted?(): void;
-  requestDone?(reason: FinishReason, seconds: number): void;
-}
-
-export interface EngineStats {
-  running: number;
-  waiting: number;
-  kvBlocksUsed: number;
-  kvBlocksTotal: number;
-  kvUsage: number;
-  preemptions: number;
-  prefixHitTokens: number;
-  prefixQueriedTokens: number;
-  steps: number;
-}
-
-/** A queue that a producer pushes into and an async iterator drains. */
-class ChunkQueue<T> implements AsyncIterable<T> {
-  #items: T[] = [];
-  #waiters: Array<{ resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }> = [];
-  #done = false;
-  #error: unknown;
-
-  push(item: T): void {
-    const w = this.#waiters.shift();
-    if (w) w.resolve({ value: item, done: false });
-    else this.#items.push(item);
-  }
-  close(error?: unknown): void {
-    if (this.#done) return;
-    this.#done = true;
-    this.#error = error;
-    for (const w of this.#waiters.splice(0)) {
-      if (error !== undefined) w.reject(error);
-      else w.resolve({ value: undefined, done: true });
-    }
-  }
-  [Symbol.asyncIterator](): AsyncIterator<T> {
-    return {
-      next: () => {
-        const item = this.#items.shift();
-        if (item !== undefined) return Promise.resolve({ value: item, done: false });
-        if (this.#done) return this.#error !== undefined ? Promise.reject(this.#error) : Promise.resolve({ value: undefined, done: true });
-        return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
-      },
-      return: () => {
-        this.onReturn?.();
-        this.close();
-        return Promise.resolve({ value: undefined, done: true });
-      },
-    };
-  }
-  /** Called when the consumer stops iterating early (a `break` out of `for await`). */
-  onReturn?: () => void;
-}
-
-class GenerationRequest {
-  readonly sequences: Sequence[] = [];
-  readonly queue = new ChunkQueue<GenerationChunk>();
-  readonly arrived = performance.now();
-  readonly result: Promise<GenerationResult>;
-  resolve!: (r: GenerationResult) => void;
-  reject!: (e: unknown) => void;
-  cachedPromptTokens = 0;
-  aborted = false;
-  settled = false;
-  constructor(
-    readonly id: number,
-    readonly prompt: readonly number[],
-    readonly params: CheckedGeneration,
-    readonly maxTokens: number,
-    readonly signal: AbortSignal | undefined,
-  ) {
-    this.result = new Promise((res, rej) => {
-      this.resolve = res;
-      this.reject = rej;
-    });
-    this.result.catch(() => {}); // observed through the stream or the caller's await
-  }
-}
-
-class Sequence {
-  /** Prompt then generated tokens. */
-  readonly tokens: number[];
-  readonly generated: number[] = [];
+/** An output sequence as the decoder engine schedules it: its KV blocks, lane and sampling state. */
+class Sequence extends OutputSequence {
+  declare readonly request: GenerationRequest<Sequence>;
   blocks: number[] = [];
   /** Tokens whose keys and values are in the cache. */
   computed = 0;
   running = false;
-  finish: FinishReason | undefined;
   readonly penalties: PenaltyState;
   readonly rng: SeededRandom;
-  readonly decoder: IncrementalDecoder;
-  readonly stopper: StopMatcher;
-  text = "";
-  logprobs: TokenLogprob[] | undefined;
-  lastTokenAt = 0;
   /** Admission order, for preemption (the newest goes first). */
   admitted = 0;
   /** Which step loop runs it. */
   lane = 0;
   /** Bumped when it is preempted: a run that started before cannot write into its new blocks. */
   epoch = 0;
-  constructor(
-    readonly request: GenerationRequest,
-    readonly index: number,
-    text: ModelText,
-  ) {
-    this.tokens = [...request.prompt];
+  constructor(request: GenerationRequest<Sequence>, index: number, text: ModelText) {
+    super(request, index, text);
     this.penalties = { generated: new Map(), prompt: new Set(request.prompt) };
     const seed = request.params.seed !== undefined ? request.params.seed + index * 0x9e3779b1 : Math.floor(Math.random() * 2 ** 32);
     this.rng = new SeededRandom(seed);
-    this.decoder = new IncrementalDecoder(text);
-    this.stopper = new StopMatcher(request.params.stop);
-    if (request.params.sampling.logprobs) this.logprobs = [];
   }
 }
 
@@ -239,15 +107,13 @@ interface DenseBatch {
   values: Tensor[];
 }
 
-const DEFAULT_MAX_TOKENS = 256;
-
 /** Greedy, with no penalty or log-probability that needs the row itself: the next token is its argmax. */
 function isPlainGreedy(p: CheckedGeneration): boolean {
   const x = p.sampling;
   return x.temperature === 0 && !x.logprobs && x.repetitionPenalty === 1 && x.frequencyPenalty === 0 && x.presencePenalty === 0;
 }
 
-export class GenerationEngine {
+export class DecoderEngine implements GenerationEngine {
   readonly layout: DecoderLayout;
   readonly text: ModelText;
   readonly #model: LoadedModel;
@@ -295,6 +161,9 @@ export class GenerationEngine {
     this.#sampler = new Sampler(layout.vocabSize, tryLoadNative()?.argmax);
   }
 
+  get observer(): EngineObserver {
+    return this.#observer;
+  }
   set observer(o: EngineObserver) {
     this.#observer = o;
   }
@@ -325,35 +194,16 @@ export class GenerationEngine {
    */
   submit(prompt: readonly number[], options: GenerationOptions = {}): { stream: AsyncIterable<GenerationChunk>; result: Promise<GenerationResult>; promptTokens: number } {
     if (this.#closed) throw new MlosError("MODEL_DISPOSED", "the model's generation engine is closed");
-    const params = checkGenerationOptions(options);
-    const ctx = this.layout.contextLength;
-    if (prompt.length === 0) throw new MlosError("GENERATION_INVALID", "the prompt is empty (no tokens)", { option: "prompt" });
-    for (const t of params.stopTokenIds) {
-      if (t >= this.layout.vocabSize) throw new MlosError("GENERATION_INVALID", `stopTokenIds has ${t}, past the vocabulary (${this.layout.vocabSize} tokens)`, { option: "stopTokenIds" });
-    }
-    for (const t of prompt) {
-      if (!Number.isInteger(t) || t < 0 || t >= this.layout.vocabSize) throw new MlosError("GENERATION_INVALID", `the prompt has token id ${t}, outside the vocabulary (0..${this.layout.vocabSize - 1})`, { option: "prompt" });
-    }
-    if (prompt.length >= ctx) {
-      throw new MlosError("PROMPT_TOO_LONG", `the prompt has ${prompt.length} tokens; this model's context is ${ctx} tokens, prompt and completion together`, { promptTokens: prompt.length, contextLength: ctx });
-    }
-    let maxTokens = params.maxTokens;
-    if (maxTokens === undefined) {
-      const fromConfig = this.text.generationDefaults.max_new_tokens;
-      maxTokens = Math.min(ctx - prompt.length, typeof fromConfig === "number" && fromConfig > 0 ? fromConfig : DEFAULT_MAX_TOKENS);
-    } else if (prompt.length + maxTokens > ctx) {
-      throw new MlosError("PROMPT_TOO_LONG", `the prompt's ${prompt.length} tokens and ${maxTokens} new tokens exceed this model's context of ${ctx} tokens`, { promptTokens: prompt.length, maxTokens, contextLength: ctx });
-    }
+    const { params, maxTokens } = checkSubmission(prompt, options, { vocabSize: this.layout.vocabSize, contextLength: this.layout.contextLength, text: this.text });
     // A sequence that could never fit the cache would wait forever.
     if (this.#cache.blocksFor(prompt.length + maxTokens) > this.#cache.numBlocks) {
       throw new MlosError("KV_CACHE_TOO_SMALL", `the request needs ${prompt.length + maxTokens} tokens of KV cache; the cache holds ${this.#cache.numBlocks * this.#cache.shape.blockSize}`, { tokens: prompt.length + maxTokens });
     }
     const signal = options.signal;
-    if (signal?.aborted) throw new MlosError("RUN_ABORTED", "the request was aborted before it started");
     if (this.#waiting.length + params.n > this.#maxWaiting) {
       throw new MlosError("QUEUE_FULL", `the model is over capacity: ${this.#waiting.length} sequences wait for a slot (at most ${this.#maxWaiting}); retry later`, { waiting: this.#waiting.length });
     }
-    const req = new GenerationRequest(this.#nextRequest++, prompt, params, maxTokens, signal);
+    const req = new GenerationRequest<Sequence>(this.#nextRequest++, prompt, params, maxTokens, signal);
     for (let i = 0; i < params.n; i++) {
       const seq = new Sequence(req, i, this.text);
       req.sequences.push(seq);
@@ -465,30 +315,11 @@ export class GenerationEngine {
   readonly #pendingSettle = new Set<GenerationRequest>();
 
   #settle(req: GenerationRequest): void {
-    if (req.settled) return;
-    req.settled = true;
-    const seconds = (performance.now() - req.arrived) / 1000;
-    if (req.aborted) {
-      const err = new MlosError("RUN_ABORTED", "the generation was aborted");
-      req.queue.close(err);
-      req.reject(err);
-      this.#observer.requestDone?.("abort", seconds);
-      return;
-    }
-    const choices = req.sequences.map((s) => ({ index: s.index, text: s.text, tokenIds: s.generated, finishReason: s.finish ?? "abort", ...(s.logprobs ? { logprobs: s.logprobs } : {}) }));
-    const completion = req.sequences.reduce((n, s) => n + s.generated.length, 0);
-    req.queue.close();
-    req.resolve({ choices, usage: { promptTokens: req.prompt.length, completionTokens: completion, totalTokens: req.prompt.length + completion, cachedPromptTokens: req.cachedPromptTokens } });
-    this.#observer.requestDone?.(choices.every((c) => c.finishReason === "length") ? "length" : "stop", seconds);
+    settleRequest(req, this.#observer);
   }
 
   #fail(req: GenerationRequest, err: MlosError): void {
-    if (req.settled) return;
-    req.settled = true;
-    req.aborted = true;
-    for (const s of req.sequences) s.finish ??= "abort";
-    req.queue.close(err);
-    req.reject(err);
+    failRequest(req, err);
   }
 
   /** One engine step: schedule, run decode and prompt chunks (concurrently), sample, emit. */
@@ -762,43 +593,10 @@ export class GenerationEngine {
 
   /** Samples the next token of `s` from its logits row, emits text, checks the stop conditions. */
   #accept(s: Sequence, row: Float32Array, now: number, argmax?: number): void {
-    const req = s.request;
-    const p = req.params;
-    const picked = argmax !== undefined ? { token: argmax, logprob: NaN } : this.#sampler.sample(row, p.sampling, s.penalties, s.rng);
-    const token = picked.token;
-    if (s.generated.length === 0) this.#observer.firstToken?.((now - req.arrived) / 1000);
-    else this.#observer.interToken?.((now - s.lastTokenAt) / 1000);
-    s.lastTokenAt = now;
-    this.#observer.generatedTokens?.(1);
-    const isEos = !p.ignoreEos && this.text.eosTokenIds.includes(token);
-    const isStopToken = p.stopTokenIds.includes(token);
-    let finish: FinishReason | undefined;
-    let piece = "";
-    let lp: TokenLogprob | undefined;
-    if (isEos || isStopToken) {
-      finish = "stop";
-      // The stop token is not part of the text; what was held back is.
-      piece = s.stopper.flush();
-    } else {
-      s.generated.push(token);
-      s.tokens.push(token);
-      s.penalties.generated.set(token, (s.penalties.generated.get(token) ?? 0) + 1);
-      if (s.logprobs) {
-        lp = { token, text: this.text.tokenString(token), logprob: picked.logprob };
-        if (picked.top) lp.top = picked.top.map((t) => ({ token: t.token, text: this.text.tokenString(t.token), logprob: t.logprob }));
-        s.logprobs.push(lp);
-      }
-      const { emit, stopped } = s.stopper.push(s.decoder.push(token));
-      piece = emit;
-      if (stopped) finish = "stop";
-      else if (s.generated.length >= req.maxTokens || s.tokens.length >= this.layout.contextLength) {
-        finish = "length";
-        piece += s.stopper.push(s.decoder.flush()).emit + s.stopper.flush();
-      }
+    const picked = argmax !== undefined ? { token: argmax, logprob: NaN } : this.#sampler.sample(row, s.request.params.sampling, s.penalties, s.rng);
+    if (acceptToken(s, picked, now, { text: this.text, contextLength: this.layout.contextLength, observer: this.#observer })) {
+      s.penalties.generated.set(picked.token, (s.penalties.generated.get(picked.token) ?? 0) + 1);
     }
-    s.text += piece;
-    if (finish) s.finish = finish;
-    req.queue.push({ index: s.index, text: piece, tokenIds: isEos || isStopToken ? [] : [token], ...(lp ? { logprobs: [lp] } : {}), ...(finish ? { finishReason: finish } : {}) });
-    if (finish) this.#pendingSettle.add(req);
+    if (s.finish) this.#pendingSettle.add(s.request);
   }
 }

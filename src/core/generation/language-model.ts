@@ -10,7 +10,8 @@ import { MlosError } from "../errors.js";
 import type { LoadedModel, ModelSource } from "../plugin.js";
 import type { Signature } from "../signature.js";
 import { EmbeddingModel, type Pooling } from "./embeddings.js";
-import { GenerationEngine, type DecoderLayout, type EngineOptions } from "./engine.js";
+import { DecoderEngine, type DecoderLayout, type EngineOptions } from "./engine.js";
+import type { GenerationEngine } from "./requests.js";
 import { ModelText } from "./text.js";
 
 /** Decoder files where Hugging Face's exporters put them, most preferred first. */
@@ -71,7 +72,7 @@ export async function createGenerationEngine(model: LoadedModel, source: ModelSo
     config: llm.config,
   });
   const layout = decoderLayout(model.signature, text.config, source.manifest, source.entrypoint);
-  return new GenerationEngine(model, text, layout, options);
+  return new DecoderEngine(model, text, layout, options);
 }
 
 /** Whether a signature is an encoder's that embeddings can come from (input_ids and attention_mask in, no KV cache). */
