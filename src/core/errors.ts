@@ -33,6 +33,7 @@ export type MlosErrorCode =
   | "MESSAGES_INVALID" // chat messages that are malformed (no role, unknown role, content not text)
   | "TEMPLATE_FAILED" // the model's chat template failed to render the messages
   | "NOT_A_LANGUAGE_MODEL" // generate/chat/embed on a model that is not one (or not of that task)
+  | "NOT_A_TENSOR_MODEL" // infer with tensors on a model that only generates text (a GGUF model)
   | "KV_CACHE_TOO_SMALL"; // a request that could never fit the KV cache's budget
 
 export class MlosError extends Error {

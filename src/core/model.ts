@@ -183,8 +183,9 @@ export class Model {
 
   // ---- language models -------------------------------------------------------------------
 
-  /** Whether the model generates text: a decoder with a KV cache, in a folder with its tokenizer. */
+  /** Whether the model generates text: a decoder with a KV cache, in a folder with its tokenizer, or a model whose plugin generates (GGUF). */
   get isLanguageModel(): boolean {
+    if (this.#entry.model.createGenerationEngine) return true;
     return this.#source.dir !== undefined && (this.#source.manifest?.spec.llm?.task ?? "text-generation") === "text-generation" && isDecoderSignature(this.#entry.model.signature);
   }
 

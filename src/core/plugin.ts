@@ -7,6 +7,8 @@
  */
 import type { ArgmaxRequest } from "../../bindings/native.js";
 import type { AxonManifest } from "../axon/manifest/types.js";
+import type { EngineOptions } from "./generation/engine.js";
+import type { GenerationEngine } from "./generation/requests.js";
 import type { TensorPool } from "../tensor/pool.js";
 import type { Tensor } from "../tensor/tensor.js";
 import type { DimBindings, Signature } from "./signature.js";
@@ -101,6 +103,12 @@ export interface LoadedModel {
    * vocabulary projection of every prompt position is most of the prompt's cost.
    */
   readonly lastPositionLogits?: boolean;
+  /**
+   * Optional: for a framework that generates text itself (llama.cpp), the model's generation
+   * engine, built on first use; the core then uses it instead of batching a decoder of its own.
+   * A model with it is a language model whatever its signature.
+   */
+  createGenerationEngine?(options: EngineOptions): Promise<GenerationEngine>;
   /** Releases the model once the runs in flight are done. */
   unload(): Promise<void>;
   /** Plugin-specific facts for `ps`/metrics/debugging (run mode, measured timings ...). */

@@ -38,7 +38,7 @@ export interface LoadOptions extends PluginLoadOptions {
   generation?: EngineOptions;
 }
 
-const EXTENSION_FORMATS: Record<string, string> = { ".onnx": "onnx", ".ort": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".json": "tfjs" };
+const EXTENSION_FORMATS: Record<string, string> = { ".onnx": "onnx", ".ort": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".json": "tfjs", ".gguf": "gguf" };
 
 function looksLikePath(target: string): boolean {
   return target.startsWith("/") || target.startsWith("./") || target.startsWith("../") || target === "." || target === ".." || existsSync(target);

@@ -4,6 +4,7 @@
  * needs it, so registering them costs nothing.
  */
 import { registerDefaultPlugin } from "../core/plugin-registry.js";
+import { LlamaCppPlugin } from "./llamacpp/index.js";
 import { OnnxRuntimePlugin } from "./onnxruntime/index.js";
 import { TensorflowPlugin } from "./tensorflow/index.js";
 import { TorchPlugin } from "./torch/index.js";
@@ -11,5 +12,6 @@ import { TorchPlugin } from "./torch/index.js";
 registerDefaultPlugin("onnxruntime", () => new OnnxRuntimePlugin());
 registerDefaultPlugin("torch", () => new TorchPlugin());
 registerDefaultPlugin("tensorflow", () => new TensorflowPlugin());
+registerDefaultPlugin("llamacpp", () => new LlamaCppPlugin());
 
-export { OnnxRuntimePlugin, TensorflowPlugin, TorchPlugin };
+export { LlamaCppPlugin, OnnxRuntimePlugin, TensorflowPlugin, TorchPlugin };

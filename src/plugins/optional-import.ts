@@ -110,7 +110,8 @@ export async function optionalImport<T = unknown>(name: string, why: string): Pr
     return require(name) as T;
   } catch (e) {
     const code = (e as { code?: string }).code;
-    if (code !== "ERR_REQUIRE_ESM" && code !== "ERR_PACKAGE_PATH_NOT_EXPORTED") throw e;
+    // An ES module: Node 20 refuses to require() one (with top-level await: on every version).
+    if (code !== "ERR_REQUIRE_ESM" && code !== "ERR_REQUIRE_ASYNC_MODULE" && code !== "ERR_PACKAGE_PATH_NOT_EXPORTED") throw e;
   }
   const mod = (await import(name)) as { default?: unknown };
   return (mod.default ?? mod) as T;

@@ -58,8 +58,9 @@ export function decoderLayout(sig: Signature, config: Readonly<Record<string, un
   return { layers, heads: heads!, headDim: headDim!, vocabSize: vocabSize!, contextLength: contextLength!, hasPositionIds: sig.inputs.some((i) => i.name === "position_ids") };
 }
 
-/** Builds the engine for a loaded decoder from its folder's text files. */
+/** Builds the engine for a loaded decoder from its folder's text files (or asks the plugin for its own). */
 export async function createGenerationEngine(model: LoadedModel, source: ModelSource, options: EngineOptions = {}): Promise<GenerationEngine> {
+  if (model.createGenerationEngine) return model.createGenerationEngine(options);
   if (!source.dir) throw new MlosError("NOT_A_LANGUAGE_MODEL", `${source.entrypoint}: a bare model file has no tokenizer; load the folder that holds it with its tokenizer.json and config.json`);
   if (!isDecoderSignature(model.signature)) {
     throw new MlosError("NOT_A_LANGUAGE_MODEL", `${source.entrypoint}: not a language model (a decoder with inputs input_ids, attention_mask, past_key_values.N.key/value and outputs logits, present.N.key/value); run it with infer()`);

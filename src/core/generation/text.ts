@@ -1,6 +1,6 @@
 /**
  * A language model's text side: its tokenizer (Hugging Face `tokenizer.json`, run by
- * `@huggingface/tokenizers`), its chat template (Jinja, rendered by `@huggingface/jinja`), its
+ * `@huggingface/tokenizers`, or another runtime's, such as the one in a GGUF file), its chat template (Jinja, rendered by `@huggingface/jinja`), its
  * end-of-sequence tokens, and the incremental detokenizer and stop-string matcher a stream needs.
  */
 import { readFile } from "node:fs/promises";
@@ -16,6 +16,33 @@ export interface ChatMessage {
   /** Text, or OpenAI's content parts (only `{type: "text"}` parts are supported). */
   content: string | ReadonlyArray<{ type: string; text?: string }> | null;
   name?: string;
+}
+
+/** A tokenizer, whichever library runs it. */
+export interface TokenCodec {
+  /** Token ids of `text`, with the special tokens the tokenizer adds to a sequence (a BOS, ...) when `addSpecialTokens`. */
+  encode(text: string, addSpecialTokens: boolean): number[];
+  /** The text of `ids`, special tokens left out when `skipSpecialTokens`. */
+  decode(ids: readonly number[], skipSpecialTokens: boolean): string;
+}
+
+/** What a runtime that reads its own model files tells about the model's text side. */
+export interface TextParts {
+  codec: TokenCodec;
+  chatTemplate?: string;
+  /** The template's variables for special tokens: bos_token, eos_token ... */
+  specials?: Record<string, string>;
+  eosTokenIds: number[];
+  generationDefaults?: Record<string, unknown>;
+  config?: Record<string, unknown>;
+}
+
+/** `@huggingface/tokenizers` as a TokenCodec. */
+function hfCodec(tokenizer: Tokenizer): TokenCodec {
+  return {
+    encode: (text, add) => tokenizer.encode(text, { add_special_tokens: add }).ids,
+    decode: (ids, skip) => tokenizer.decode(ids as number[], { skip_special_tokens: skip }),
+  };
 }
 
 const KNOWN_ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
@@ -56,7 +83,7 @@ function tokenContent(v: unknown): string | undefined {
 
 /** The tokenizer, template and special tokens of one language model. */
 export class ModelText {
-  readonly #tokenizer: Tokenizer;
+  readonly #codec: TokenCodec;
   readonly #template: Template | undefined;
   readonly #templateSource: string | undefined;
   readonly #specials: Record<string, string>;
@@ -67,8 +94,8 @@ export class ModelText {
   /** The architecture config (`config.json`), when present. */
   readonly config: Readonly<Record<string, unknown>>;
 
-  private constructor(tokenizer: Tokenizer, template: string | undefined, specials: Record<string, string>, eos: number[], generation: Record<string, unknown>, config: Record<string, unknown>) {
-    this.#tokenizer = tokenizer;
+  private constructor(codec: TokenCodec, template: string | undefined, specials: Record<string, string>, eos: number[], generation: Record<string, unknown>, config: Record<string, unknown>) {
+    this.#codec = codec;
     this.#templateSource = template;
     this.#specials = specials;
     this.eosTokenIds = eos;
@@ -136,7 +163,12 @@ export class ModelText {
       const id = tokenizer.token_to_id(specials.eos_token);
       if (id !== undefined) eos = [id];
     }
-    return new ModelText(tokenizer, template, specials, eos, generation, config);
+    return new ModelText(hfCodec(tokenizer), template, specials, eos, generation, config);
+  }
+
+  /** The text side of a model whose runtime tokenizes (a GGUF file's vocabulary, run by llama.cpp). */
+  static fromParts(parts: TextParts): ModelText {
+    return new ModelText(parts.codec, parts.chatTemplate, parts.specials ?? {}, parts.eosTokenIds, parts.generationDefaults ?? {}, parts.config ?? {});
   }
 
   /** Whether the model has a chat template. */
@@ -146,13 +178,13 @@ export class ModelText {
 
   /** Token ids of `text`, with the special tokens the tokenizer adds to a sequence (a BOS, ...) unless told not to. */
   encode(text: string, addSpecialTokens = true): number[] {
-    return this.#tokenizer.encode(text, { add_special_tokens: addSpecialTokens }).ids;
+    return this.#codec.encode(text, addSpecialTokens);
   }
 
   /** The text of `ids`, special tokens left out. */
   decode(ids: readonly number[]): string {
     if (ids.length === 0) return "";
-    return this.#tokenizer.decode(ids as number[], { skip_special_tokens: true });
+    return this.#codec.decode(ids, true);
   }
 
   readonly #one = new Map<number, string>();
@@ -169,7 +201,7 @@ export class ModelText {
 
   /** A token's string form (for logprobs). */
   tokenString(id: number): string {
-    return this.#tokenizer.decode([id], { skip_special_tokens: false });
+    return this.#codec.decode([id], false);
   }
 
   /**
