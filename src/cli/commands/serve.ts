@@ -98,11 +98,20 @@ export default class Serve extends AxonCommand {
     }
     if (flags["grpc-port"] !== 0 || flags["ipc-name"]) this.logToStderr("gRPC and shared-memory IPC doors: not served yet");
     if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, host, admin, models })}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
+    // The handlers stay installed until the server is closed (a second signal exits at once):
+    // with `once`, a library's own signal handler (node-llama-cpp's signal-exit) saw no other
+    // listener left when SIGTERM came and re-raised it, killing the process mid-shutdown.
+    let stopping = false;
+    const signalled = new Promise<void>((resolve) => {
+      const onSignal = (signal: NodeJS.Signals) => {
+        if (stopping) process.exit(signal === "SIGINT" ? 130 : 143);
+        stopping = true;
+        resolve();
+      };
+      process.on("SIGINT", onSignal);
+      process.on("SIGTERM", onSignal);
     });
+    await signalled;
     this.logToStderr("stopping: unloading models");
     await server.close();
     return { http: server.http?.port, models };
