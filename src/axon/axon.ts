@@ -338,8 +338,23 @@ export class Axon {
     }
     const readable = new Set(filesToRefine(detection, files));
     detection = await refineDetection(detection, files, async (p) => (readable.has(p) ? readFile(path.join(root, p), "utf8").catch(() => undefined) : undefined));
+    const toName = (s: string) => s.toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "") || "model";
     let namespace = "local";
-    let name = path.basename(root).toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, "") || "model";
+    let name = toName(path.basename(root));
+    let license: string | undefined;
+    if (detection.framework === "gguf" && detection.entrypoint) {
+      const entry = detection.entrypoint;
+      // A GGUF file carries what the manifest needs: the rest comes from its header.
+      const ggufs = files.map((f) => f.path).filter((p) => p.toLowerCase().endsWith(".gguf"));
+      if (ggufs.length > 1) throw new AxonError("MANIFEST_FILE", `${root} holds several GGUF files (${ggufs.join(", ")}): pack a folder with the one to serve, or write an ${MANIFEST_FILENAME} that names it`, { dir: root });
+      const { ggufManifestFacts } = await import("./gguf/gguf-header.js");
+      const facts = await ggufManifestFacts(path.join(root, entry));
+      name = toName(path.basename(entry, path.extname(entry)));
+      detection.llm = { ...facts.llm, ...detection.llm };
+      delete detection.llm.tokenizer; // the vocabulary is in the file
+      detection.tags = [...new Set([...detection.tags, ...facts.tags])];
+      license = facts.license;
+    }
     let version = "1.0.0";
     if (as !== undefined) {
       const ref = parseReference(as);
@@ -352,7 +367,7 @@ export class Axon {
     return {
       apiVersion: MANIFEST_API_VERSION,
       kind: "Model",
-      metadata: { namespace, name, version, description: `Packed by axon from the files of ${path.basename(root)}`, tags: detection.tags },
+      metadata: { namespace, name, version, description: `Packed by axon from the files of ${path.basename(root)}`, tags: detection.tags, ...(license ? { license } : {}) },
       spec: {
         framework: { name: detection.framework },
         format: { type: detection.format, entrypoint: detection.entrypoint },

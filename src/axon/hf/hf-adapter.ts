@@ -18,6 +18,7 @@ import { MANIFEST_API_VERSION, type AxonManifest, type ManifestFile } from "../m
 import { Annotations, assertSafeRelativePath, buildArtifact } from "../oci/artifact.js";
 import type { AxonPaths } from "../paths.js";
 import type { LocalStore } from "../store/local-store.js";
+import { ggufManifestFacts } from "../gguf/gguf-header.js";
 import { detectModel, filesToRefine, refineDetection } from "./detect.js";
 import { HubClient, type HubFile } from "./hub-client.js";
 
@@ -199,6 +200,19 @@ export async function pullFromHub(opts: PullFromHubOptions): Promise<PullFromHub
     return readFile(store.blobs.path(f.sha256), "utf8").catch(() => undefined);
   });
 
+  // A GGUF model: the context length and chat template are in the file's header.
+  let license = info.license;
+  if (detection.framework === "gguf" && detection.entrypoint) {
+    const f = byPath.get(detection.entrypoint);
+    if (f) {
+      const facts = await ggufManifestFacts(store.blobs.path(f.sha256));
+      const llm = { ...facts.llm, ...detection.llm };
+      delete llm.tokenizer; // the vocabulary is in the file
+      detection = { ...detection, llm, tags: [...new Set([...detection.tags, ...facts.tags])] };
+      license ??= facts.license;
+    }
+  }
+
   const pinned = revision === commit;
   const manifest: AxonManifest = {
     apiVersion: MANIFEST_API_VERSION,
@@ -208,7 +222,7 @@ export async function pullFromHub(opts: PullFromHubOptions): Promise<PullFromHub
       name: id.name,
       version: id.version,
       description: `Hugging Face model ${repoId} at revision ${revision}${pinned ? "" : ` (commit ${commit})`}`,
-      ...(info.license ? { license: info.license } : {}),
+      ...(license ? { license } : {}),
       tags: [...new Set([...detection.tags, ...(info.pipelineTag ? [info.pipelineTag] : []), "huggingface"])],
       source: client.repoUrl(repoId),
     },
