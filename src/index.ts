@@ -46,6 +46,7 @@ export type { GenerationEngine, GenerationChunk, GenerationChoice, GenerationRes
 export type { ChatMessage } from "./core/generation/text.js";
 export type { TensorInfo, Signature } from "./core/signature.js";
 export { OnnxRuntimePlugin, ADDRESSES, type NativeAddresses } from "./plugins/onnxruntime/index.js";
+export { LlamaCppPlugin, type LlamaCppPluginOptions, type GpuChoice } from "./plugins/llamacpp/index.js";
 export type * as kserve from "./protocol/kserve.js";
 export type * as mlosV1 from "./protocol/mlos-v1.js";
 

@@ -3,16 +3,18 @@
 // an ONNX language model.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { startServer, stop, type Served } from "./helpers/axon-serve.js";
 import { ggufModels, ggufSkip } from "./helpers/gguf-models.js";
 
 const MODEL = "tiny-llama3";
+const CLI = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "run.js");
 
 describe("a GGUF model over the OpenAI API and MLOS v1", { skip: ggufSkip }, () => {
   let home: string;
@@ -123,5 +125,12 @@ describe("a GGUF model over the OpenAI API and MLOS v1", { skip: ggufSkip }, () 
     assert.equal(running, 0, "the disconnected client's sequence was freed");
     const r = await client.completions.create({ model: MODEL, prompt: "Again", max_tokens: 4, temperature: 0 });
     assert.ok(r.choices[0]!.text.length >= 0);
+  });
+
+  it("refuses to start with --gpu cuda where no NVIDIA driver is, saying why in one line", { skip: existsSync("/proc/driver/nvidia/version") && "this machine has an NVIDIA driver" }, () => {
+    const r = spawnSync(process.execPath, [CLI, "serve", "--gpu", "cuda", "--http-port", "0"], { env: { ...process.env, AXON_HOME: home }, encoding: "utf8", timeout: 60_000 });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr.trim(), /^error\[PLUGIN_UNAVAILABLE\]: --gpu cuda: (no NVIDIA driver here|\S+ \(llama\.cpp built for CUDA\) is not installed)/);
+    assert.equal(r.stderr.trim().split("\n").length, 1);
   });
 });

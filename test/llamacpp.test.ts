@@ -202,6 +202,19 @@ describe("GGUF models through llama.cpp", { skip: ggufSkip }, () => {
       const r = new Runtime({ plugins: [new LlamaCppPlugin({ gpu: "cuda" })] });
       await assert.rejects(r.load(models.tinyLlama3), (e: Error & { code?: string }) => e.code === "PLUGIN_UNAVAILABLE" && /--gpu cuda/.test(e.message) && !e.message.includes("\n"));
     }
+    // Vulkan's binaries come with node-llama-cpp; without a Vulkan loader they cannot start.
+    if (!["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/libvulkan.so.1", "/usr/lib64/libvulkan.so.1"].some((f) => existsSync(f))) {
+      const r = new Runtime({ plugins: [new LlamaCppPlugin({ gpu: "vulkan" })] });
+      await assert.rejects(r.load(models.tinyLlama3), (e: Error & { code?: string }) => e.code === "PLUGIN_UNAVAILABLE" && /^--gpu vulkan: llama\.cpp's vulkan build does not start here/.test(e.message) && !e.message.includes("\n"));
+    }
+    // auto falls back to the CPU.
+    const auto = new Runtime({ plugins: [new LlamaCppPlugin({ gpu: "auto" })] });
+    const m = await auto.load(models.tinyLlama3, { intraOpThreads: 1 });
+    try {
+      assert.ok(["cpu", "cuda", "vulkan"].includes(String(m.describe().backend)));
+    } finally {
+      await m.dispose();
+    }
     assert.throws(() => new LlamaCppPlugin({ gpu: "tpu" as never }), /gpu must be one of off, cuda, vulkan, auto/);
     assert.equal(new LlamaCppPlugin({ gpu: "off" }).availability().available, true);
   });

@@ -13,7 +13,7 @@ export interface ServerConfig {
   security?: { api_key?: string; admin_key?: string };
   scheduling?: { max_queue?: number; instances?: number; intra_op_threads?: number; threads?: number; batching?: { enabled?: boolean; max_batch_size?: number; max_queue_delay_us?: number } };
   resources?: { max_memory?: number | string; keep_alive?: number; pool_size?: number | string };
-  generation?: { max_num_seqs?: number; max_batched_tokens?: number; kv_cache_memory?: number | string };
+  generation?: { max_num_seqs?: number; max_batched_tokens?: number; kv_cache_memory?: number | string; gpu?: "off" | "cuda" | "vulkan" | "auto" };
   models?: Array<{ target: string; id?: string; plugin?: string }>;
   plugins?: string[];
 }
@@ -87,6 +87,7 @@ export interface ServeFlags {
   maxNumSeqs?: number;
   maxBatchedTokens?: number;
   kvCacheMemory?: string;
+  gpu?: "off" | "cuda" | "vulkan" | "auto";
 }
 
 const toBytes = (v: number | string | undefined, parse: (s: string) => number): number | undefined => (v === undefined ? undefined : typeof v === "number" ? v : parse(v));
@@ -125,5 +126,6 @@ export function serveOptionsFrom(flags: ServeFlags, config: ServerConfig, parseS
       maxBatchedTokens: flags.maxBatchedTokens ?? config.generation?.max_batched_tokens,
       kvCacheBytes: toBytes(flags.kvCacheMemory ?? config.generation?.kv_cache_memory, parseSize),
     },
+    gpu: flags.gpu ?? config.generation?.gpu,
   };
 }

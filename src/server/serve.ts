@@ -5,11 +5,13 @@
  */
 import { setOrtThreadBudget } from "../../bindings/native.js";
 import { Axon } from "../axon/axon.js";
+import { MlosError } from "../core/errors.js";
 import { ModelTable, type ModelEntry } from "../core/model-table.js";
 import type { EngineOptions } from "../core/generation/engine.js";
 import type { BatchingOptions } from "../core/scheduler.js";
 import { importPlugin, Runtime } from "../core/runtime.js";
 import "../plugins/index.js"; // the built-in plugins, as every Runtime's defaults
+import { LlamaCppPlugin, type GpuChoice } from "../plugins/llamacpp/index.js";
 import { TensorPool } from "../tensor/pool.js";
 import { startHttpServer, type HttpServer } from "./http-server.js";
 
@@ -17,6 +19,11 @@ export interface ServeOptions {
   /** HTTP port (default 8080; 0 disables the HTTP door). */
   httpPort?: number;
   host?: string;
+  /**
+   * Where GGUF models run (the llamacpp plugin): `off` (the CPU, the default), `cuda`, `vulkan`,
+   * or `auto`. A GPU that cannot be used stops the start with the reason.
+   */
+  gpu?: GpuChoice;
   /** Third-party plugins to load before the models: module paths or npm package names. */
   plugins?: string[];
   /** Models to register at start: Axon references or paths (`name=target` to choose the served name). */
@@ -66,6 +73,12 @@ export interface RunningServer {
 export async function serve(options: ServeOptions = {}): Promise<RunningServer> {
   const axon = options.axon ?? new Axon();
   const runtime = new Runtime({ axon });
+  if (options.gpu !== undefined && options.gpu !== "off") {
+    const llamacpp = new LlamaCppPlugin({ gpu: options.gpu });
+    const a = llamacpp.availability();
+    if (!a.available) throw new MlosError("PLUGIN_UNAVAILABLE", a.reason, { plugin: "llamacpp", gpu: options.gpu });
+    runtime.registerPlugin(llamacpp);
+  }
   const pool = new TensorPool({ size: options.poolBytes ?? 256 * 1024 * 1024 });
   let onEvict: ((why: "memory" | "idle") => void) | undefined;
   const table = new ModelTable(runtime, {

@@ -1,6 +1,7 @@
 import { Flags } from "@oclif/core";
 import { AxonCommand, parseSize } from "../base.js";
 import { adminPolicy, DEFAULT_HOST } from "../../server/admin-policy.js";
+import type { ServeFlags } from "../../server/config.js";
 
 export default class Serve extends AxonCommand {
   static override summary = "Start MLOS Core: serve models over HTTP (MLOS v1 and KServe v2 APIs)";
@@ -38,6 +39,7 @@ export default class Serve extends AxonCommand {
     "pool-size": Flags.string({ description: "shared-memory tensor pool size [default: 256M]" }),
     "max-num-seqs": Flags.integer({ description: "language models: most sequences in a model's running batch [default: 32]", min: 1 }),
     "max-batched-tokens": Flags.integer({ description: "language models: most tokens one step computes, decode and prompt chunks together [default: 256]", min: 16 }),
+    gpu: Flags.string({ description: "GGUF models (llama.cpp): run on the CPU (off), a CUDA or Vulkan GPU, or the best that starts (auto); a GPU that cannot be used stops the start with the reason [default: off]", options: ["off", "cuda", "vulkan", "auto"] }),
     "kv-cache-memory": Flags.string({ description: "language models: memory for each model's KV cache (e.g. 256M) [default: 64M]" }),
   };
 
@@ -79,6 +81,7 @@ export default class Serve extends AxonCommand {
         maxNumSeqs: flags["max-num-seqs"],
         maxBatchedTokens: flags["max-batched-tokens"],
         kvCacheMemory: flags["kv-cache-memory"],
+        gpu: flags.gpu as ServeFlags["gpu"],
       },
       config,
       parseSize,

@@ -109,8 +109,14 @@ async function start(gpu: GpuChoice): Promise<Llama> {
     if (gpu === "auto") return await m.getLlama({ ...common, gpu: "auto" });
     return await m.getLlama({ ...common, gpu, existingPrebuiltBinaryMustMatchBuildOptions: true });
   } catch (e) {
+    const err = e as Error;
+    if ((gpu === "cuda" || gpu === "vulkan") && (err.name === "NoBinaryFoundError" || err.message === "NoBinaryFoundError")) {
+      // The binaries are installed (checked above): what they need to start is not.
+      const needs = gpu === "cuda" ? "a CUDA 13 runtime and a usable NVIDIA GPU" : "a Vulkan loader (libvulkan1) and a Vulkan device";
+      throw new MlosError("PLUGIN_UNAVAILABLE", `--gpu ${gpu}: llama.cpp's ${gpu} build does not start here (it needs ${needs}); use --gpu off or auto`, { plugin: "llamacpp", gpu }, { cause: e });
+    }
     const what = gpu === "off" ? "the CPU build" : gpu === "auto" ? "any build" : `the ${gpu} build`;
-    throw new MlosError("PLUGIN_UNAVAILABLE", `llama.cpp (${what}) cannot start here: ${(e as Error).message.split("\n")[0]}`, { plugin: "llamacpp", gpu }, { cause: e });
+    throw new MlosError("PLUGIN_UNAVAILABLE", `llama.cpp (${what}) cannot start here: ${(err.message || err.name).split("\n")[0]}`, { plugin: "llamacpp", gpu }, { cause: e });
   }
 }
 
