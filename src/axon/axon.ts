@@ -217,7 +217,10 @@ export class Axon {
     }
     const manifest = man.json as OciManifest;
     const where = `${host}/${repo}@${reference}`;
-    artifactFiles(manifest, where); // rejects unsafe paths before anything is downloaded
+    const { isOllamaManifest } = await import("./oci/ollama.js");
+    // An Ollama model has no file paths: it becomes a GGUF package once downloaded.
+    const ollama = isOllamaManifest(manifest);
+    if (!ollama) artifactFiles(manifest, where); // rejects unsafe paths before anything is downloaded
     const blobs: Descriptor[] = [manifest.config, ...manifest.layers];
     const concurrency = Number(await this.config.get("concurrency"));
     const retries = Number(await this.config.get("retries"));
@@ -261,6 +264,7 @@ export class Axon {
       }
       throw failures[0];
     }
+    if (ollama) return { ...(await this.#installOllama(manifest, repo, reference, host)), transferred };
     let tag = reference;
     if (reference.startsWith("sha256:")) {
       tag = manifest.annotations?.[Annotations.version] ?? (await this.#axonYamlOf(manifest))?.metadata.version ?? `sha256-${reference.slice(7, 19)}`;
@@ -268,6 +272,26 @@ export class Axon {
     await this.store.tag(repo, tag, man.bytes, host);
     const res = await this.#installFromStore(repo, tag, host);
     return { ...res, transferred };
+  }
+
+  /** Stores an Ollama model, its blobs downloaded, as a GGUF package (oci/ollama.ts) and installs it. */
+  async #installOllama(manifest: OciManifest, repo: string, tag: string, host: string): Promise<InstallResult> {
+    const { ollamaPackage } = await import("./oci/ollama.js");
+    const { stringifyManifest } = await import("./manifest/parse.js");
+    const { createHash } = await import("node:crypto");
+    const digestOf = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+    const pkg = await ollamaPackage(manifest, { repo, tag, source: host, blobPath: (d) => this.blobs.path(d), digestOf });
+    // Ollama tags (8b, latest, q4_K_M) are not versions: the manifest's version is a semver
+    // prerelease that says which tag it was; the model installs under the tag itself.
+    if (!EXACT_VERSION.test(pkg.manifest.metadata.version)) pkg.manifest.metadata.version = `0.0.0-${tag.replace(/[^0-9A-Za-z-]+/g, "-")}`;
+    for (const g of pkg.generated) await this.blobs.putBytes(g.bytes);
+    const notes = pkg.notes.map((n) => `# ${n}\n`).join("");
+    const yamlText = `# Converted by axon from the Ollama model ${host}/${repo}:${tag}\n${notes}${stringifyManifest(pkg.manifest)}`;
+    const art = buildArtifact(pkg.manifest, yamlText);
+    await this.blobs.putBytes(art.config);
+    await this.blobs.putBytes(art.axonYaml);
+    await this.store.tag(repo, tag, art.manifestBytes, host);
+    return this.#installFromStore(repo, tag, host);
   }
 
   async #axonYamlOf(manifest: OciManifest): Promise<AxonManifest | undefined> {

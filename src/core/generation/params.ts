@@ -145,3 +145,28 @@ export function checkGenerationOptions(options: GenerationOptions = {}): Checked
     priority,
   };
 }
+
+/**
+ * The request's options over the model's defaults (`generation_config.json`: temperature, top_k,
+ * top_p, min_p, repetition_penalty; `stop`, which packages converted from Ollama carry): what the
+ * request leaves unset takes the model's value, as Hugging Face's and vLLM's generation do.
+ * `do_sample: false` makes greedy decoding the default.
+ */
+export function withModelDefaults(options: GenerationOptions, defaults: Readonly<Record<string, unknown>>): GenerationOptions {
+  const out: GenerationOptions = { ...options };
+  const num = (k: string) => (typeof defaults[k] === "number" && Number.isFinite(defaults[k]) ? (defaults[k] as number) : undefined);
+  if (out.temperature === undefined) {
+    const t = defaults.do_sample === false ? 0 : num("temperature");
+    if (t !== undefined) out.temperature = t;
+  }
+  if (out.topK === undefined && num("top_k") !== undefined) out.topK = num("top_k");
+  if (out.topP === undefined && num("top_p") !== undefined) out.topP = num("top_p");
+  if (out.minP === undefined && num("min_p") !== undefined) out.minP = num("min_p");
+  if (out.repetitionPenalty === undefined && num("repetition_penalty") !== undefined) out.repetitionPenalty = num("repetition_penalty");
+  if (out.stop === undefined) {
+    const stop = defaults.stop;
+    if (typeof stop === "string") out.stop = [stop];
+    else if (Array.isArray(stop) && stop.every((s) => typeof s === "string")) out.stop = stop as string[];
+  }
+  return out;
+}

@@ -7,7 +7,7 @@
  * KV cache of its own; `LlamaCppEngine` (src/plugins/llamacpp) drives llama.cpp's batched decode.
  */
 import { MlosError } from "../errors.js";
-import { checkGenerationOptions, type CheckedGeneration, type GenerationOptions } from "./params.js";
+import { checkGenerationOptions, withModelDefaults, type CheckedGeneration, type GenerationOptions } from "./params.js";
 import { IncrementalDecoder, StopMatcher, type ModelText } from "./text.js";
 
 /** Per-token log-probabilities, when asked. */
@@ -179,11 +179,11 @@ const DEFAULT_MAX_TOKENS = 256;
 
 /**
  * Checks a submission against the model (token ids in the vocabulary, prompt and completion
- * within the context, the options) and resolves its number of new tokens (the request's, else the
+ * within the context, the options over the model's generation defaults) and resolves its number of new tokens (the request's, else the
  * generation config's max_new_tokens, else 256, within the context).
  */
 export function checkSubmission(prompt: readonly number[], options: GenerationOptions, model: { vocabSize: number; contextLength: number; text: ModelText }): { params: CheckedGeneration; maxTokens: number } {
-  const params = checkGenerationOptions(options);
+  const params = checkGenerationOptions(withModelDefaults(options, model.text.generationDefaults));
   const ctx = model.contextLength;
   if (prompt.length === 0) throw new MlosError("GENERATION_INVALID", "the prompt is empty (no tokens)", { option: "prompt" });
   for (const t of params.stopTokenIds) {

@@ -159,6 +159,7 @@ class LlamaCppModel implements LoadedModel {
         ].filter((e): e is [string, string] => typeof e[1] === "string"),
       ),
       eosTokenIds: endTokens,
+      generationDefaults: await this.#generationDefaults(),
     });
     let engine: LlamaCppEngine | undefined;
     try {
@@ -175,6 +176,26 @@ class LlamaCppModel implements LoadedModel {
     engine = new LlamaCppEngine(this.#m, model, this.#context, text, { maxWaiting: options.maxWaiting ?? 1024, contextLength, vocabSize, endTokens });
     this.#engine = engine;
     return engine;
+  }
+
+  /** The manifest's generation_config.json (sampling defaults, stop strings), when it names one. */
+  async #generationDefaults(): Promise<Record<string, unknown>> {
+    const rel = this.#source.manifest?.spec.llm?.generation_config;
+    if (!rel || !this.#source.dir) return {};
+    const file = path.join(this.#source.dir, rel);
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (e) {
+      throw new MlosError("MODEL_INVALID", `${file}: the generation config cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { path: file });
+    }
+    try {
+      const v = JSON.parse(text) as unknown;
+      if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not a JSON object");
+      return v as Record<string, unknown>;
+    } catch (e) {
+      throw new MlosError("MODEL_INVALID", `${file}: the generation config is not valid JSON: ${(e as Error).message}`, { path: file });
+    }
   }
 
   /** The manifest's template (a file in the folder, or the text itself), else the GGUF file's. */
