@@ -8,8 +8,9 @@
  *
  * Workload: 32 concurrent streaming `/v1/completions` requests (32 different prompts of 10..30
  * tokens), 64 new tokens each (`ignore_eos`), greedy, on a generated GGUF model
- * (dist/test-models/gguf/tiny-llama/tiny-llama-F32.gguf: a Llama with Llama 2's 32000-token
- * vocabulary, 2 blocks of width 64). Every server runs llama.cpp with 1 thread, pinned to CPU 0;
+ * (bench-llama-Q8_0.gguf, written by scripts/make-gguf-models.py --bench: a Llama with Llama 2's
+ * 32000-token vocabulary, 4 blocks of width 512, about 40M parameters in Q8_0; BENCH_MODEL=tiny
+ * runs the tests' 2 x 64 model instead, where per-token overheads are all there is). Every server runs llama.cpp with 1 thread, pinned to CPU 0;
  * the load generator (this process, a Node HTTP client parsing the event streams) is pinned to CPU
  * 1. Figures per side: aggregate generated tokens per second (all tokens / wall time from the
  * first request to the last token), time to first token p50 (from sending a request to its first
@@ -27,7 +28,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { GGUF_MODELS, makeGgufModels } from "../src/tools/make-gguf-models.js";
+import { BENCH_GGUF_MODEL, GGUF_MODELS, makeGgufModels } from "../src/tools/make-gguf-models.js";
 import { freePort } from "../test/helpers/registry.js";
 import { llamaServerBinary } from "./build-llama-server.js";
 import { cpuSeconds, LOAD_CPU, machineLine, median, PIN, pinned, SERVER_CPU, spread, TASKSET } from "./measure.js";
@@ -44,10 +45,15 @@ if (PIN && process.env.GGUF_BENCH_PINNED !== "1") {
   process.exit(r.status ?? 1);
 }
 
-const modelFile = path.join(makeGgufModels(path.join(ROOT, "dist", "test-models", "gguf")), GGUF_MODELS.tinyLlama);
+/** BENCH_MODEL=tiny: the test models' tiny Llama instead (width 64: per-token overheads dominate). */
+const TINY = process.env.BENCH_MODEL === "tiny";
+const modelDir = path.join(ROOT, "dist", "test-models", "gguf");
+const modelFile = TINY ? path.join(makeGgufModels(modelDir), GGUF_MODELS.tinyLlama) : path.join(makeGgufModels(modelDir, { bench: true }), BENCH_GGUF_MODEL);
 
 interface Server {
   name: string;
+  /** OpenAI's /v1/completions, or llama-server's own /completion (see startLlamaServer). */
+  api: "openai" | "llama-server";
   child: ChildProcess;
   port: number;
   model: string;
@@ -78,7 +84,7 @@ async function startMlos(): Promise<Server> {
   await waitReady(port, "/health", child, "mlos");
   const r = await post(port, "/api/v1/models/register", { model_id: "tiny-llama", path: modelFile, plugin_id: "llamacpp" });
   if (r.status !== 201) throw new Error(`mlos: register failed: ${r.status} ${r.body}`);
-  return { name: "mlos (axon serve, llamacpp plugin)", child, port, model: "tiny-llama" };
+  return { name: "mlos (axon serve, llamacpp plugin)", api: "openai", child, port, model: "tiny-llama" };
 }
 
 async function startLlamaServer(): Promise<Server> {
@@ -88,7 +94,10 @@ async function startLlamaServer(): Promise<Server> {
   const [cmd, args] = pinned(SERVER_CPU, bin, ["-m", modelFile, "--host", "127.0.0.1", "--port", String(port), "-np", String(STREAMS), "-c", String(STREAMS * 1024), "-t", "1", "-tb", "1", "-b", "512", "-ub", "512", "--cont-batching", "--log-disable"]);
   const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "ignore"] });
   await waitReady(port, "/health", child, "llama-server");
-  return { name: "llama-server (continuous batching, 32 slots)", child, port, model: "tiny-llama" };
+  // Its own /completion route: its /v1/completions answered some streams of this random-weight
+  // model with "500 The model produced output that does not match the expected Content-only
+  // format" (it parses the output for reasoning and tool calls).
+  return { name: "llama-server (continuous batching, 32 slots)", api: "llama-server", child, port, model: "tiny-llama" };
 }
 
 async function startReference(): Promise<Server> {
@@ -96,7 +105,7 @@ async function startReference(): Promise<Server> {
   const [cmd, args] = pinned(SERVER_CPU, process.execPath, [path.join(HERE, "gguf-reference-server.js"), modelFile, String(port), "1"]);
   const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "inherit"] });
   await waitReady(port, "/health", child, "node-llama-cpp one at a time");
-  return { name: "node-llama-cpp, one request at a time", child, port, model: "tiny-llama" };
+  return { name: "node-llama-cpp, one request at a time", api: "openai", child, port, model: "tiny-llama" };
 }
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
@@ -115,6 +124,8 @@ function post(port: number, pathName: string, body: unknown): Promise<{ status: 
 }
 
 interface Trace {
+  /** The last event, for the report of a request that came short. */
+  last: string;
   start: number;
   first: number;
   end: number;
@@ -124,12 +135,17 @@ interface Trace {
 /** One streaming completion: the time of its first token event and how many token events came. */
 function stream(s: Server, prompt: string): Promise<Trace> {
   return new Promise((resolve, reject) => {
-    const data = JSON.stringify({ model: s.model, prompt, max_tokens: NEW_TOKENS, temperature: 0, stream: true, ignore_eos: true });
+    const data = JSON.stringify(
+      s.api === "openai"
+        ? { model: s.model, prompt, max_tokens: NEW_TOKENS, temperature: 0, stream: true, ignore_eos: true, stream_options: { include_usage: true } }
+        : { prompt, n_predict: NEW_TOKENS, temperature: 0, stream: true, ignore_eos: true },
+    );
     const start = performance.now();
     let first = 0;
     let tokens = 0;
     let buf = "";
-    const req = http.request({ host: "127.0.0.1", port: s.port, path: "/v1/completions", method: "POST", agent, headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data) } }, (res) => {
+    let last = "";
+    const req = http.request({ host: "127.0.0.1", port: s.port, path: s.api === "openai" ? "/v1/completions" : "/completion", method: "POST", agent, headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(data) } }, (res) => {
       if (res.statusCode !== 200) {
         res.resume();
         return reject(new Error(`${s.name}: HTTP ${res.statusCode}`));
@@ -141,17 +157,19 @@ function stream(s: Server, prompt: string): Promise<Trace> {
         while ((nl = buf.indexOf("\n\n")) >= 0) {
           const event = buf.slice(0, nl);
           buf = buf.slice(nl + 2);
+          if (event !== "data: [DONE]") last = event;
           if (!event.startsWith("data: ") || event === "data: [DONE]") continue;
-          const chunk = JSON.parse(event.slice(6)) as { choices?: Array<{ text?: string; finish_reason?: string | null }> };
-          // One event per generated token (with its text, possibly empty); the closing event
-          // (finish reason, usage) carries none.
+          const chunk = JSON.parse(event.slice(6)) as { choices?: Array<{ text?: string; finish_reason?: string | null }>; usage?: { completion_tokens: number }; content?: string; stop?: boolean; tokens_predicted?: number };
+          // The token count is the usage's (a server may send several tokens in one event: the
+          // bytes of one character split over tokens); the first event with text is the first token.
+          if (chunk.usage) tokens = chunk.usage.completion_tokens;
+          if (chunk.stop === true && chunk.tokens_predicted !== undefined) tokens = chunk.tokens_predicted;
           const c = chunk.choices?.[0];
-          if (!c || (c.finish_reason && !c.text)) continue;
-          tokens++;
-          if (first === 0) first = performance.now();
+          const isToken = s.api === "openai" ? c !== undefined && (c.text !== "" || !c.finish_reason) : chunk.stop === false;
+          if (first === 0 && isToken) first = performance.now();
         }
       });
-      res.on("end", () => resolve({ start, first, end: performance.now(), tokens }));
+      res.on("end", () => resolve({ last: last + buf, start, first, end: performance.now(), tokens }));
     });
     req.on("error", reject);
     req.end(data);
@@ -159,11 +177,16 @@ function stream(s: Server, prompt: string): Promise<Trace> {
 }
 
 const WORDS = "the old river ran past a quiet village where a young girl found a small green bird near the stone bridge one cold winter morning".split(" ");
-/** 32 prompts of about 10..30 tokens, different words in each. */
-const prompts = Array.from({ length: STREAMS }, (_, i) => {
-  const n = 8 + Math.round((i * 20) / (STREAMS - 1));
-  return ["Once upon a time", ...Array.from({ length: n }, (_, j) => WORDS[(i * 7 + j * 3) % WORDS.length])].join(" ");
-});
+/**
+ * 32 prompts of about 10..30 tokens, different words in each; every measurement gets a set of its
+ * own (`round`), so that no server's prompt cache serves a prompt it has seen before.
+ */
+const promptsFor = (round: number) =>
+  Array.from({ length: STREAMS }, (_, i) => {
+    const n = 8 + Math.round((i * 20) / (STREAMS - 1));
+    return [`Round ${round}: once upon a time`, ...Array.from({ length: n }, (_, j) => WORDS[(i * 7 + j * 3 + round * 5) % WORDS.length])].join(" ");
+  });
+let rounds = 0;
 
 interface Result {
   tps: number;
@@ -176,17 +199,17 @@ async function measure(s: Server): Promise<Result> {
   const pid = s.child.pid!;
   const cpu0 = cpuSeconds(pid);
   const t0 = performance.now();
-  const traces = await Promise.all(prompts.map((p) => stream(s, p)));
+  const traces = await Promise.all(promptsFor(rounds++).map((p) => stream(s, p)));
   const wall = (Math.max(...traces.map((t) => t.end)) - t0) / 1000;
   const cpu = cpuSeconds(pid) - cpu0;
   const tokens = traces.reduce((n, t) => n + t.tokens, 0);
   const short = traces.filter((t) => t.tokens !== NEW_TOKENS);
-  if (short.length > 0) throw new Error(`${s.name}: ${short.length} requests did not stream ${NEW_TOKENS} tokens (${short.map((t) => t.tokens).join(", ")})`);
+  if (short.length > 0) throw new Error(`${s.name}: ${short.length} requests did not stream ${NEW_TOKENS} tokens (${short.map((t) => `${t.tokens}, last event ${JSON.stringify(t.last.slice(0, 300))}`).join("; ")})`);
   return { tps: tokens / wall, ttft50: median(traces.map((t) => t.first - t.start)), cpuUsPerToken: (cpu * 1e6) / tokens, tokens };
 }
 
 console.log(`gguf.bench: ${machineLine()}; BENCH_REPS ${REPS}`);
-console.log(`model ${path.relative(ROOT, modelFile)} (Llama, 2 blocks x 64, vocabulary 32000, F32); ${STREAMS} concurrent streams x ${NEW_TOKENS} new tokens, greedy, ignore_eos; llama.cpp with 1 thread in every server`);
+console.log(`model ${path.relative(ROOT, modelFile)} (${TINY ? "Llama, 2 blocks x 64, vocabulary 32000, F32" : "Llama, 4 blocks x 512, vocabulary 32000, Q8_0"}); ${STREAMS} concurrent streams x ${NEW_TOKENS} new tokens, greedy, ignore_eos; llama.cpp with 1 thread in every server`);
 const servers: Server[] = [];
 try {
   // One at a time, so that the starts do not compete.

@@ -17,6 +17,8 @@ Written under --out:
     tiny-llama/tiny-llama-F32.gguf    Llama 2's 32000-token SentencePiece vocabulary, F32 weights
     tiny-llama/tiny-llama-Q8_0.gguf   the same model quantised to Q8_0 (a multi-quantisation folder)
     tiny-llama3/tiny-llama3.gguf      Llama 3's 128256-token BPE vocabulary, F16, Llama 3.1's template
+With --bench, only the benchmark's model:
+    bench-llama/bench-llama-Q8_0.gguf 4 blocks of width 512, Llama 2's vocabulary, Q8_0
 
 Only Debian's python3-numpy is needed beside the llama.cpp source.
 """
@@ -31,12 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
-WIDTH = 64
-BLOCKS = 2
-HEADS = 4
-KV_HEADS = 2  # grouped-query attention, as current models have
-FFN = 128
-CONTEXT = 1024
+# The test models' shape: 2 blocks of width 64, grouped-query attention (4 heads, 2 of keys and
+# values) as current models have.
+TINY = dict(width=64, blocks=2, heads=4, kv_heads=2, ffn=128, context=1024)
+# The benchmark model's: small as language models go (about 40M parameters, most of them the
+# embeddings and the output projection), large enough that reading its weights is most of a
+# decode step's cost when it runs one sequence at a time, as with real models.
+BENCH = dict(width=512, blocks=4, heads=8, kv_heads=4, ffn=1408, context=1024)
 RMS_EPS = 1e-5
 ROPE_BASE = 10000.0
 
@@ -68,7 +71,8 @@ def copy_tokenizer(gguf, reader, writer) -> tuple[int, list[str]]:
     return len(tokens), tokens
 
 
-def write_model(gguf, vocab_file: Path, out: Path, name: str, chat_template: str | None, weight_type) -> None:
+def write_model(gguf, vocab_file: Path, out: Path, name: str, chat_template: str | None, weight_type, shape=TINY) -> None:
+    WIDTH, BLOCKS, HEADS, KV_HEADS, FFN, CONTEXT = (shape[k] for k in ("width", "blocks", "heads", "kv_heads", "ffn", "context"))
     reader = gguf.GGUFReader(vocab_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
@@ -114,7 +118,17 @@ def write_model(gguf, vocab_file: Path, out: Path, name: str, chat_template: str
     # last token; untied, greedy decoding wanders through the vocabulary as the prompt varies.
     add("token_embd.weight", matrix(vocab, WIDTH, 1.0))
     add("output_norm.weight", np.ones(WIDTH, dtype=np.float32), quantise=False)
-    add("output.weight", matrix(vocab, WIDTH, 2.0 / np.sqrt(WIDTH)))
+    # Rows of zeros for tokens that are not text (unknown, control, byte-fallback pieces): their
+    # logit is 0 while the most likely text token's is far above, so greedy decoding writes
+    # valid UTF-8 text (llama-server fails a stream whose output is not) and never ends early.
+    output = matrix(vocab, WIDTH, 2.0 / np.sqrt(WIDTH))
+    types = reader.fields.get(TOKENIZER_PREFIX + "token_type")
+    if types is not None:
+        NORMAL, USER_DEFINED = 1, 4
+        for t, kind in enumerate(types.contents()):
+            if kind not in (NORMAL, USER_DEFINED):
+                output[t, :] = 0.0
+    add("output.weight", output)
     for b in range(BLOCKS):
         p = f"blk.{b}."
         add(p + "attn_norm.weight", np.ones(WIDTH, dtype=np.float32), quantise=False)
@@ -138,6 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--llama-src", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--bench", action="store_true", help="write the benchmark model instead (bench-llama/bench-llama-Q8_0.gguf)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.llama_src / "gguf-py"))
     import gguf  # noqa: E402  (from the llama.cpp source given)
@@ -148,6 +163,9 @@ def main() -> None:
     # Llama 2's vocabulary with Mistral's [INST] template (real, from the same source tree).
     inst = (templates / "mistralai-Mistral-Nemo-Instruct-2407.jinja").read_text(encoding="utf-8")
     Q = gguf.GGMLQuantizationType
+    if args.bench:
+        write_model(gguf, models / "ggml-vocab-llama-spm.gguf", args.out / "bench-llama" / "bench-llama-Q8_0.gguf", "bench-llama", inst, Q.Q8_0, BENCH)
+        return
     write_model(gguf, models / "ggml-vocab-llama-spm.gguf", args.out / "tiny-llama" / "tiny-llama-F32.gguf", "tiny-llama", inst, Q.F32)
     write_model(gguf, models / "ggml-vocab-llama-spm.gguf", args.out / "tiny-llama" / "tiny-llama-Q8_0.gguf", "tiny-llama", inst, Q.Q8_0)
     write_model(gguf, models / "ggml-vocab-llama-bpe.gguf", args.out / "tiny-llama3" / "tiny-llama3.gguf", "tiny-llama3", llama31, Q.F16)

@@ -53,21 +53,28 @@ export function llamaCppSourceBundle(): string | undefined {
 
 const digest = (file: string) => createHash("sha256").update(readFileSync(file)).digest("hex");
 
-/** Writes the models into `out` (unless the stamp says they are there from the same inputs); returns `out`. */
-export function makeGgufModels(out: string): string {
+/** The benchmark's model (bench/gguf.bench.ts), relative to OUTDIR: 4 blocks of width 512, Q8_0. */
+export const BENCH_GGUF_MODEL = "bench-llama/bench-llama-Q8_0.gguf";
+
+/**
+ * Writes the test models into `out` (with `bench`: the benchmark's model only), unless the stamp
+ * says they are there from the same inputs; returns `out`.
+ */
+export function makeGgufModels(out: string, opts: { bench?: boolean } = {}): string {
   const bundle = llamaCppSourceBundle();
   if (!bundle) throw new Error("make-gguf-models: node-llama-cpp is not installed (its package carries llama.cpp's source): npm install node-llama-cpp@3.21.1");
-  const stampFile = path.join(out, ".stamp");
+  const stampFile = path.join(out, opts.bench ? ".stamp-bench" : ".stamp");
   const stamp = `${digest(SCRIPT)} ${digest(bundle)}\n`;
-  const complete = [...Object.values(GGUF_MODELS), ...Object.values(TOKENIZER_TESTS).map((t) => t + ".out")].every((f) => existsSync(path.join(out, f)));
+  const expected = opts.bench ? [BENCH_GGUF_MODEL] : [...Object.values(GGUF_MODELS), ...Object.values(TOKENIZER_TESTS).map((t) => t + ".out")];
+  const complete = expected.every((f) => existsSync(path.join(out, f)));
   if (complete && existsSync(stampFile) && readFileSync(stampFile, "utf8") === stamp) return out;
   const src = mkdtempSync(path.join(tmpdir(), "mlos-llama-src-"));
   try {
     execFileSync("git", ["clone", "--quiet", "--no-checkout", bundle, src], { stdio: ["ignore", "ignore", "pipe"] });
     execFileSync("git", ["-c", "advice.detachedHead=false", "checkout", "--quiet", "HEAD", "--", ...NEEDED], { cwd: src, stdio: ["ignore", "ignore", "pipe"] });
-    execFileSync("python3", [SCRIPT, "--llama-src", src, "--out", out], { stdio: ["ignore", "inherit", "inherit"] });
-    mkdirSync(path.join(out, "tokenizer-tests"), { recursive: true });
-    for (const v of VOCABULARIES) for (const ext of [".inp", ".out"]) copyFileSync(path.join(src, "models", v + ext), path.join(out, "tokenizer-tests", v + ext));
+    execFileSync("python3", [SCRIPT, "--llama-src", src, "--out", out, ...(opts.bench ? ["--bench"] : [])], { stdio: ["ignore", "inherit", "inherit"] });
+    if (!opts.bench) mkdirSync(path.join(out, "tokenizer-tests"), { recursive: true });
+    if (!opts.bench) for (const v of VOCABULARIES) for (const ext of [".inp", ".out"]) copyFileSync(path.join(src, "models", v + ext), path.join(out, "tokenizer-tests", v + ext));
   } finally {
     rmSync(src, { recursive: true, force: true });
   }

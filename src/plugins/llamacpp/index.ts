@@ -20,7 +20,7 @@ import type { EngineOptions } from "../../core/generation/engine.js";
 import type { GenerationEngine } from "../../core/generation/requests.js";
 import { ModelText } from "../../core/generation/text.js";
 import type { LoadedModel, ModelSource, Plugin, PluginAvailability, PluginLoadOptions, RunResult } from "../../core/plugin.js";
-import { hookContext } from "./context-hooks.js";
+import { batchInSequenceOrder, hookContext } from "./context-hooks.js";
 import { LlamaCppEngine } from "./engine.js";
 import { backendOf, GPU_CHOICES, gpuUnavailableReason, nodeLlamaCpp, nodeLlamaCppVersion, startLlama, unavailableReason, type GpuChoice, type Llama, type NodeLlamaCppModule } from "./llama.js";
 
@@ -162,12 +162,14 @@ class LlamaCppModel implements LoadedModel {
       generationDefaults: await this.#generationDefaults(),
     });
     let engine: LlamaCppEngine | undefined;
+    let context: LlamaContext | undefined;
     try {
-      this.#context = await model.createContext({
+      this.#context = context = await model.createContext({
         sequences: Math.max(1, options.maxNumSeqs ?? 32),
         contextSize: contextLength,
         batchSize: Math.max(16, options.maxBatchedTokens ?? 512),
         threads: this.#threads,
+        batching: { itemPrioritizationStrategy: batchInSequenceOrder(() => context) },
       });
       hookContext(this.#context, () => engine?.countStep());
     } catch (e) {
