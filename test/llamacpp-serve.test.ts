@@ -4,13 +4,12 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
-import { startServer, stop, type Served } from "./helpers/axon-serve.js";
+import { disconnectMidStream, startServer, stop, type Served } from "./helpers/axon-serve.js";
 import { ggufModels, ggufSkip } from "./helpers/gguf-models.js";
 
 const MODEL = "tiny-llama3";
@@ -104,19 +103,7 @@ describe("a GGUF model over the OpenAI API and MLOS v1", { skip: ggufSkip }, () 
 
   it("frees a stream's sequence when its client disconnects, and keeps serving", async () => {
     const metrics = async () => await (await fetch(`${server.base}/metrics`)).text();
-    const body = JSON.stringify({ model: MODEL, prompt: "A long story:", max_tokens: 900, temperature: 0, stream: true, ignore_eos: true });
-    await new Promise<void>((resolve, reject) => {
-      const s = net.connect(server.port, "127.0.0.1", () => s.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`));
-      let got = "";
-      s.on("data", (d) => {
-        got += d.toString();
-        if ((got.match(/data: /g) ?? []).length >= 3) {
-          s.destroy();
-          resolve();
-        }
-      });
-      s.on("error", reject);
-    });
+    await disconnectMidStream(server.port, { model: MODEL, prompt: "A long story:", max_tokens: 900, temperature: 0, stream: true, ignore_eos: true });
     let running = -1;
     for (let i = 0; i < 100 && running !== 0; i++) {
       await new Promise((r) => setTimeout(r, 50));

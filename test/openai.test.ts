@@ -4,7 +4,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, rmSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import OpenAI from "openai";
 import { Axon, Runtime, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
-import { startServer, stop, type Served } from "./helpers/axon-serve.js";
+import { disconnectMidStream, startServer, stop, type Served } from "./helpers/axon-serve.js";
 
 const skip = tryLoadOrt() ? false : "ONNX Runtime is unavailable";
 const MODEL = "tiny-gpt";
@@ -206,19 +205,7 @@ describe("language models over the OpenAI API", { skip }, () => {
 
   it("frees a stream's sequence when its client disconnects, and keeps serving", async () => {
     const metrics = async () => (await (await fetch(`${server.base}/metrics`)).text());
-    const body = JSON.stringify({ model: MODEL, prompt: "A long story:", max_tokens: 200, temperature: 0, stream: true, ignore_eos: true });
-    await new Promise<void>((resolve, reject) => {
-      const s = net.connect(server.port, "127.0.0.1", () => s.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`));
-      let got = "";
-      s.on("data", (d) => {
-        got += d.toString();
-        if ((got.match(/data: /g) ?? []).length >= 3) {
-          s.destroy(); // gone mid-stream
-          resolve();
-        }
-      });
-      s.on("error", reject);
-    });
+    await disconnectMidStream(server.port, { model: MODEL, prompt: "A long story:", max_tokens: 200, temperature: 0, stream: true, ignore_eos: true });
     // The sequence leaves the batch at the next step: no running sequence remains.
     let running = -1;
     for (let i = 0; i < 100 && running !== 0; i++) {

@@ -42,3 +42,21 @@ export async function stop(s: Served): Promise<number | null> {
   s.child.kill("SIGTERM");
   return new Promise((resolve) => s.child.once("exit", (code) => resolve(code)));
 }
+
+/** POSTs a streaming /v1/completions request on a raw socket and drops the connection after `events` server-sent events. */
+export async function disconnectMidStream(port: number, body: unknown, events = 3): Promise<void> {
+  const { connect } = await import("node:net");
+  const text = JSON.stringify(body);
+  await new Promise<void>((resolve, reject) => {
+    const s = connect(port, "127.0.0.1", () => s.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`));
+    let got = "";
+    s.on("data", (d: Buffer) => {
+      got += d.toString();
+      if ((got.match(/data: /g) ?? []).length >= events) {
+        s.destroy(); // gone mid-stream
+        resolve();
+      }
+    });
+    s.on("error", reject);
+  });
+}

@@ -23,7 +23,7 @@ import { TensorPool } from "../../tensor/pool.js";
 import { Tensor } from "../../tensor/tensor.js";
 import { KvCache, type KvRow } from "./kv-cache.js";
 import type { CheckedGeneration, GenerationOptions } from "./params.js";
-import { acceptToken, checkSubmission, failRequest, GenerationRequest, OutputSequence, settleRequest, type EngineObserver, type EngineStats, type GenerationChunk, type GenerationEngine, type GenerationResult } from "./requests.js";
+import { acceptToken, checkSubmission, enqueueByPriority, failRequest, GenerationRequest, watchAbort, OutputSequence, settleRequest, type EngineObserver, type EngineStats, type GenerationChunk, type GenerationEngine, type GenerationResult } from "./requests.js";
 import { Sampler, SeededRandom, type PenaltyState } from "./sampler.js";
 import type { ModelText } from "./text.js";
 
@@ -208,20 +208,9 @@ export class DecoderEngine implements GenerationEngine {
       const seq = new Sequence(req, i, this.text);
       req.sequences.push(seq);
     }
-    // Highest priority (lowest number) first; arrival order within a priority.
-    for (const seq of req.sequences) {
-      let at = this.#waiting.length;
-      while (at > 0 && this.#waiting[at - 1]!.request.params.priority > params.priority) at--;
-      this.#waiting.splice(at, 0, seq);
-    }
+    enqueueByPriority(this.#waiting, req.sequences);
     this.#observer.promptTokens?.(prompt.length * params.n);
-    const abort = () => {
-      req.aborted = true;
-      this.#kick();
-    };
-    signal?.addEventListener("abort", abort, { once: true });
-    req.queue.onReturn = abort; // a consumer that stops reading the stream ends the request
-    req.result.finally(() => signal?.removeEventListener("abort", abort)).catch(() => {});
+    watchAbort(req, signal, () => this.#kick());
     this.#kick();
     return { stream: req.queue, result: req.result, promptTokens: prompt.length };
   }

@@ -206,6 +206,29 @@ export function checkSubmission(prompt: readonly number[], options: GenerationOp
   return { params, maxTokens };
 }
 
+/** Queues a request's sequences: highest priority (lowest number) first, arrival order within a priority. */
+export function enqueueByPriority<S extends OutputSequence>(waiting: S[], sequences: readonly S[]): void {
+  for (const seq of sequences) {
+    let at = waiting.length;
+    while (at > 0 && waiting[at - 1]!.request.params.priority > seq.request.params.priority) at--;
+    waiting.splice(at, 0, seq);
+  }
+}
+
+/**
+ * Ends `req` when its signal aborts or its stream's consumer stops reading: marks it aborted and
+ * calls `onAbort` (the engine drops or reaps its sequences). The listener goes once it settles.
+ */
+export function watchAbort(req: GenerationRequest, signal: AbortSignal | undefined, onAbort: () => void): void {
+  const abort = () => {
+    req.aborted = true;
+    onAbort();
+  };
+  signal?.addEventListener("abort", abort, { once: true });
+  req.queue.onReturn = abort;
+  req.result.finally(() => signal?.removeEventListener("abort", abort)).catch(() => {});
+}
+
 /** A sampled token, with its log-probability and the most likely alternatives when they were asked for. */
 export interface PickedToken {
   token: number;

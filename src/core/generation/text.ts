@@ -57,7 +57,8 @@ export interface TextFiles {
   config?: string;
 }
 
-async function readJson(file: string | undefined, what: string): Promise<Record<string, unknown> | undefined> {
+/** A JSON object file (undefined when absent); MODEL_INVALID naming the file when it is not one. */
+export async function readJson(file: string | undefined, what: string): Promise<Record<string, unknown> | undefined> {
   if (!file) return undefined;
   let text: string;
   try {

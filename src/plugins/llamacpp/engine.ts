@@ -17,7 +17,7 @@
 import type { LlamaContext, LlamaContextSequence, LlamaModel, SequenceEvaluateOptions, Token, TokenBias } from "node-llama-cpp";
 import { MlosError } from "../../core/errors.js";
 import type { GenerationOptions } from "../../core/generation/params.js";
-import { acceptToken, checkSubmission, failRequest, GenerationRequest, OutputSequence, settleRequest, type EngineObserver, type EngineStats, type GenerationChunk, type GenerationEngine, type GenerationResult, type PickedToken } from "../../core/generation/requests.js";
+import { acceptToken, checkSubmission, enqueueByPriority, failRequest, GenerationRequest, watchAbort, OutputSequence, settleRequest, type EngineObserver, type EngineStats, type GenerationChunk, type GenerationEngine, type GenerationResult, type PickedToken } from "../../core/generation/requests.js";
 import type { ModelText } from "../../core/generation/text.js";
 import type { NodeLlamaCppModule } from "./llama.js";
 
@@ -85,19 +85,9 @@ export class LlamaCppEngine implements GenerationEngine {
     const signal = options.signal;
     const req = new GenerationRequest<SlotSequence>(this.#nextRequest++, prompt, params, maxTokens, signal);
     for (let i = 0; i < params.n; i++) req.sequences.push(new SlotSequence(req, i, this.text));
-    for (const seq of req.sequences) {
-      let at = this.#waiting.length;
-      while (at > 0 && this.#waiting[at - 1]!.request.params.priority > params.priority) at--;
-      this.#waiting.splice(at, 0, seq);
-    }
+    enqueueByPriority(this.#waiting, req.sequences);
     this.observer.promptTokens?.(prompt.length * params.n);
-    const abort = () => {
-      req.aborted = true;
-      this.#dropWaiting(req);
-    };
-    signal?.addEventListener("abort", abort, { once: true });
-    req.queue.onReturn = abort; // a consumer that stops reading the stream ends the request
-    req.result.finally(() => signal?.removeEventListener("abort", abort)).catch(() => {});
+    watchAbort(req, signal, () => this.#dropWaiting(req));
     this.#admit();
     return { stream: req.queue, result: req.result, promptTokens: prompt.length };
   }

@@ -18,7 +18,7 @@ import { isInlineChatTemplate } from "../../axon/manifest/validate.js";
 import { MlosError } from "../../core/errors.js";
 import type { EngineOptions } from "../../core/generation/engine.js";
 import type { GenerationEngine } from "../../core/generation/requests.js";
-import { ModelText } from "../../core/generation/text.js";
+import { ModelText, readJson } from "../../core/generation/text.js";
 import type { LoadedModel, ModelSource, Plugin, PluginAvailability, PluginLoadOptions, RunResult } from "../../core/plugin.js";
 import { batchInSequenceOrder, hookContext } from "./context-hooks.js";
 import { LlamaCppEngine } from "./engine.js";
@@ -184,20 +184,7 @@ class LlamaCppModel implements LoadedModel {
   async #generationDefaults(): Promise<Record<string, unknown>> {
     const rel = this.#source.manifest?.spec.llm?.generation_config;
     if (!rel || !this.#source.dir) return {};
-    const file = path.join(this.#source.dir, rel);
-    let text: string;
-    try {
-      text = await readFile(file, "utf8");
-    } catch (e) {
-      throw new MlosError("MODEL_INVALID", `${file}: the generation config cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, { path: file });
-    }
-    try {
-      const v = JSON.parse(text) as unknown;
-      if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not a JSON object");
-      return v as Record<string, unknown>;
-    } catch (e) {
-      throw new MlosError("MODEL_INVALID", `${file}: the generation config is not valid JSON: ${(e as Error).message}`, { path: file });
-    }
+    return (await readJson(path.join(this.#source.dir, rel), "generation config")) ?? {};
   }
 
   /** The manifest's template (a file in the folder, or the text itself), else the GGUF file's. */
