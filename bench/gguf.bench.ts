@@ -78,7 +78,7 @@ async function waitReady(port: number, pathName: string, child: ChildProcess, na
 async function startMlos(): Promise<Server> {
   const port = await freePort();
   const home = mkdtempSync(path.join(tmpdir(), "mlos-gguf-bench-"));
-  const [cmd, args] = pinned(SERVER_CPU, process.execPath, [path.join(ROOT, "bin", "run.js"), "serve", "--http-port", String(port), "--max-num-seqs", String(STREAMS), "--max-batched-tokens", "512", "--intra-op-threads", "1"]);
+  const [cmd, args] = pinned(SERVER_CPU, process.execPath, [path.join(ROOT, "bin", "run.js"), "serve", "--http-port", String(port), "--grpc-port", "0", "--max-num-seqs", String(STREAMS), "--max-batched-tokens", "512", "--intra-op-threads", "1"]);
   const child = spawn(cmd, args, { env: { ...process.env, AXON_HOME: home }, stdio: ["ignore", "ignore", "inherit"] });
   child.on("exit", () => rmSync(home, { recursive: true, force: true }));
   await waitReady(port, "/health", child, "mlos");

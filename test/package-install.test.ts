@@ -20,6 +20,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEMO_MODELS_DIR, Tensor, load } from "mlos";
+import { kserveClient } from "./helpers/grpc-client.js";
 import { freePort } from "./helpers/registry.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -143,10 +144,11 @@ model.dispose();
     assert.ok(res.tf?.reason?.includes(TF_HINT), `the tensorflow plugin's reason names the install: ${res.tf?.reason}`);
   });
 
-  it("npx axon serve --demo serves the demo models over HTTP", async () => {
+  it("npx axon serve --demo serves the demo models over HTTP and gRPC", async () => {
     const port = await freePort();
+    const grpcPort = await freePort();
     // Its own process group, so that npx and the server it starts stop together.
-    const child: ChildProcess = spawn("npx", ["--no", "axon", "serve", "--demo", "--http-port", String(port), "--json"], { cwd: project, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const child: ChildProcess = spawn("npx", ["--no", "axon", "serve", "--demo", "--http-port", String(port), "--grpc-port", String(grpcPort), "--json"], { cwd: project, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
@@ -167,8 +169,9 @@ model.dispose();
           reject(new Error(`axon serve exited with ${code}: ${err}`));
         });
       });
-      const info = JSON.parse(line) as { http: number; models: string[] };
+      const info = JSON.parse(line) as { http: number; grpc: number; models: string[] };
       assert.equal(info.http, port);
+      assert.equal(info.grpc, grpcPort);
       assert.deepEqual([...info.models].sort(), ["embedder@1.0.0", "mlp@1.0.0", "tiny-cnn@1.0.0", "tiny-embed@1.0.0", "tiny-gpt@1.0.0"]);
 
       const res = await fetch(`http://127.0.0.1:${port}/v2/models/mlp/infer`, {
@@ -196,6 +199,22 @@ model.dispose();
       assert.equal(chat.status, 200, JSON.stringify(answer));
       assert.equal(answer.usage.completion_tokens, 5);
       assert.equal(answer.choices[0]!.finish_reason, "length");
+
+      // The gRPC door, from the proto files the package ships.
+      const grpcClient = kserveClient(`127.0.0.1:${grpcPort}`);
+      try {
+        const inferred = await grpcClient.call<{ outputs: Array<{ name: string; shape: number[] }>; raw_output_contents: Buffer[] }>("ModelInfer", {
+          model_name: "mlp",
+          inputs: [{ name: "x", datatype: "FP32", shape: [1, 4] }],
+          raw_input_contents: [Buffer.from(new Float32Array(MLP_INPUT).buffer)],
+        });
+        assert.deepEqual(inferred.outputs.map((o) => [o.name, o.shape]), [["y", [1, 3]]]);
+        const raw = inferred.raw_output_contents[0]!;
+        new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength)).forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-6, `gRPC y[${i}] = ${v}`));
+      } finally {
+        grpcClient.close();
+      }
+      assert.ok(existsSync(path.join(project, "node_modules", "mlos", "proto", "grpc_service.proto")), "the package ships its proto files for clients");
 
       const plugins = await (await fetch(`http://127.0.0.1:${port}/api/v1/plugins`)).text();
       assert.ok(plugins.includes(TF_HINT), `GET /api/v1/plugins names the TF.js install: ${plugins}`);

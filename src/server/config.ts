@@ -10,6 +10,7 @@ import { AxonError } from "../axon/errors.js";
 
 export interface ServerConfig {
   http?: { port?: number; host?: string; max_body?: number | string; tls?: { cert: string; key: string } };
+  grpc?: { port?: number };
   security?: { api_key?: string; admin_key?: string };
   scheduling?: { max_queue?: number; instances?: number; intra_op_threads?: number; threads?: number; batching?: { enabled?: boolean; max_batch_size?: number; max_queue_delay_us?: number } };
   resources?: { max_memory?: number | string; keep_alive?: number; pool_size?: number | string };
@@ -66,6 +67,7 @@ export function loadServerConfig(file: string): ServerConfig {
 /** What `axon serve`'s flags (and their environment variables) gave; undefined: not given. */
 export interface ServeFlags {
   httpPort?: number;
+  grpcPort?: number;
   host?: string;
   models?: string[];
   plugins?: string[];
@@ -106,6 +108,7 @@ export function serveOptionsFrom(flags: ServeFlags, config: ServerConfig, parseS
   const keepAlive = flags.keepAlive ?? config.resources?.keep_alive;
   return {
     httpPort: flags.httpPort ?? config.http?.port ?? 8080,
+    grpcPort: flags.grpcPort ?? config.grpc?.port ?? 8081,
     host: flags.host ?? config.http?.host,
     models: [...(config.models ?? []).map((m) => (m.id ? `${m.id}=${m.target}` : m.target)), ...(flags.models ?? [])],
     plugins: [...(config.plugins ?? []), ...(flags.plugins ?? [])],

@@ -15,7 +15,7 @@ import { registerOpenAiRoutes } from "./http/openai.js";
 import { registerOpsRoutes } from "./http/ops.js";
 import { registerRepositoryRoutes } from "./http/repository.js";
 import { HttpRouter } from "./http/router.js";
-import { Serving } from "./http/serving.js";
+import { Serving } from "./serving.js";
 import { ServerMetrics } from "./metrics.js";
 import { loadNative, rebuildCommand } from "../../bindings/native.js";
 
@@ -39,6 +39,8 @@ export interface HttpServerOptions {
   adminKey?: string;
   /** TLS: PEM certificate and key files. */
   tls?: { certFile: string; keyFile: string; passphrase?: string };
+  /** The server's shared request side (metrics included), when other doors serve beside this one; made here otherwise. */
+  serving?: Serving;
 }
 
 export interface HttpServer {
@@ -52,9 +54,9 @@ export interface HttpServer {
 export async function startHttpServer(options: HttpServerOptions): Promise<HttpServer> {
   const native = loadNative();
   const pool = options.pool ?? getDefaultPool();
-  const metrics = new ServerMetrics(options.table, pool);
+  const serving = options.serving ?? new Serving(options.table, options.runtime, pool, new ServerMetrics(options.table, pool));
+  const metrics = serving.metrics;
   const router = new HttpRouter({ apiKey: options.apiKey, adminKey: options.adminKey });
-  const serving = new Serving(options.table, options.runtime, pool, metrics);
   registerOpsRoutes(router, serving);
   registerKserveRoutes(router, serving);
   registerRepositoryRoutes(router, serving);

@@ -1,7 +1,7 @@
 /**
  * `axon serve`: MLOS Core as a server. Builds the runtime and the model table, registers the
- * models it is given, and opens the HTTP door. The gRPC and shared-memory IPC doors are not
- * served yet; asking for them says so.
+ * models it is given, and opens the HTTP and gRPC doors on one request side (serving.ts): the
+ * same models, scheduler, pool and metrics whichever door a request comes through.
  */
 import { setOrtThreadBudget } from "../../bindings/native.js";
 import { Axon } from "../axon/axon.js";
@@ -13,11 +13,19 @@ import { importPlugin, Runtime } from "../core/runtime.js";
 import "../plugins/index.js"; // the built-in plugins, as every Runtime's defaults
 import { LlamaCppPlugin, type GpuChoice } from "../plugins/llamacpp/index.js";
 import { TensorPool } from "../tensor/pool.js";
+import { startGrpcServer, type GrpcServer } from "./grpc/grpc-server.js";
 import { startHttpServer, type HttpServer } from "./http-server.js";
+import { ServerMetrics } from "./metrics.js";
+import { Serving } from "./serving.js";
 
 export interface ServeOptions {
   /** HTTP port (default 8080; 0 disables the HTTP door). */
   httpPort?: number;
+  /**
+   * gRPC port (KServe v2 `inference.GRPCInferenceService` and `grpc.health.v1`); undefined or 0:
+   * no gRPC door (`axon serve` asks for 8081 unless told otherwise).
+   */
+  grpcPort?: number;
   host?: string;
   /**
    * Where GGUF models run (the llamacpp plugin): `off` (the CPU, the default), `cuda`, `vulkan`,
@@ -65,7 +73,10 @@ export interface RunningServer {
   readonly table: ModelTable;
   readonly runtime: Runtime;
   readonly http: HttpServer | undefined;
+  readonly grpc: GrpcServer | undefined;
   readonly pool: TensorPool;
+  /** The metrics every door counts in. */
+  readonly metrics: ServerMetrics;
   close(): Promise<void>;
 }
 
@@ -91,8 +102,13 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     keepAliveMs: options.keepAliveMs,
     onEvict: (_e, why) => onEvict?.(why),
   });
-  const close = async (http?: HttpServer): Promise<void> => {
-    await http?.close();
+  const metrics = new ServerMetrics(table, pool);
+  const serving = new Serving(table, runtime, pool, metrics);
+  onEvict = (why) => metrics.evictions.inc({ reason: why });
+  let http: HttpServer | undefined;
+  let grpc: GrpcServer | undefined;
+  const close = async (): Promise<void> => {
+    await Promise.all([http?.close(), grpc?.close()]);
     await table.close();
     await runtime.close();
     pool.close();
@@ -110,13 +126,13 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     await close();
     throw e;
   }
-  let http: HttpServer | undefined;
-  if (options.httpPort !== 0) {
-    try {
+  try {
+    if (options.httpPort !== 0) {
       http = await startHttpServer({
         table,
         runtime,
         pool,
+        serving,
         port: options.httpPort ?? 8080,
         host: options.host,
         maxBodyBytes: options.maxBodyBytes,
@@ -124,12 +140,13 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
         adminKey: options.adminKey,
         tls: options.tls,
       });
-    } catch (e) {
-      await close();
-      throw e;
     }
-    const evictions = http.metrics.evictions;
-    onEvict = (why) => evictions.inc({ reason: why });
+    if (options.grpcPort) {
+      grpc = await startGrpcServer({ serving, port: options.grpcPort, host: options.host, maxMessageBytes: options.maxBodyBytes, apiKey: options.apiKey, adminKey: options.adminKey, tls: options.tls });
+    }
+  } catch (e) {
+    await close();
+    throw e;
   }
-  return { table, runtime, http, pool, close: () => close(http) };
+  return { table, runtime, http, grpc, pool, metrics, close };
 }

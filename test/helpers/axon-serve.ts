@@ -16,12 +16,16 @@ export interface Served {
   port: number;
   stderr: () => string;
   /** The first stdout line of `--json`: ports, listen address, admin policy, models. */
-  info: { http: number; host: string; admin: string; models: string[] };
+  info: { http: number; grpc?: number; host: string; admin: string; models: string[] };
 }
 
-/** Starts `axon serve --http-port <free> --json ...args` with AXON_HOME=home; resolves once it listens. */
+/**
+ * Starts `axon serve --http-port <free> --json ...args` with AXON_HOME=home; resolves once it
+ * listens. No gRPC door unless `args` ask for one (`--grpc-port`): tests run side by side.
+ */
 export async function startServer(home: string, args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, "serve", "--http-port", String(await freePort()), "--json", ...args], { env: { ...process.env, AXON_HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
+  const grpc = args.includes("--grpc-port") ? [] : ["--grpc-port", "0"];
+  const child = spawn(process.execPath, [CLI, "serve", "--http-port", String(await freePort()), ...grpc, "--json", ...args], { env: { ...process.env, AXON_HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
   const line = await new Promise<string>((resolve, reject) => {

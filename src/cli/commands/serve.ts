@@ -4,9 +4,9 @@ import { adminPolicy, DEFAULT_HOST } from "../../server/admin-policy.js";
 import type { ServeFlags } from "../../server/config.js";
 
 export default class Serve extends AxonCommand {
-  static override summary = "Start MLOS Core: serve models over HTTP (MLOS v1 and KServe v2 APIs)";
+  static override summary = "Start MLOS Core: serve models over HTTP (MLOS v1, KServe v2, OpenAI) and gRPC (KServe v2)";
   static override description =
-    "Registers the --model references or paths (installing them from the registries when missing), then serves them until interrupted (Ctrl-C or SIGTERM stop it cleanly). Routes: /api/v1/... (MLOS), /v2/... (KServe v2, JSON and binary tensors), /health, /metrics. The gRPC and shared-memory IPC doors are not served yet.";
+    "Registers the --model references or paths (installing them from the registries when missing), then serves them until interrupted (Ctrl-C or SIGTERM stop it cleanly). Routes: /api/v1/... (MLOS), /v2/... (KServe v2, JSON and binary tensors), /health, /metrics; gRPC: inference.GRPCInferenceService (KServe v2) and grpc.health.v1. The shared-memory IPC door is not served yet.";
   static override examples = [
     "<%= config.bin %> serve --demo",
     "<%= config.bin %> serve --model demo/mlp@1",
@@ -17,7 +17,7 @@ export default class Serve extends AxonCommand {
     config: Flags.string({ char: "c", description: "YAML configuration file (schemas/server-config.schema.json); flags and environment variables override it" }),
     "http-port": Flags.integer({ description: "HTTP port; 0 disables the HTTP door [default: 8080]", min: 0, max: 65535 }),
     host: Flags.string({ description: "address to listen on; another than loopback (0.0.0.0 for all) opens the server to other hosts, whose admin requests then need --admin-key [default: 127.0.0.1]" }),
-    "grpc-port": Flags.integer({ description: "gRPC port (not served yet; 0 disables)", default: 8081, min: 0, max: 65535 }),
+    "grpc-port": Flags.integer({ description: "gRPC port (KServe v2 inference.GRPCInferenceService, grpc.health.v1); 0 disables the gRPC door [default: 8081]", min: 0, max: 65535 }),
     "ipc-name": Flags.string({ description: "shared-memory IPC name (not served yet)", default: "mlos" }),
     plugin: Flags.string({ description: "a third-party plugin to load (module path or npm package; repeatable)", multiple: true }),
     model: Flags.string({ char: "m", description: "model to register at start: REF, PATH or NAME=REF (repeatable)", multiple: true }),
@@ -43,7 +43,7 @@ export default class Serve extends AxonCommand {
     "kv-cache-memory": Flags.string({ description: "language models: memory for each model's KV cache (e.g. 256M) [default: 64M]" }),
   };
 
-  async run(): Promise<{ http?: number; models: string[] }> {
+  async run(): Promise<{ http?: number; grpc?: number; models: string[] }> {
     const { flags } = await this.parse(Serve);
     const { serve } = await import("../../server/serve.js");
     const { loadServerConfig, serveOptionsFrom } = await import("../../server/config.js");
@@ -60,6 +60,7 @@ export default class Serve extends AxonCommand {
     const options = serveOptionsFrom(
       {
         httpPort: flags["http-port"],
+        grpcPort: flags["grpc-port"],
         host: flags.host,
         models: demo.length > 0 || flags.model ? [...demo, ...(flags.model ?? [])] : undefined,
         plugins: flags.plugin,
@@ -99,8 +100,9 @@ export default class Serve extends AxonCommand {
       this.logToStderr(`MLOS Core listening on ${scheme}://${host.includes(":") ? `[${host}]` : host}:${server.http.port} (MLOS v1 /api/v1, KServe v2 /v2, OpenAI /v1, /health, /metrics)`);
       this.logToStderr(admin);
     }
-    if (flags["grpc-port"] !== 0 || flags["ipc-name"]) this.logToStderr("gRPC and shared-memory IPC doors: not served yet");
-    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, host, admin, models })}\n`);
+    if (server.grpc) this.logToStderr(`gRPC on ${host.includes(":") ? `[${host}]` : host}:${server.grpc.port}${options.tls ? " (TLS)" : ""} (KServe v2 inference.GRPCInferenceService, grpc.health.v1)`);
+    if (flags["ipc-name"] !== "mlos") this.logToStderr("the shared-memory IPC door is not served yet");
+    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, grpc: server.grpc?.port, host, admin, models })}\n`);
     // The handlers stay installed until the server is closed (a second signal exits at once):
     // with `once`, a library's own signal handler (node-llama-cpp's signal-exit) saw no other
     // listener left when SIGTERM came and re-raised it, killing the process mid-shutdown.
@@ -117,6 +119,6 @@ export default class Serve extends AxonCommand {
     await signalled;
     this.logToStderr("stopping: unloading models");
     await server.close();
-    return { http: server.http?.port, models };
+    return { http: server.http?.port, grpc: server.grpc?.port, models };
   }
 }

@@ -3,28 +3,17 @@
  * readiness, and inference with JSON tensors and the binary tensor extension
  * (`Inference-Header-Content-Length`, `binary_data_size`, `binary_data` / `binary_data_output`).
  */
-import { createRequire } from "node:module";
-import type { Model } from "../../core/model.js";
 import { ModelTable, type ModelEntry, type ReadyEntry } from "../../core/model-table.js";
-import type { TensorInfo } from "../../core/signature.js";
-import type { KserveInferResponse, KserveModelMetadata, KserveModelReady, KserveServerMetadata, KserveTensor } from "../../protocol/kserve.js";
+import type { KserveInferResponse, KserveModelReady, KserveTensor } from "../../protocol/kserve.js";
 import type { Tensor } from "../../tensor/tensor.js";
 import { HttpError } from "../http-error.js";
 import { binaryData, datatypeOf, jsonData, tensorFromBinary, tensorFromJson } from "../kserve-codec.js";
+import { modelMetadata, serverMetadata, serverReady } from "../kserve-common.js";
 import { KserveFastPath } from "./kserve-fast-path.js";
 import { JSON_HEADERS, parseJson, type Ctx, type HttpRouter, type Reply } from "./router.js";
-import { disposeAll, requestParameters, type RequestParameters, type Serving } from "./serving.js";
-
-const VERSION = (createRequire(import.meta.url)("../../../../package.json") as { version: string }).version;
+import { disposeAll, requestParameters, type RequestParameters, type Serving } from "../serving.js";
 
 type WantedOutputs = Array<{ name?: unknown; parameters?: { binary_data?: unknown } }>;
-
-const kserveTensorInfo = (t: TensorInfo) => ({ name: t.name, datatype: datatypeOf(t.dtype), shape: t.shape.map((d) => (typeof d === "number" ? d : -1)) });
-
-/** KServe's `platform` name for a plugin. */
-function platformOf(m: Model): string {
-  return m.plugin === "onnxruntime" ? "onnxruntime_onnx" : m.plugin === "torch" ? "pytorch_libtorch" : m.plugin === "tensorflow" ? "tensorflow_tfjs" : m.plugin;
-}
 
 export function registerKserveRoutes(router: HttpRouter, serving: Serving): void {
   const { table, pool } = serving;
@@ -32,19 +21,14 @@ export function registerKserveRoutes(router: HttpRouter, serving: Serving): void
 
   router.route("get", "/v2/health/live", "open", false, () => ({ body: { live: true } }));
   router.route("get", "/v2/health/ready", "open", false, () => {
-    const ready = table.list().every((e) => e.state === "ready" || e.state === "unloaded" || e.state === "evicted" || e.state === "failed");
+    const ready = serverReady(table);
     return { status: ready ? 200 : 503, body: { ready } };
   });
-  router.route("get", "/v2", "api", false, () => ({ body: { name: "mlos", version: VERSION, extensions: ["binary_tensor_data", "model_repository"] } satisfies KserveServerMetadata }));
+  router.route("get", "/v2", "api", false, () => ({ body: serverMetadata(["binary_tensor_data", "model_repository"]) }));
 
-  const modelMetadata = (ctx: Ctx): Reply => {
-    const e = table.get(ctx.params[0]!, ctx.params[1]);
-    const versions = table.list().filter((x) => x.name === e.name).map((x) => x.version);
-    if (!e.model) throw new HttpError(503, "MODEL_NOT_READY", `model "${e.name}" version ${e.version} is ${e.state}`);
-    return { body: { name: e.name, versions, platform: platformOf(e.model), inputs: e.model.inputs.map(kserveTensorInfo), outputs: e.model.outputs.map(kserveTensorInfo) } satisfies KserveModelMetadata };
-  };
-  router.route("get", "/v2/models/:name", "api", false, modelMetadata);
-  router.route("get", "/v2/models/:name/versions/:version", "api", false, modelMetadata);
+  const metadata = (ctx: Ctx): Reply => ({ body: modelMetadata(table, table.get(ctx.params[0]!, ctx.params[1])) });
+  router.route("get", "/v2/models/:name", "api", false, metadata);
+  router.route("get", "/v2/models/:name/versions/:version", "api", false, metadata);
   const modelReady = (ctx: Ctx): Reply => {
     const e = table.get(ctx.params[0]!, ctx.params[1]);
     const ready = e.state === "ready";
@@ -122,7 +106,7 @@ export function registerKserveRoutes(router: HttpRouter, serving: Serving): void
       disposeAll(Object.values(inputs));
       return reply(entry, request, sync, wanted, defaultBinary, total);
     }
-    return serving.infer(entry, inputs, "kserve", ctx, names, params).then(
+    return serving.infer(entry, inputs, "kserve", ctx.signal, names, params).then(
       (outputs) => {
         disposeAll(Object.values(inputs));
         return reply(entry, request, outputs, wanted, defaultBinary, total);

@@ -10,7 +10,7 @@ import { HttpError } from "../http-error.js";
 import { mlosInputs, outputsToJson } from "../json-inputs.js";
 import { parseJson, type Ctx, type HttpRouter, type Reply } from "./router.js";
 import { generationOptionsFrom } from "../generation-request.js";
-import { disposeAll, requestParameters, type Serving } from "./serving.js";
+import { disposeAll, requestParameters, type Serving } from "../serving.js";
 
 /**
  * Text in, text out, on a language model: `input` a prompt (or `messages`, rendered with the
@@ -85,7 +85,7 @@ export function registerMlosV1Routes(router: HttpRouter, serving: Serving): void
     const inputs = mlosInputs(entry.model, req.inputs ?? req.input, pool);
     let outputs: Record<string, Tensor>;
     try {
-      outputs = await serving.infer(entry, inputs, "mlos", ctx, Array.isArray(req.outputs) ? (req.outputs as string[]) : undefined, requestParameters(req.parameters ?? { priority: req.priority, timeout: req.timeout_ms }));
+      outputs = await serving.infer(entry, inputs, "mlos", ctx.signal, Array.isArray(req.outputs) ? (req.outputs as string[]) : undefined, requestParameters(req.parameters ?? { priority: req.priority, timeout: req.timeout_ms }));
     } finally {
       disposeAll(Object.values(inputs));
     }

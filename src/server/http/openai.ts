@@ -15,7 +15,7 @@ import type { ModelEntry, ReadyEntry } from "../../core/model-table.js";
 import { generationOptionsFrom } from "../generation-request.js";
 import { HttpError, toHttpError } from "../http-error.js";
 import { parseJson, type Ctx, type HttpRouter, type Reply } from "./router.js";
-import type { Serving } from "./serving.js";
+import type { Serving } from "../serving.js";
 
 const SSE_HEADERS = { "Content-Type": "text/event-stream", "Cache-Control": "no-cache" };
 

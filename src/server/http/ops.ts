@@ -1,6 +1,6 @@
 /** Operations routes: `/health` for load balancers and `/metrics` for Prometheus. */
 import type { HttpRouter } from "./router.js";
-import type { Serving } from "./serving.js";
+import type { Serving } from "../serving.js";
 
 export function registerOpsRoutes(router: HttpRouter, { table, metrics }: Serving): void {
   router.route("get", "/health", "open", false, () => {

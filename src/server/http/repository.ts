@@ -2,12 +2,10 @@
  * KServe v2's model repository extension: the index of registered models with their states, and
  * unload (the registration stays) and load again.
  */
-import type { ModelEntry } from "../../core/model-table.js";
 import type { KserveRepositoryEntry } from "../../protocol/kserve.js";
+import { repositoryState } from "../kserve-common.js";
 import type { HttpRouter } from "./router.js";
-import type { Serving } from "./serving.js";
-
-const repositoryState = (e: ModelEntry): KserveRepositoryEntry["state"] => (e.state === "ready" ? "READY" : e.state === "failed" ? "UNAVAILABLE" : (e.state.toUpperCase() as KserveRepositoryEntry["state"]));
+import type { Serving } from "../serving.js";
 
 export function registerRepositoryRoutes(router: HttpRouter, { table }: Serving): void {
   router.route("post", "/v2/repository/index", "api", true, () => ({

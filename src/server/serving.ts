@@ -1,17 +1,17 @@
 /**
- * What the API modules share to run requests: the model table, the tensor pool, the metrics, and
- * the two ways a request reaches a model (at once on the calling thread, or through its
- * scheduler), each counted under its route.
+ * What the doors (HTTP, gRPC) and their API modules share to run requests: the model table, the
+ * tensor pool, the metrics, and the two ways a request reaches a model (at once on the calling
+ * thread, or through its scheduler), each counted under its route. One per server: a request
+ * counts in the same metrics whichever door it came through.
  */
-import type { GenerationEngine } from "../../core/generation/engine.js";
-import type { ModelEntry, ModelTable, ReadyEntry } from "../../core/model-table.js";
-import type { Runtime } from "../../core/runtime.js";
-import type { Scheduler } from "../../core/scheduler.js";
-import type { TensorPool } from "../../tensor/pool.js";
-import type { Tensor } from "../../tensor/tensor.js";
-import { HttpError, toHttpError } from "../http-error.js";
-import type { ServerMetrics } from "../metrics.js";
-import type { Ctx } from "./router.js";
+import type { GenerationEngine } from "../core/generation/engine.js";
+import type { ModelEntry, ModelTable, ReadyEntry } from "../core/model-table.js";
+import type { Runtime } from "../core/runtime.js";
+import type { Scheduler } from "../core/scheduler.js";
+import type { TensorPool } from "../tensor/pool.js";
+import type { Tensor } from "../tensor/tensor.js";
+import { HttpError, toHttpError } from "./http-error.js";
+import type { ServerMetrics } from "./metrics.js";
 
 /** A request's `priority` (higher first) and `timeout` (ms). */
 export interface RequestParameters {
@@ -91,12 +91,12 @@ export class Serving {
     return out;
   }
 
-  /** Runs the request through the model's scheduler (queue limit, priorities, batching); stops it if the client goes away. */
-  async infer(entry: ReadyEntry, inputs: Record<string, Tensor>, route: string, ctx: Ctx, outputs?: string[], params: RequestParameters = {}): Promise<Record<string, Tensor>> {
+  /** Runs the request through the model's scheduler (queue limit, priorities, batching); `signal` stops it (the client went away). */
+  async infer(entry: ReadyEntry, inputs: Record<string, Tensor>, route: string, signal: AbortSignal | undefined, outputs?: string[], params: RequestParameters = {}): Promise<Record<string, Tensor>> {
     const m = this.metricsFor(entry, route);
     let out: Record<string, Tensor>;
     try {
-      out = await this.table.submit(entry, inputs, { signal: ctx.signal, ...(outputs ? { outputs } : {}), ...params });
+      out = await this.table.submit(entry, inputs, { ...(signal ? { signal } : {}), ...(outputs ? { outputs } : {}), ...params });
     } catch (e) {
       this.countFailure(entry, route, e);
     }

@@ -1,0 +1,208 @@
+/**
+ * MLOS Core's gRPC front door (@grpc/grpc-js): `inference.GRPCInferenceService` of the KServe v2
+ * protocol (kserve-service.ts) and the standard `grpc.health.v1.Health`, from the proto files in
+ * proto/. The same keys as HTTP (metadata `authorization: Bearer <key>`; the repository's load and
+ * unload are admin calls, answered for clients on this machine only when no admin key is set),
+ * TLS from the same PEM files, and the body limit as the largest message received.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import type { ModelInferRequest, ModelInferResponse, ModelStreamInferResponse } from "../../protocol/kserve-grpc.js";
+import { ADMIN_ROUTES, DEFAULT_HOST, isLoopback } from "../admin-policy.js";
+import { HttpError, toHttpError } from "../http-error.js";
+import type { Serving } from "../serving.js";
+import { KserveGrpcService } from "./kserve-service.js";
+import { toGrpcError } from "./status.js";
+
+/** proto/ of the installed package (dist/src/server/grpc -> the package root). */
+export const PROTO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..", "proto");
+
+export interface GrpcServerOptions {
+  serving: Serving;
+  /** Default 8081; 0 picks a free port (see `port` on the result). */
+  port?: number;
+  /** Listen address; default 127.0.0.1. */
+  host?: string;
+  /** Largest request message accepted, in bytes (default 64 MiB); larger ones get RESOURCE_EXHAUSTED. */
+  maxMessageBytes?: number;
+  apiKey?: string;
+  adminKey?: string;
+  tls?: { certFile: string; keyFile: string };
+}
+
+export interface GrpcServer {
+  readonly port: number;
+  /** Ends health watches, stops accepting calls, lets running ones finish (up to 5 s), then closes every connection. */
+  close(): Promise<void>;
+}
+
+type Access = "open" | "api" | "admin";
+const SERVICE = "inference.GRPCInferenceService";
+
+function loadProto(file: string): grpc.GrpcObject {
+  const def = protoLoader.loadSync(path.join(PROTO_DIR, file), { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  return grpc.loadPackageDefinition(def);
+}
+
+/** Starts the gRPC door; resolves once it listens. */
+export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcServer> {
+  const inference = loadProto("grpc_service.proto").inference as grpc.GrpcObject;
+  const health = ((loadProto("health.proto").grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject;
+  const maxMessageBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
+  const server = new grpc.Server({ "grpc.max_receive_message_length": maxMessageBytes, "grpc.max_send_message_length": -1 });
+  const kserve = new KserveGrpcService(options.serving);
+  const { apiKey, adminKey } = options;
+
+  /** The same policy as the HTTP router's: keys from `authorization`, admin calls from loopback only without an admin key. */
+  const authorize = (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>, method: string, access: Access) => {
+    if (access === "open") return;
+    const admin = access === "admin";
+    if (admin && adminKey === undefined) {
+      const peer = call.getPeer();
+      const address = peer.includes(":") ? peer.slice(0, peer.lastIndexOf(":")).replace(/^\[|\]$/g, "") : peer;
+      if (!isLoopback(address)) throw new HttpError(403, "ADMIN_LOCAL_ONLY", `${SERVICE}/${method} is an admin call (${ADMIN_ROUTES}): without an admin key (--admin-key) the server answers it for clients on this machine only`);
+    }
+    const key = admin ? (adminKey ?? apiKey) : apiKey;
+    if (!key) return;
+    const auth = call.metadata.get("authorization")[0];
+    const given = typeof auth === "string" && auth.startsWith("Bearer ") ? auth.slice(7) : undefined;
+    if (given === undefined) throw new HttpError(401, "UNAUTHORIZED", "this call needs metadata authorization: Bearer <key>");
+    const ok = given === key || (!admin && adminKey !== undefined && given === adminKey);
+    if (!ok) throw new HttpError(admin ? 403 : 401, admin ? "FORBIDDEN" : "UNAUTHORIZED", admin ? "this call needs the admin key" : "the API key is not valid");
+  };
+
+  /** A unary handler: authorization, then `fn`, its answer or its error as a status. */
+  const unary = <Req, Res>(method: string, access: Access, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>): grpc.handleUnaryCall<Req, Res> =>
+    (call, callback) => {
+      try {
+        authorize(call, method, access);
+        Promise.resolve(fn(call.request, call)).then((res) => callback(null, res), (e: unknown) => callback(toGrpcError(e)));
+      } catch (e) {
+        callback(toGrpcError(e));
+      }
+    };
+
+  /** Aborted when the client cancels the call or its deadline passes. */
+  const signalOf = (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>): AbortSignal => {
+    const controller = new AbortController();
+    call.once("cancelled", () => controller.abort(new Error("the client cancelled the call")));
+    return controller.signal;
+  };
+
+  const modelInfer: grpc.handleUnaryCall<ModelInferRequest, ModelInferResponse> = (call, callback) => {
+    try {
+      authorize(call, "ModelInfer", "api");
+      kserve.modelInfer(call.request, signalOf(call), (res) => callback(null, res)).catch((e: unknown) => callback(toGrpcError(e)));
+    } catch (e) {
+      callback(toGrpcError(e));
+    }
+  };
+
+  /**
+   * Requests on one stream run concurrently (batched with everything else); each answer is written
+   * when ready, in completion order, with the request's `id` to match it; a failed request answers
+   * `error_message` ("CODE: message") and the stream goes on. The stream ends once the client has
+   * half-closed and every answer is written.
+   */
+  const modelStreamInfer: grpc.handleBidiStreamingCall<ModelInferRequest, ModelStreamInferResponse> = (call) => {
+    try {
+      authorize(call, "ModelStreamInfer", "api");
+    } catch (e) {
+      call.emit("error", toGrpcError(e));
+      return;
+    }
+    const signal = signalOf(call);
+    let pending = 0;
+    let ended = false;
+    const settle = () => {
+      if (--pending === 0 && ended) call.end();
+    };
+    call.on("data", (req: ModelInferRequest) => {
+      pending++;
+      kserve
+        // A stream's writes may wait in its buffer (flow control) until after the outputs are
+        // disposed: the answer takes copies of their bytes.
+        .modelInfer(req, signal, (res) => call.write({ error_message: "", infer_response: { ...res, raw_output_contents: res.raw_output_contents.map((b) => Buffer.from(b)) } }))
+        .catch((e: unknown) => {
+          if (signal.aborted) return;
+          const h = toHttpError(e);
+          call.write({ error_message: `${h.code}: ${h.message}`, infer_response: null });
+        })
+        .finally(settle);
+    });
+    call.on("end", () => {
+      ended = true;
+      if (pending === 0) call.end();
+    });
+  };
+
+  server.addService((inference.GRPCInferenceService as grpc.ServiceClientConstructor).service, {
+    ServerLive: unary("ServerLive", "open", () => kserve.serverLive()),
+    ServerReady: unary("ServerReady", "open", () => kserve.serverReady()),
+    ModelReady: unary("ModelReady", "api", (req: { name: string; version: string }) => kserve.modelReady(req)),
+    ServerMetadata: unary("ServerMetadata", "api", () => kserve.serverMetadata()),
+    ModelMetadata: unary("ModelMetadata", "api", (req: { name: string; version: string }) => kserve.modelMetadata(req)),
+    ModelInfer: modelInfer,
+    ModelStreamInfer: modelStreamInfer,
+    RepositoryIndex: unary("RepositoryIndex", "api", (req: { ready: boolean }) => kserve.repositoryIndex(req)),
+    RepositoryModelLoad: unary("RepositoryModelLoad", "admin", (req: { model_name: string }) => kserve.repositoryModelLoad(req)),
+    RepositoryModelUnload: unary("RepositoryModelUnload", "admin", (req: { model_name: string }) => kserve.repositoryModelUnload(req)),
+    SystemSharedMemoryStatus: unary("SystemSharedMemoryStatus", "api", () => notServed()),
+    SystemSharedMemoryRegister: unary("SystemSharedMemoryRegister", "admin", () => notServed()),
+    SystemSharedMemoryUnregister: unary("SystemSharedMemoryUnregister", "admin", () => notServed()),
+  });
+
+  // grpc.health.v1: "" (the server) and the inference service are SERVING while the server runs.
+  const watches = new Set<grpc.ServerWritableStream<{ service: string }, { status: string }>>();
+  const known = (service: string) => service === "" || service === SERVICE;
+  server.addService((health.Health as grpc.ServiceClientConstructor).service, {
+    Check: unary("Check", "open", (req: { service: string }) => {
+      if (!known(req.service)) throw new HttpError(404, "SERVICE_UNKNOWN", `no service "${req.service}" here; "" and "${SERVICE}" are`);
+      return { status: "SERVING" };
+    }),
+    Watch: (call: grpc.ServerWritableStream<{ service: string }, { status: string }>) => {
+      call.write({ status: known(call.request.service) ? "SERVING" : "SERVICE_UNKNOWN" });
+      watches.add(call);
+      call.once("cancelled", () => watches.delete(call));
+    },
+  });
+
+  const credentials = options.tls ? grpc.ServerCredentials.createSsl(null, [{ cert_chain: readPem(options.tls.certFile), private_key: readPem(options.tls.keyFile) }], false) : grpc.ServerCredentials.createInsecure();
+  const host = options.host ?? DEFAULT_HOST;
+  const address = `${host.includes(":") ? `[${host}]` : host}:${options.port ?? 8081}`;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(address, credentials, (err, p) => (err ? reject(new HttpError(500, "LISTEN_FAILED", `gRPC: cannot listen on ${address}: ${err.message}`)) : resolve(p))),
+  );
+  return {
+    port,
+    close: async () => {
+      for (const w of watches) {
+        w.write({ status: "NOT_SERVING" });
+        w.end();
+      }
+      watches.clear();
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 5000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+    },
+  };
+}
+
+function notServed(): never {
+  throw new HttpError(501, "NOT_IMPLEMENTED", "system shared memory is not served over gRPC by this server");
+}
+
+function readPem(file: string): Buffer {
+  if (!existsSync(file)) throw new HttpError(500, "TLS_INVALID", `TLS: no file ${file}`);
+  return readFileSync(file);
+}
