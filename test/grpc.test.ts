@@ -171,6 +171,13 @@ describe("axon serve over gRPC (KServe v2)", { skip }, () => {
     await rejects(client.call("RepositoryModelLoad", { model_name: "nope" }), grpc.status.INVALID_ARGUMENT, "BAD_REFERENCE", /nope/);
   });
 
+  it("refuses shared-memory registration unless the server allows it", async () => {
+    await rejects(client.call("SystemSharedMemoryRegister", { name: "r", key: "/whatever", offset: 0, byte_size: 8 }), grpc.status.PERMISSION_DENIED, "SHM_DISABLED", /--allow-shared-memory/);
+    const res = await fetch(`${server.base}/v2/systemsharedmemory/region/r/register`, { method: "POST", body: JSON.stringify({ key: "/whatever", offset: 0, byte_size: 8 }) });
+    assert.equal(res.status, 403);
+    assert.equal(((await res.json()) as { code: string }).code, "SHM_DISABLED");
+  });
+
   it("counts gRPC requests in the same metrics as HTTP (route grpc)", async () => {
     const text = await (await fetch(`${server.base}/metrics`)).text();
     const ok = Number(/^mlos_requests_total\{model="mlp@1.0.0",route="grpc",outcome="ok"\} (\d+)/m.exec(text)?.[1]);

@@ -11,6 +11,7 @@ import { AxonError } from "../axon/errors.js";
 export interface ServerConfig {
   http?: { port?: number; host?: string; max_body?: number | string; tls?: { cert: string; key: string } };
   grpc?: { port?: number };
+  shared_memory?: { allow_clients?: boolean };
   security?: { api_key?: string; admin_key?: string };
   scheduling?: { max_queue?: number; instances?: number; intra_op_threads?: number; threads?: number; batching?: { enabled?: boolean; max_batch_size?: number; max_queue_delay_us?: number } };
   resources?: { max_memory?: number | string; keep_alive?: number; pool_size?: number | string };
@@ -68,6 +69,7 @@ export function loadServerConfig(file: string): ServerConfig {
 export interface ServeFlags {
   httpPort?: number;
   grpcPort?: number;
+  allowSharedMemory?: boolean;
   host?: string;
   models?: string[];
   plugins?: string[];
@@ -109,6 +111,7 @@ export function serveOptionsFrom(flags: ServeFlags, config: ServerConfig, parseS
   return {
     httpPort: flags.httpPort ?? config.http?.port ?? 8080,
     grpcPort: flags.grpcPort ?? config.grpc?.port ?? 8081,
+    allowSharedMemory: flags.allowSharedMemory ?? config.shared_memory?.allow_clients ?? false,
     host: flags.host ?? config.http?.host,
     models: [...(config.models ?? []).map((m) => (m.id ? `${m.id}=${m.target}` : m.target)), ...(flags.models ?? [])],
     plugins: [...(config.plugins ?? []), ...(flags.plugins ?? [])],

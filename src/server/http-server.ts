@@ -14,6 +14,7 @@ import { registerMlosV1Routes } from "./http/mlos-v1.js";
 import { registerOpenAiRoutes } from "./http/openai.js";
 import { registerOpsRoutes } from "./http/ops.js";
 import { registerRepositoryRoutes } from "./http/repository.js";
+import { registerSharedMemoryRoutes } from "./http/shared-memory.js";
 import { HttpRouter } from "./http/router.js";
 import { Serving } from "./serving.js";
 import { ServerMetrics } from "./metrics.js";
@@ -60,6 +61,7 @@ export async function startHttpServer(options: HttpServerOptions): Promise<HttpS
   registerOpsRoutes(router, serving);
   registerKserveRoutes(router, serving);
   registerRepositoryRoutes(router, serving);
+  registerSharedMemoryRoutes(router, serving);
   registerMlosV1Routes(router, serving);
   registerOpenAiRoutes(router, serving);
 

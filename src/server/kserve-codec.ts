@@ -24,7 +24,8 @@ export function dtypeOf(datatype: unknown, tensor: string): DType {
   return d;
 }
 
-function checkShape(shape: unknown, name: string): number[] {
+/** A tensor's shape, or a 400 naming the tensor. */
+export function checkShape(shape: unknown, name: string): number[] {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && (d as number) >= 0)) {
     throw new HttpError(400, "BAD_SHAPE", `tensor "${name}": shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
   }

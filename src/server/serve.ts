@@ -17,6 +17,7 @@ import { startGrpcServer, type GrpcServer } from "./grpc/grpc-server.js";
 import { startHttpServer, type HttpServer } from "./http-server.js";
 import { ServerMetrics } from "./metrics.js";
 import { Serving } from "./serving.js";
+import { SystemSharedMemory } from "./shm/system-shared-memory.js";
 
 export interface ServeOptions {
   /** HTTP port (default 8080; 0 disables the HTTP door). */
@@ -26,6 +27,11 @@ export interface ServeOptions {
    * no gRPC door (`axon serve` asks for 8081 unless told otherwise).
    */
   grpcPort?: number;
+  /**
+   * Let clients register system shared-memory regions (KServe v2 / Triton extension, HTTP and
+   * gRPC) and name them in inference requests instead of sending tensor bytes. Off by default.
+   */
+  allowSharedMemory?: boolean;
   host?: string;
   /**
    * Where GGUF models run (the llamacpp plugin): `off` (the CPU, the default), `cuda`, `vulkan`,
@@ -103,12 +109,14 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     onEvict: (_e, why) => onEvict?.(why),
   });
   const metrics = new ServerMetrics(table, pool);
-  const serving = new Serving(table, runtime, pool, metrics);
+  const shm = new SystemSharedMemory(options.allowSharedMemory === true);
+  const serving = new Serving(table, runtime, pool, metrics, shm);
   onEvict = (why) => metrics.evictions.inc({ reason: why });
   let http: HttpServer | undefined;
   let grpc: GrpcServer | undefined;
   const close = async (): Promise<void> => {
     await Promise.all([http?.close(), grpc?.close()]);
+    shm.close();
     await table.close();
     await runtime.close();
     pool.close();

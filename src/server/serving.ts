@@ -12,6 +12,7 @@ import type { TensorPool } from "../tensor/pool.js";
 import type { Tensor } from "../tensor/tensor.js";
 import { HttpError, toHttpError } from "./http-error.js";
 import type { ServerMetrics } from "./metrics.js";
+import { SystemSharedMemory } from "./shm/system-shared-memory.js";
 
 /** A request's `priority` (higher first) and `timeout` (ms). */
 export interface RequestParameters {
@@ -34,6 +35,8 @@ export class Serving {
     readonly runtime: Runtime,
     readonly pool: TensorPool,
     readonly metrics: ServerMetrics,
+    /** Clients' registered shared-memory regions (KServe inputs and outputs may name one); off unless allowed. */
+    readonly shm: SystemSharedMemory = new SystemSharedMemory(false),
   ) {}
 
   /** A language model's generation engine, its metrics hooked on first use. */

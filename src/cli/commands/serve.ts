@@ -18,6 +18,7 @@ export default class Serve extends AxonCommand {
     "http-port": Flags.integer({ description: "HTTP port; 0 disables the HTTP door [default: 8080]", min: 0, max: 65535 }),
     host: Flags.string({ description: "address to listen on; another than loopback (0.0.0.0 for all) opens the server to other hosts, whose admin requests then need --admin-key [default: 127.0.0.1]" }),
     "grpc-port": Flags.integer({ description: "gRPC port (KServe v2 inference.GRPCInferenceService, grpc.health.v1); 0 disables the gRPC door [default: 8081]", min: 0, max: 65535 }),
+    "allow-shared-memory": Flags.boolean({ description: "let clients register system shared-memory regions (/v2/systemsharedmemory over HTTP, SystemSharedMemory* over gRPC) and name them in inference requests instead of sending tensor bytes [default: off]", allowNo: true }),
     "ipc-name": Flags.string({ description: "shared-memory IPC name (not served yet)", default: "mlos" }),
     plugin: Flags.string({ description: "a third-party plugin to load (module path or npm package; repeatable)", multiple: true }),
     model: Flags.string({ char: "m", description: "model to register at start: REF, PATH or NAME=REF (repeatable)", multiple: true }),
@@ -61,6 +62,7 @@ export default class Serve extends AxonCommand {
       {
         httpPort: flags["http-port"],
         grpcPort: flags["grpc-port"],
+        allowSharedMemory: flags["allow-shared-memory"],
         host: flags.host,
         models: demo.length > 0 || flags.model ? [...demo, ...(flags.model ?? [])] : undefined,
         plugins: flags.plugin,

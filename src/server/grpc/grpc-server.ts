@@ -150,9 +150,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     RepositoryIndex: unary("RepositoryIndex", "api", (req: { ready: boolean }) => kserve.repositoryIndex(req)),
     RepositoryModelLoad: unary("RepositoryModelLoad", "admin", (req: { model_name: string }) => kserve.repositoryModelLoad(req)),
     RepositoryModelUnload: unary("RepositoryModelUnload", "admin", (req: { model_name: string }) => kserve.repositoryModelUnload(req)),
-    SystemSharedMemoryStatus: unary("SystemSharedMemoryStatus", "api", () => notServed()),
-    SystemSharedMemoryRegister: unary("SystemSharedMemoryRegister", "admin", () => notServed()),
-    SystemSharedMemoryUnregister: unary("SystemSharedMemoryUnregister", "admin", () => notServed()),
+    SystemSharedMemoryStatus: unary("SystemSharedMemoryStatus", "api", (req: { name: string }) => kserve.systemSharedMemoryStatus(req)),
+    SystemSharedMemoryRegister: unary("SystemSharedMemoryRegister", "api", (req: { name: string; key: string; offset: string; byte_size: string }) => kserve.systemSharedMemoryRegister(req)),
+    SystemSharedMemoryUnregister: unary("SystemSharedMemoryUnregister", "api", (req: { name: string }) => kserve.systemSharedMemoryUnregister(req)),
   });
 
   // grpc.health.v1: "" (the server) and the inference service are SERVING while the server runs.
@@ -196,10 +196,6 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       });
     },
   };
-}
-
-function notServed(): never {
-  throw new HttpError(501, "NOT_IMPLEMENTED", "system shared memory is not served over gRPC by this server");
 }
 
 function readPem(file: string): Buffer {

@@ -13,7 +13,7 @@ import { disposeAll, type Serving } from "../serving.js";
 import { decodeInputs, encodeOutputs, inferParameters } from "./tensors.js";
 
 /** The protocol extensions this door serves. */
-export const GRPC_EXTENSIONS = ["model_repository"];
+export const GRPC_EXTENSIONS = ["model_repository", "system_shared_memory"];
 
 const versionOf = (v: string | undefined) => (v ? v : undefined);
 
@@ -56,6 +56,22 @@ export class KserveGrpcService {
     return {};
   }
 
+  systemSharedMemoryStatus(req: { name: string }) {
+    const regions: Record<string, { name: string; key: string; offset: number; byte_size: number }> = {};
+    for (const r of this.serving.shm.status(req.name || undefined)) regions[r.name] = r;
+    return { regions };
+  }
+
+  systemSharedMemoryRegister(req: { name: string; key: string; offset: string; byte_size: string }) {
+    this.serving.shm.register(req.name, req.key, req.offset, req.byte_size);
+    return {};
+  }
+
+  systemSharedMemoryUnregister(req: { name: string }) {
+    this.serving.shm.unregister(req.name || undefined);
+    return {};
+  }
+
   #modelName(name: string): string {
     if (!name) throw new HttpError(400, "BAD_REQUEST", "model_name must be a non-empty string");
     return name;
@@ -80,7 +96,7 @@ export class KserveGrpcService {
       if (!o.name) throw new HttpError(400, "BAD_REQUEST", `outputs[${i}].name must be a non-empty string`);
       return o.name;
     }) : undefined;
-    const inputs = decodeInputs(req, pool);
+    const inputs = decodeInputs(req, pool, this.serving.shm);
     let outputs: Record<string, Tensor> | undefined;
     try {
       outputs = this.serving.inferSync(entry, inputs, "grpc", names, params) ?? (await this.serving.infer(entry, inputs, "grpc", signal, names, params));
@@ -88,7 +104,7 @@ export class KserveGrpcService {
       disposeAll(Object.values(inputs));
     }
     try {
-      reply({ model_name: entry.name, model_version: entry.version, id: req.id ?? "", ...encodeOutputs(outputs) });
+      reply({ model_name: entry.name, model_version: entry.version, id: req.id ?? "", ...encodeOutputs(outputs, req, this.serving.shm) });
     } finally {
       disposeAll(Object.values(outputs));
       this.serving.metricsFor(entry, "grpc").total.observe((performance.now() - start) / 1000);

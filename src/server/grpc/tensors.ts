@@ -11,6 +11,7 @@ import { Tensor } from "../../tensor/tensor.js";
 import { HttpError } from "../http-error.js";
 import { binaryData, datatypeOf, dtypeOf, tensorFromBinary, tensorFromJson } from "../kserve-codec.js";
 import { requestParameters, type RequestParameters } from "../serving.js";
+import { regionRefOf, tensorFromRegion, type SystemSharedMemory } from "../shm/system-shared-memory.js";
 
 /** Which typed `contents` list carries each KServe datatype (FP16 and BF16 travel raw only). */
 const CONTENTS_FIELD: Partial<Record<string, keyof InferTensorContents>> = {
@@ -51,7 +52,7 @@ function tensorFromContents(t: InferInputTensor, pool: TensorPool, index: number
  * The request's inputs, in the pool. Raw contents, when given, must cover every input in order
  * (the protocol's rule); on any failure the tensors already made are disposed.
  */
-export function decodeInputs(req: ModelInferRequest, pool: TensorPool): Record<string, Tensor> {
+export function decodeInputs(req: ModelInferRequest, pool: TensorPool, shm: SystemSharedMemory): Record<string, Tensor> {
   const raw = req.raw_input_contents ?? [];
   if (raw.length > 0 && raw.length !== req.inputs.length) {
     throw new HttpError(400, "BAD_DATA", `raw_input_contents has ${raw.length} entries for ${req.inputs.length} inputs; give one per input, in order, or none`);
@@ -61,7 +62,11 @@ export function decodeInputs(req: ModelInferRequest, pool: TensorPool): Record<s
     req.inputs.forEach((t, i) => {
       if (!t.name) throw new HttpError(400, "BAD_TENSOR", `inputs[${i}].name must be a non-empty string`);
       if (inputs[t.name]) throw new HttpError(400, "BAD_REQUEST", `input "${t.name}" is given twice`);
-      if (raw.length > 0) {
+      const region = regionRefOf(plainParameters(t.parameters), t.name);
+      if (region) {
+        if (hasContents(t.contents) || (raw[i]?.byteLength ?? 0) > 0) throw new HttpError(400, "BAD_DATA", `input "${t.name}" names a shared-memory region and also carries data`);
+        inputs[t.name] = tensorFromRegion(shm, t.name, dtypeOf(t.datatype, t.name), shapeOf(t), region, pool);
+      } else if (raw.length > 0) {
         if (hasContents(t.contents)) throw new HttpError(400, "BAD_DATA", `input "${t.name}" has both contents and raw_input_contents`);
         inputs[t.name] = tensorFromBinary(t.name, t.datatype, shapeOf(t), raw[i]!, pool);
       } else {
@@ -99,6 +104,14 @@ export function parameterValue(p: InferParameter): boolean | number | string | u
   }
 }
 
+/** A parameters map as plain values. */
+export function plainParameters(parameters: Record<string, InferParameter> | undefined): Record<string, unknown> | undefined {
+  if (!parameters) return undefined;
+  const out: Record<string, unknown> = {};
+  for (const [k, p] of Object.entries(parameters)) out[k] = parameterValue(p);
+  return out;
+}
+
 /** `priority` and `timeout` (ms) from the request's parameters, checked as over HTTP. */
 export function inferParameters(parameters: Record<string, InferParameter> | undefined): RequestParameters {
   if (!parameters) return {};
@@ -106,13 +119,26 @@ export function inferParameters(parameters: Record<string, InferParameter> | und
   return requestParameters({ priority: get("priority"), timeout: get("timeout") });
 }
 
-/** The response's outputs: metadata per tensor and its bytes in `raw_output_contents`, in the same order. */
-export function encodeOutputs(outputs: Record<string, Tensor>): { outputs: InferOutputTensor[]; raw_output_contents: Uint8Array[] } {
+/**
+ * The response's outputs: metadata per tensor and its bytes in `raw_output_contents`, in the same
+ * order. An output the request asked into a shared-memory region is written there; its entry in
+ * `raw_output_contents` stays empty (so that the entries still line up with `outputs`), and its
+ * parameters say where it went and how many bytes it took.
+ */
+export function encodeOutputs(outputs: Record<string, Tensor>, req: ModelInferRequest, shm: SystemSharedMemory): { outputs: InferOutputTensor[]; raw_output_contents: Uint8Array[] } {
   const meta: InferOutputTensor[] = [];
   const raw: Uint8Array[] = [];
   for (const [name, t] of Object.entries(outputs)) {
-    meta.push({ name, datatype: datatypeOf(t.dtype), shape: [...t.shape] });
-    raw.push(binaryData(t));
+    const region = regionRefOf(plainParameters(req.outputs?.find((o) => o.name === name)?.parameters), name);
+    const bytes = binaryData(t);
+    if (region) {
+      shm.write(region, bytes, name);
+      meta.push({ name, datatype: datatypeOf(t.dtype), shape: [...t.shape], parameters: { shared_memory_region: { string_param: region.region }, shared_memory_offset: { uint64_param: region.offset }, shared_memory_byte_size: { uint64_param: bytes.byteLength } } });
+      raw.push(new Uint8Array(0));
+    } else {
+      meta.push({ name, datatype: datatypeOf(t.dtype), shape: [...t.shape] });
+      raw.push(bytes);
+    }
   }
   return { outputs: meta, raw_output_contents: raw };
 }

@@ -7,7 +7,8 @@ import { ModelTable, type ModelEntry, type ReadyEntry } from "../../core/model-t
 import type { KserveInferResponse, KserveModelReady, KserveTensor } from "../../protocol/kserve.js";
 import type { Tensor } from "../../tensor/tensor.js";
 import { HttpError } from "../http-error.js";
-import { binaryData, datatypeOf, jsonData, tensorFromBinary, tensorFromJson } from "../kserve-codec.js";
+import { binaryData, checkShape, datatypeOf, dtypeOf, jsonData, tensorFromBinary, tensorFromJson } from "../kserve-codec.js";
+import { regionRefOf, tensorFromRegion } from "../shm/system-shared-memory.js";
 import { modelMetadata, serverMetadata, serverReady } from "../kserve-common.js";
 import { KserveFastPath } from "./kserve-fast-path.js";
 import { JSON_HEADERS, parseJson, type Ctx, type HttpRouter, type Reply } from "./router.js";
@@ -24,7 +25,7 @@ export function registerKserveRoutes(router: HttpRouter, serving: Serving): void
     const ready = serverReady(table);
     return { status: ready ? 200 : 503, body: { ready } };
   });
-  router.route("get", "/v2", "api", false, () => ({ body: serverMetadata(["binary_tensor_data", "model_repository"]) }));
+  router.route("get", "/v2", "api", false, () => ({ body: serverMetadata(["binary_tensor_data", "model_repository", "system_shared_memory"]) }));
 
   const metadata = (ctx: Ctx): Reply => ({ body: modelMetadata(table, table.get(ctx.params[0]!, ctx.params[1])) });
   router.route("get", "/v2/models/:name", "api", false, metadata);
@@ -126,7 +127,11 @@ export function registerKserveRoutes(router: HttpRouter, serving: Serving): void
       const name = typeof t?.name === "string" ? t.name : `inputs[${i}]`;
       if (typeof t?.name === "string" && inputs[t.name]) throw new HttpError(400, "BAD_REQUEST", `input "${t.name}" is given twice`);
       const size = t?.parameters?.binary_data_size;
-      if (size !== undefined) {
+      const region = regionRefOf(t?.parameters as Record<string, unknown> | undefined, name);
+      if (region) {
+        if (size !== undefined || (t as { data?: unknown }).data !== undefined) throw new HttpError(400, "BAD_DATA", `input "${name}" names a shared-memory region and also carries data`);
+        inputs[name] = tensorFromRegion(serving.shm, name, dtypeOf(t.datatype, name), checkShape(t.shape, name), region, pool);
+      } else if (size !== undefined) {
         if (!binary) throw new HttpError(400, "BAD_REQUEST", `input "${name}" has binary_data_size but the request has no Inference-Header-Content-Length`);
         if (!Number.isSafeInteger(size) || (size as number) < 0 || at + (size as number) > binary.byteLength) {
           throw new HttpError(400, "BAD_DATA", `input "${name}": binary_data_size ${JSON.stringify(size)} runs past the ${binary.byteLength} bytes of binary data`);
@@ -140,7 +145,17 @@ export function registerKserveRoutes(router: HttpRouter, serving: Serving): void
     if (binary && at !== binary.byteLength) throw new HttpError(400, "BAD_DATA", `the request has ${binary.byteLength} bytes of binary data, its inputs use ${at}`);
   }
 
+  /** The response; the outputs are disposed once it is written (or at once if it cannot be made: a shared-memory window too small). */
   function reply(entry: ReadyEntry, request: Record<string, unknown>, outputs: Record<string, Tensor>, wanted: WantedOutputs | undefined, defaultBinary: boolean, total: number): Reply {
+    try {
+      return makeReply(entry, request, outputs, wanted, defaultBinary, total);
+    } catch (e) {
+      disposeAll(Object.values(outputs));
+      throw e;
+    }
+  }
+
+  function makeReply(entry: ReadyEntry, request: Record<string, unknown>, outputs: Record<string, Tensor>, wanted: WantedOutputs | undefined, defaultBinary: boolean, total: number): Reply {
     const binaryOut = (name: string) => {
       const o = wanted?.find((w) => w.name === name);
       const b = o?.parameters?.binary_data;
@@ -152,6 +167,12 @@ export function registerKserveRoutes(router: HttpRouter, serving: Serving): void
       model_version: entry.version,
       ...(typeof request.id === "string" ? { id: request.id } : {}),
       outputs: Object.entries(outputs).map(([name, t]): KserveTensor => {
+        const region = regionRefOf(wanted?.find((w) => w.name === name)?.parameters as Record<string, unknown> | undefined, name);
+        if (region) {
+          const bytes = binaryData(t);
+          serving.shm.write(region, bytes, name);
+          return { name, datatype: datatypeOf(t.dtype), shape: [...t.shape], parameters: { shared_memory_region: region.region, shared_memory_offset: region.offset, shared_memory_byte_size: bytes.byteLength } };
+        }
         if (binaryOut(name)) {
           const bytes = binaryData(t);
           parts.push(bytes);
