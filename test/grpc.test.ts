@@ -5,7 +5,7 @@
 // bidirectional stream, errors with their status codes and stable codes, auth, limits, metrics.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -171,6 +171,26 @@ describe("axon serve over gRPC (KServe v2)", { skip }, () => {
     await rejects(client.call("RepositoryModelLoad", { model_name: "nope" }), grpc.status.INVALID_ARGUMENT, "BAD_REFERENCE", /nope/);
   });
 
+  it("drops calls whose client cancels them or whose deadline passes, and their tensors go back to the pool", async () => {
+    const baseline = await poolUsed(server.base);
+    const req = { model_name: "mlp", inputs: [{ name: "x", datatype: "FP32", shape: [2, 4] }], raw_input_contents: [f32(X)] };
+    const outcomes = await Promise.allSettled(Array.from({ length: 64 }, () => client.call("ModelInfer", req, {}, { deadline: Date.now() + 1 })));
+    for (const o of outcomes) if (o.status === "rejected") assert.equal((o.reason as grpc.ServiceError).code, grpc.status.DEADLINE_EXCEEDED);
+    const calls = Array.from({ length: 32 }, () => {
+      let call!: grpc.ClientUnaryCall;
+      const p = new Promise((resolve, reject) => {
+        call = client.raw.ModelInfer(req, (e: grpc.ServiceError | null, r: unknown) => (e ? reject(e) : resolve(r))) as grpc.ClientUnaryCall;
+      });
+      return { call, p };
+    });
+    for (const c of calls) c.call.cancel();
+    for (const o of await Promise.allSettled(calls.map((c) => c.p))) if (o.status === "rejected") assert.equal((o.reason as grpc.ServiceError).code, grpc.status.CANCELLED);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(await poolUsed(server.base), baseline);
+    const res = await client.call<InferResponse>("ModelInfer", req);
+    assert.ok(Buffer.from(res.raw_output_contents[0]!).equals(reference.bytes), "the server goes on answering");
+  });
+
   it("refuses shared-memory registration unless the server allows it", async () => {
     await rejects(client.call("SystemSharedMemoryRegister", { name: "r", key: "/whatever", offset: 0, byte_size: 8 }), grpc.status.PERMISSION_DENIED, "SHM_DISABLED", /--allow-shared-memory/);
     const res = await fetch(`${server.base}/v2/systemsharedmemory/region/r/register`, { method: "POST", body: JSON.stringify({ key: "/whatever", offset: 0, byte_size: 8 }) });
@@ -185,9 +205,12 @@ describe("axon serve over gRPC (KServe v2)", { skip }, () => {
     assert.match(text, /^mlos_requests_total\{model="mlp@1.0.0",route="kserve",outcome="ok"\} \d+/m);
   });
 
-  it("is served to Python's grpcio with stubs generated from the same proto", { skip: spawnSync("python3", ["-c", "import grpc, grpc_tools"]).status === 0 ? false : "python3-grpcio / python3-grpc-tools missing" }, () => {
+  // Debian's Python, where python3-grpcio and python3-grpc-tools put their modules (another python3 may come first on PATH).
+  const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  const noGrpcio = spawnSync(python, ["-c", "import grpc, grpc_tools"]).status !== 0;
+  it("is served to Python's grpcio with stubs generated from the same proto", { skip: noGrpcio && !process.env.CI ? "python3-grpcio / python3-grpc-tools missing" : false }, () => {
     const dir = mkdtempSync(path.join(tmpdir(), "mlos-grpc-py-"));
-    const gen = spawnSync("python3", ["-m", "grpc_tools.protoc", `-I${path.join(ROOT, "proto")}`, `--python_out=${dir}`, `--grpc_python_out=${dir}`, "grpc_service.proto", "health.proto"], { encoding: "utf8" });
+    const gen = spawnSync(python, ["-m", "grpc_tools.protoc", `-I${path.join(ROOT, "proto")}`, `--python_out=${dir}`, `--grpc_python_out=${dir}`, "grpc_service.proto", "health.proto"], { encoding: "utf8" });
     assert.equal(gen.status, 0, gen.stderr);
     writeFileSync(
       path.join(dir, "client.py"),
@@ -215,7 +238,7 @@ describe("axon serve over gRPC (KServe v2)", { skip }, () => {
         "print(json.dumps(out))",
       ].join("\n"),
     );
-    const r = spawnSync("python3", [path.join(dir, "client.py"), `127.0.0.1:${server.info.grpc}`, X.join(",")], { cwd: dir, encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(python, [path.join(dir, "client.py"), `127.0.0.1:${server.info.grpc}`, X.join(",")], { cwd: dir, encoding: "utf8", timeout: 60_000 });
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout) as Record<string, unknown>;
     assert.equal(out.live, true);
