@@ -52,7 +52,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const inference = loadProto("grpc_service.proto").inference as grpc.GrpcObject;
   const health = ((loadProto("health.proto").grpc as grpc.GrpcObject).health as grpc.GrpcObject).v1 as grpc.GrpcObject;
   const maxMessageBytes = options.maxMessageBytes ?? 64 * 1024 * 1024;
-  const server = new grpc.Server({ "grpc.max_receive_message_length": maxMessageBytes, "grpc.max_send_message_length": -1 });
+  // Channelz (call tracing for debugging tools) costs every call; mlos has /metrics instead.
+  const server = new grpc.Server({ "grpc.max_receive_message_length": maxMessageBytes, "grpc.max_send_message_length": -1, "grpc.enable_channelz": 0 });
   const kserve = new KserveGrpcService(options.serving);
   const { apiKey, adminKey } = options;
 
