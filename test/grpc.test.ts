@@ -5,7 +5,7 @@
 // bidirectional stream, errors with their status codes and stable codes, auth, limits, metrics.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -296,5 +296,27 @@ describe("axon serve over gRPC with keys and limits", { skip }, () => {
     );
     const ok = await client.call<InferResponse>("ModelInfer", { model_name: "mlp", inputs: [{ name: "x", datatype: "FP32", shape: [2, 4] }], raw_input_contents: [f32(X)] }, { authorization: `Bearer ${API}` });
     assert.equal(ok.outputs[0]!.name, "y");
+  });
+});
+
+describe("axon serve over gRPC with TLS", { skip: skip || (existsSync("/usr/bin/openssl") ? false : "no openssl to make a certificate") }, () => {
+  it("serves gRPC over TLS with the HTTP door's certificate, and not in plaintext", async () => {
+    const home = mkdtempSync(path.join(tmpdir(), "mlos-grpc-tls-"));
+    await seedDemoModels(new Axon({ home }));
+    const dir = mkdtempSync(path.join(tmpdir(), "mlos-grpc-cert-"));
+    const made = spawnSync("/usr/bin/openssl", ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem"), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], { encoding: "utf8" });
+    assert.equal(made.status, 0, made.stderr);
+    const s = await startServer(home, ["--grpc-port", String(await freePort()), "--model", "demo/mlp@1", "--tls-cert", path.join(dir, "cert.pem"), "--tls-key", path.join(dir, "key.pem")]);
+    const secure = kserveClient(`127.0.0.1:${s.info.grpc}`, grpc.credentials.createSsl(readFileSync(path.join(dir, "cert.pem"))));
+    const plain = kserveClient(`127.0.0.1:${s.info.grpc}`);
+    try {
+      const res = await secure.call<InferResponse>("ModelInfer", { model_name: "mlp", inputs: [{ name: "x", datatype: "FP32", shape: [2, 4] }], raw_input_contents: [f32(X)] });
+      assert.deepEqual(res.outputs[0]!.shape, [2, 3]);
+      await assert.rejects(plain.call("ServerLive", {}, {}, { deadline: Date.now() + 3000 }), (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.DEADLINE_EXCEEDED);
+    } finally {
+      secure.close();
+      plain.close();
+      assert.equal(await stop(s), 0, s.stderr());
+    }
   });
 });
