@@ -48,7 +48,9 @@ if (PIN && process.env.GGUF_BENCH_PINNED !== "1") {
 /** BENCH_MODEL=tiny: the test models' tiny Llama instead (width 64: per-token overheads dominate). */
 const TINY = process.env.BENCH_MODEL === "tiny";
 const modelDir = path.join(ROOT, "dist", "test-models", "gguf");
-const modelFile = TINY ? path.join(makeGgufModels(modelDir), GGUF_MODELS.tinyLlama) : path.join(makeGgufModels(modelDir, { bench: true }), BENCH_GGUF_MODEL);
+/** BENCH_GGUF_FILE=PATH: another GGUF file instead (e.g. the benchmark's shape in another weight type). */
+const OTHER = process.env.BENCH_GGUF_FILE;
+const modelFile = OTHER ? path.resolve(OTHER) : TINY ? path.join(makeGgufModels(modelDir), GGUF_MODELS.tinyLlama) : path.join(makeGgufModels(modelDir, { bench: true }), BENCH_GGUF_MODEL);
 
 interface Server {
   name: string;
@@ -209,7 +211,7 @@ async function measure(s: Server): Promise<Result> {
 }
 
 console.log(`gguf.bench: ${machineLine()}; BENCH_REPS ${REPS}`);
-console.log(`model ${path.relative(ROOT, modelFile)} (${TINY ? "Llama, 2 blocks x 64, vocabulary 32000, F32" : "Llama, 4 blocks x 512, vocabulary 32000, Q8_0"}); ${STREAMS} concurrent streams x ${NEW_TOKENS} new tokens, greedy, ignore_eos; llama.cpp with 1 thread in every server`);
+console.log(`model ${path.relative(ROOT, modelFile)} (${OTHER ? "given by BENCH_GGUF_FILE" : TINY ? "Llama, 2 blocks x 64, vocabulary 32000, F32" : "Llama, 4 blocks x 512, vocabulary 32000, Q8_0"}); ${STREAMS} concurrent streams x ${NEW_TOKENS} new tokens, greedy, ignore_eos; llama.cpp with 1 thread in every server`);
 const servers: Server[] = [];
 try {
   // One at a time, so that the starts do not compete.
