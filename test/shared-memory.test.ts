@@ -141,6 +141,56 @@ describe("system shared-memory regions over HTTP and gRPC", { skip }, () => {
     assert.equal(await poolUsed(server.base), baseline, "every refused request's tensors went back to the pool");
   });
 
+  it("serves 32 clients on their own regions at once while another keeps shrinking and regrowing its object", async () => {
+    const baseline = await poolUsed(server.base);
+    const clients = 32;
+    for (let c = 0; c < clients; c++) {
+      const key = object(`c${c}`, Buffer.concat([f32(X.map((v) => v + c)), Buffer.alloc(32)]));
+      assert.equal(curl("POST", `${server.base}/v2/systemsharedmemory/region/c${c}/register`, { key, offset: 0, byte_size: 64 }).status, 200);
+    }
+    const flaky = object("flaky", Buffer.concat([f32(X), Buffer.alloc(32)]));
+    assert.equal(curl("POST", `${server.base}/v2/systemsharedmemory/region/flaky/register`, { key: flaky, offset: 0, byte_size: 64 }).status, 200);
+    // The expected answer of each client, from plain JSON requests.
+    const expected: Buffer[] = [];
+    for (let c = 0; c < clients; c++) {
+      const r = curl("POST", `${server.base}/v2/models/mlp/infer`, { inputs: [{ name: "x", datatype: "FP32", shape: [2, 4], data: X.map((v) => v + c) }] });
+      expected.push(f32((r.json.outputs as Array<{ data: number[] }>)[0]!.data));
+    }
+    const infer = async (region: string) => {
+      const res = await fetch(`${server.base}/v2/models/mlp/infer`, { method: "POST", body: JSON.stringify({ inputs: [input(region, 0)], outputs: [{ name: "y", parameters: { shared_memory_region: region, shared_memory_offset: 32, shared_memory_byte_size: 32 } }] }) });
+      return { status: res.status, body: (await res.json()) as { code?: string } };
+    };
+    let stop = false;
+    const misbehaving = (async () => {
+      let refused = 0;
+      for (let i = 0; !stop; i++) {
+        truncateSync(`/dev/shm/${tag}-flaky`, i % 2 === 0 ? 8 : 64);
+        const r = await infer("flaky");
+        if (r.status !== 200) {
+          assert.deepEqual([r.status, r.body.code], [400, "SHM_REGION_CHANGED"]);
+          refused++;
+        }
+      }
+      return refused;
+    })();
+    const wrong: string[] = [];
+    await Promise.all(
+      Array.from({ length: clients }, async (_, c) => {
+        for (let i = 0; i < 20; i++) {
+          const r = await infer(`c${c}`);
+          const got = readFileSync(`/dev/shm/${tag}-c${c}`).subarray(32, 32 + expected[c]!.byteLength);
+          if (r.status !== 200 || !got.equals(expected[c]!)) wrong.push(`client ${c} request ${i}: ${r.status} ${JSON.stringify(r.body)}`);
+        }
+      }),
+    );
+    stop = true;
+    assert.ok((await misbehaving) > 0, "the misbehaving client was refused");
+    assert.deepEqual(wrong, [], "every well-behaved client got its own answer in its own region");
+    for (let c = 0; c < clients; c++) curl("POST", `${server.base}/v2/systemsharedmemory/region/c${c}/unregister`);
+    curl("POST", `${server.base}/v2/systemsharedmemory/region/flaky/unregister`);
+    assert.equal(await poolUsed(server.base), baseline);
+  });
+
   it("survives its owner unlinking or shrinking an object after registration", async () => {
     const key = object("gone", Buffer.concat([f32(X), Buffer.alloc(32)]));
     assert.equal(curl("POST", `${server.base}/v2/systemsharedmemory/region/gone/register`, { key, offset: 0, byte_size: 64 }).status, 200);
