@@ -153,6 +153,24 @@ describe("axon serve over gRPC (KServe v2)", { skip }, () => {
     for (const a of ok) assert.ok(Buffer.from(a.infer_response!.raw_output_contents[0]!).equals(reference.bytes));
   });
 
+  it("survives a stream whose client cancels it mid-way, and frees its tensors", async () => {
+    const baseline = await poolUsed(server.base);
+    for (let k = 0; k < 5; k++) {
+      const stream = client.raw.ModelStreamInfer() as grpc.ClientDuplexStream<Record<string, unknown>, unknown>;
+      const ended = new Promise<void>((resolve) => {
+        stream.on("error", () => resolve());
+        stream.on("end", () => resolve());
+        stream.on("data", () => {});
+      });
+      for (let i = 0; i < 50; i++) stream.write({ model_name: "mlp", id: `c-${i}`, inputs: [{ name: "x", datatype: "FP32", shape: [2, 4] }], raw_input_contents: [f32(X)] });
+      stream.cancel();
+      await ended;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(await client.call("ServerLive", {}), { live: true });
+    assert.equal(await poolUsed(server.base), baseline);
+  });
+
   it("serves the repository extension: index, unload, load", async () => {
     const index = await client.call<{ models: Array<{ name: string; version: string; state: string }> }>("RepositoryIndex", {});
     assert.deepEqual(index.models.map((m) => `${m.name}@${m.version}:${m.state}`).sort(), ["embedder@1.0.0:READY", "mlp@1.0.0:READY"]);

@@ -121,6 +121,10 @@ export default class Serve extends AxonCommand {
     await signalled;
     this.logToStderr("stopping: unloading models");
     await server.close();
+    // Everything the server owns is closed. A client library's leftover handle (a socket of a
+    // gRPC session whose client cancelled a stream has been seen to outlive grpc-js's shutdown)
+    // must not keep the process alive: exit shortly if the event loop has not ended by itself.
+    setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref();
     return { http: server.http?.port, grpc: server.grpc?.port, models };
   }
 }

@@ -5,6 +5,7 @@
  * unload are admin calls, answered for clients on this machine only when no admin key is set),
  * TLS from the same PEM files, and the body limit as the largest message received.
  */
+import { setMaxListeners } from "node:events";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -116,6 +117,11 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       return;
     }
     const signal = signalOf(call);
+    // A client that goes away mid-stream cancels the call (the signal stops its runs); an error on
+    // the stream must not become an unhandled 'error' event that takes the server down.
+    call.on("error", () => {});
+    // Every request in flight on the stream listens on its one signal.
+    setMaxListeners(0, signal);
     let pending = 0;
     let ended = false;
     const settle = () => {
@@ -195,6 +201,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
           resolve();
         });
       });
+      // A graceful shutdown can leave the socket of a session whose client cancelled streams
+      // open (and the process alive); whatever is left now goes.
+      server.forceShutdown();
     },
   };
 }
