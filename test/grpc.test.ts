@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import { Axon, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
-import { startServer, stop, type Served } from "./helpers/axon-serve.js";
+import { poolUsed, startServer, stop, type Served } from "./helpers/axon-serve.js";
 import { errorCode, kserveClient, type KserveGrpcClient } from "./helpers/grpc-client.js";
 import { freePort } from "./helpers/registry.js";
 
@@ -31,11 +31,6 @@ async function httpAnswer(base: string): Promise<{ shape: number[]; bytes: Buffe
   const n = Number(res.headers.get("inference-header-content-length"));
   const json = JSON.parse(raw.subarray(0, n).toString()) as { outputs: Array<{ shape: number[] }> };
   return { shape: json.outputs[0]!.shape, bytes: raw.subarray(n) };
-}
-
-async function poolUsed(base: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return Number(/^mlos_pool_bytes\{kind="used"\} (\d+)/m.exec(text)![1]);
 }
 
 async function rejects(p: Promise<unknown>, status: grpc.status, code: string, message?: RegExp): Promise<void> {

@@ -14,7 +14,7 @@ import { Axon, Runtime, Tensor, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
 import { mulberry32 } from "../src/tools/make-demo-models.js";
 import { freePort } from "./helpers/registry.js";
-import { startServer, stop, type Served } from "./helpers/axon-serve.js";
+import { poolUsed, startServer, stop, type Served } from "./helpers/axon-serve.js";
 import { writeGraphMlp, graphMlpReference } from "./helpers/tfjs-models.js";
 import { torchTestModelTool, tryLoadTorch } from "../bindings/torch.js";
 import { copyFileSync, mkdirSync } from "node:fs";
@@ -30,11 +30,6 @@ function curl(args: string[]): { status: number; body: string; headers: string }
   const split = r.stdout.indexOf("\r\n\r\n");
   const headers = r.stdout.slice(0, split);
   return { status: Number(/^HTTP\/\S+ (\d+)/.exec(headers)![1]), headers, body: r.stdout.slice(split + 4) };
-}
-
-async function poolUsed(base: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return Number(/^mlos_pool_bytes\{kind="used"\} (\d+)/m.exec(text)![1]);
 }
 
 describe("axon serve over HTTP", { skip }, () => {

@@ -13,7 +13,7 @@ import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { Axon, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
-import { startServer, stop, type Served } from "./helpers/axon-serve.js";
+import { poolUsed, startServer, stop, type Served } from "./helpers/axon-serve.js";
 import { errorCode, kserveClient, type KserveGrpcClient } from "./helpers/grpc-client.js";
 import { freePort } from "./helpers/registry.js";
 
@@ -30,11 +30,6 @@ function curl(method: string, url: string, body?: unknown): { status: number; js
   const nl = r.stdout.lastIndexOf("\n");
   const text = r.stdout.slice(0, nl);
   return { status: Number(r.stdout.slice(nl + 1)), json: text ? JSON.parse(text) : {} };
-}
-
-async function poolUsed(base: string): Promise<number> {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  return Number(/^mlos_pool_bytes\{kind="used"\} (\d+)/m.exec(text)![1]);
 }
 
 describe("system shared-memory regions over HTTP and gRPC", { skip }, () => {

@@ -4,6 +4,7 @@
  * loopback unless told otherwise, so that a fresh `axon serve` cannot be told by another host to
  * load a file from this one.
  */
+import { HttpError } from "./http-error.js";
 
 /** Where the server listens unless told otherwise: this machine only. */
 export const DEFAULT_HOST = "127.0.0.1";
@@ -44,4 +45,41 @@ function ipv6Groups(text: string): number[] | undefined {
   if (fill < 0 || (halves.length === 1 && head.length !== 8)) return undefined;
   const groups = [...head, ...Array<string>(fill).fill("0"), ...tail].map((x) => (/^[0-9a-f]{1,4}$/.test(x) ? parseInt(x, 16) : NaN));
   return groups.length === 8 && groups.every((x) => Number.isInteger(x)) ? groups : undefined;
+}
+
+/** Who may call: `open` (anyone), `api` (the API key, when set), `admin` (see the module's comment). */
+export type Access = "open" | "api" | "admin";
+
+/** One request as the policy sees it, whichever door it came through. */
+export interface CallerInfo {
+  /** What was called, for messages: `POST /v2/repository/models/m/unload`, `inference.GRPCInferenceService/RepositoryModelUnload`. */
+  what: string;
+  /** "route" or "call", for messages. */
+  kind: "route" | "call";
+  /** The `authorization` header or metadata value as sent. */
+  authorization: string | undefined;
+  /** Where the caller's credentials go, for the message when they are missing. */
+  credentialHint: string;
+  /** The peer's address (asked only for an admin request without an admin key). */
+  peerAddress: () => string;
+}
+
+/**
+ * The one authorization check every door runs: throws the 401/403 HttpError a caller without the
+ * right key (or, for admin requests without an admin key, from another host) gets.
+ */
+export function authorize(access: Access, keys: { apiKey?: string; adminKey?: string }, caller: CallerInfo): void {
+  if (access === "open") return;
+  const admin = access === "admin";
+  const { apiKey, adminKey } = keys;
+  if (admin && adminKey === undefined && !isLoopback(caller.peerAddress())) {
+    throw new HttpError(403, "ADMIN_LOCAL_ONLY", `${caller.what} is an admin ${caller.kind} (${ADMIN_ROUTES}): without an admin key (--admin-key) the server answers it for clients on this machine only`);
+  }
+  const key = admin ? (adminKey ?? apiKey) : apiKey;
+  if (!key) return;
+  const auth = caller.authorization ?? "";
+  const given = auth.startsWith("Bearer ") ? auth.slice(7) : undefined;
+  if (given === undefined) throw new HttpError(401, "UNAUTHORIZED", `this ${caller.kind} needs ${caller.credentialHint}`, { "WWW-Authenticate": 'Bearer realm="mlos"' });
+  const ok = given === key || (!admin && adminKey !== undefined && given === adminKey);
+  if (!ok) throw new HttpError(admin ? 403 : 401, admin ? "FORBIDDEN" : "UNAUTHORIZED", admin ? `this ${caller.kind} needs the admin key` : "the API key is not valid");
 }

@@ -64,3 +64,9 @@ export async function disconnectMidStream(port: number, body: unknown, events = 
     s.on("error", reject);
   });
 }
+
+/** Bytes of the server's tensor pool in use, from /metrics: back at its baseline once every request is answered. */
+export async function poolUsed(base: string): Promise<number> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return Number(/^mlos_pool_bytes\{kind="used"\} (\d+)/m.exec(text)![1]);
+}

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import type { ModelInferRequest, ModelInferResponse, ModelStreamInferResponse } from "../../protocol/kserve-grpc.js";
-import { ADMIN_ROUTES, DEFAULT_HOST, isLoopback } from "../admin-policy.js";
+import { authorize, DEFAULT_HOST, type Access } from "../admin-policy.js";
 import { HttpError, toHttpError } from "../http-error.js";
 import type { Serving } from "../serving.js";
 import { KserveGrpcService } from "./kserve-service.js";
@@ -40,7 +40,6 @@ export interface GrpcServer {
   close(): Promise<void>;
 }
 
-type Access = "open" | "api" | "admin";
 const SERVICE = "inference.GRPCInferenceService";
 
 function loadProto(file: string): grpc.GrpcObject {
@@ -58,29 +57,24 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
   const kserve = new KserveGrpcService(options.serving);
   const { apiKey, adminKey } = options;
 
-  /** The same policy as the HTTP router's: keys from `authorization`, admin calls from loopback only without an admin key. */
-  const authorize = (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>, method: string, access: Access) => {
-    if (access === "open") return;
-    const admin = access === "admin";
-    if (admin && adminKey === undefined) {
-      const peer = call.getPeer();
-      const address = peer.includes(":") ? peer.slice(0, peer.lastIndexOf(":")).replace(/^\[|\]$/g, "") : peer;
-      if (!isLoopback(address)) throw new HttpError(403, "ADMIN_LOCAL_ONLY", `${SERVICE}/${method} is an admin call (${ADMIN_ROUTES}): without an admin key (--admin-key) the server answers it for clients on this machine only`);
-    }
-    const key = admin ? (adminKey ?? apiKey) : apiKey;
-    if (!key) return;
-    const auth = call.metadata.get("authorization")[0];
-    const given = typeof auth === "string" && auth.startsWith("Bearer ") ? auth.slice(7) : undefined;
-    if (given === undefined) throw new HttpError(401, "UNAUTHORIZED", "this call needs metadata authorization: Bearer <key>");
-    const ok = given === key || (!admin && adminKey !== undefined && given === adminKey);
-    if (!ok) throw new HttpError(admin ? 403 : 401, admin ? "FORBIDDEN" : "UNAUTHORIZED", admin ? "this call needs the admin key" : "the API key is not valid");
-  };
+  /** The HTTP router's policy (admin-policy.ts), with the key in the `authorization` metadata. */
+  const check = (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>, method: string, access: Access) =>
+    authorize(access, { apiKey, adminKey }, {
+      what: `${SERVICE}/${method}`,
+      kind: "call",
+      authorization: call.metadata.get("authorization")[0] as string | undefined,
+      credentialHint: "metadata authorization: Bearer <key>",
+      peerAddress: () => {
+        const peer = call.getPeer(); // "127.0.0.1:5000", "::1:5000", "[::1]:5000"
+        return peer.includes(":") ? peer.slice(0, peer.lastIndexOf(":")).replace(/^\[|\]$/g, "") : peer;
+      },
+    });
 
   /** A unary handler: authorization, then `fn`, its answer or its error as a status. */
   const unary = <Req, Res>(method: string, access: Access, fn: (req: Req, call: grpc.ServerUnaryCall<Req, Res>) => Res | Promise<Res>): grpc.handleUnaryCall<Req, Res> =>
     (call, callback) => {
       try {
-        authorize(call, method, access);
+        check(call, method, access);
         Promise.resolve(fn(call.request, call)).then((res) => callback(null, res), (e: unknown) => callback(toGrpcError(e)));
       } catch (e) {
         callback(toGrpcError(e));
@@ -96,7 +90,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
 
   const modelInfer: grpc.handleUnaryCall<ModelInferRequest, ModelInferResponse> = (call, callback) => {
     try {
-      authorize(call, "ModelInfer", "api");
+      check(call, "ModelInfer", "api");
       kserve.modelInfer(call.request, signalOf(call), (res) => callback(null, res)).catch((e: unknown) => callback(toGrpcError(e)));
     } catch (e) {
       callback(toGrpcError(e));
@@ -111,7 +105,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
    */
   const modelStreamInfer: grpc.handleBidiStreamingCall<ModelInferRequest, ModelStreamInferResponse> = (call) => {
     try {
-      authorize(call, "ModelStreamInfer", "api");
+      check(call, "ModelStreamInfer", "api");
     } catch (e) {
       call.emit("error", toGrpcError(e));
       return;

@@ -6,8 +6,10 @@
  * responses in request order however late each is answered, so pipelined requests are served.
  */
 import type { NativeHttpServer } from "../../../bindings/native.js";
-import { ADMIN_ROUTES, isLoopback } from "../admin-policy.js";
+import { authorize, type Access } from "../admin-policy.js";
 import { HttpError, toHttpError } from "../http-error.js";
+
+export type { Access };
 
 export const JSON_TYPE = "application/json";
 export const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({ "Content-Type": JSON_TYPE });
@@ -92,9 +94,6 @@ export interface Reply {
  * which shows on microsecond models) or with a promise.
  */
 export type Handler = (ctx: Ctx, body: Buffer | undefined) => Reply | Promise<Reply>;
-
-/** Who may call a route: anyone (health), API-key holders, or admins (see admin-policy.ts). */
-export type Access = "open" | "api" | "admin";
 
 export interface RouterOptions {
   apiKey?: string;
@@ -259,19 +258,15 @@ export class HttpRouter {
   }
 
   #authorize(ctx: Ctx, access: Access): void {
-    if (access === "open") return;
-    const admin = access === "admin";
-    const { apiKey, adminKey } = this.#options;
-    if (admin && adminKey === undefined && !isLoopback(this.#server?.peerAddress(ctx.id) ?? "")) {
-      throw new HttpError(403, "ADMIN_LOCAL_ONLY", `${ctx.method.toUpperCase()} ${ctx.url} is an admin route (${ADMIN_ROUTES}): without an admin key (--admin-key) the server answers it for clients on this machine only`);
-    }
-    const key = admin ? adminKey ?? apiKey : apiKey;
-    if (!key) return;
-    const auth = ctx.headers.authorization ?? "";
-    const given = auth.startsWith("Bearer ") ? auth.slice(7) : undefined;
-    if (given === undefined) throw new HttpError(401, "UNAUTHORIZED", "this route needs Authorization: Bearer <key>", { "WWW-Authenticate": 'Bearer realm="mlos"' });
-    const ok = given === key || (!admin && adminKey !== undefined && given === adminKey);
-    if (!ok) throw new HttpError(admin ? 403 : 401, admin ? "FORBIDDEN" : "UNAUTHORIZED", admin ? "this route needs the admin key" : "the API key is not valid");
+    // Decided here without building the caller's description: the common case, on every request.
+    if (access === "open" || (access === "api" && this.#options.apiKey === undefined)) return;
+    authorize(access, this.#options, {
+      what: `${ctx.method.toUpperCase()} ${ctx.url}`,
+      kind: "route",
+      authorization: ctx.headers.authorization,
+      credentialHint: "Authorization: Bearer <key>",
+      peerAddress: () => this.#server?.peerAddress(ctx.id) ?? "",
+    });
   }
 }
 
