@@ -20,12 +20,16 @@
         "<(mlos_root)/native/src/ort/kserve_json.cc",
         "<(mlos_root)/native/src/sampling/argmax.cc",
         "<(mlos_root)/native/src/ipc/ring.cc",
+        "<(mlos_root)/native/src/ipc/ipc_wire.cc",
+        "<(mlos_root)/native/src/ipc/ipc_host.cc",
+        "<(mlos_root)/native/src/ipc/ipc_client.cc",
         "<(mlos_root)/native/src/cuda/cuda_alloc_binding.cc",
         "<(mlos_root)/native/src/cuda/cuda_alloc.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<(mlos_root)/native/src"
+        "<(mlos_root)/native/src",
+        "<(mlos_root)/native/include"
       ],
       "defines": [
         "NAPI_VERSION=8",
