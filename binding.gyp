@@ -23,6 +23,7 @@
         "<(mlos_root)/native/src/ipc/ipc_wire.cc",
         "<(mlos_root)/native/src/ipc/ipc_host.cc",
         "<(mlos_root)/native/src/ipc/ipc_client.cc",
+        "<(mlos_root)/native/src/ipc/ipc_binding.cc",
         "<(mlos_root)/native/src/cuda/cuda_alloc_binding.cc",
         "<(mlos_root)/native/src/cuda/cuda_alloc.cc"
       ],

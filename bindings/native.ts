@@ -550,6 +550,80 @@ export interface NativeHttpServerConstructor {
 }
 
 /** The whole native surface (native/src/common/addon.cc). */
+// ---- the shared-memory IPC door (native/src/ipc/ipc_binding.h) ------------------------------------
+
+/** A request a model served through JavaScript receives from the IPC door (views over the client's arena). */
+export interface NativeIpcJsRequest {
+  model: string;
+  /** dtype: the ONNX element type number. data: a Buffer over the client's arena (no copy). */
+  inputs: Array<{ name: string; dtype: number; shape: number[]; data: Buffer }>;
+  /** Output names asked for (empty: all). */
+  outputs: string[];
+  /** The window of the arena the outputs go into. */
+  window: Buffer;
+}
+
+/** What a JS model's handler resolves to: outputs written into the window (offsets within it), or an error. */
+export type NativeIpcJsResult =
+  | { outputs: Array<{ name: string; dtype: number; shape: number[]; offset: number; bytes: number }> }
+  | { code: string; message: string; neededBytes?: number };
+
+export interface NativeIpcHostStats {
+  clients: number;
+  segmentBytes: number;
+  connections: number;
+  refused: number;
+  dropped: number;
+  unknownModel: number;
+}
+
+export interface NativeIpcHost {
+  readonly instance: bigint;
+  readonly path: string;
+  /** Serves an ONNX Runtime session on the door's native threads (no JavaScript per request). */
+  setOrtModel(name: string, session: NativeOrtSession): void;
+  /** Serves a model through JavaScript: the door's thread waits for the handler's promise. */
+  setJsModel(name: string, handler: (request: NativeIpcJsRequest) => Promise<NativeIpcJsResult> | NativeIpcJsResult): void;
+  removeModel(name: string): void;
+  stats(): NativeIpcHostStats;
+  modelCounts(): Record<string, { requests: number; failures: number; computeNs: number }>;
+  close(): void;
+}
+
+export interface NativeIpcHostConstructor {
+  new (socketPath: string, options?: { maxArenaBytes?: number; maxClients?: number; leaseMs?: number }): NativeIpcHost;
+}
+
+export interface NativeIpcClient {
+  /** The arena shared with the server (stays mapped while this ArrayBuffer lives). */
+  readonly arena: ArrayBuffer;
+  readonly serverInstance: bigint;
+  readonly clientId: number;
+  /** Why the last receive returned -1. */
+  readonly lastError: string;
+  /** Pushes one encoded request; false when the ring is full or the connection is gone. */
+  send(request: Uint8Array): boolean;
+  /** 1: a response was written into `out`; 0: none within spinMicros; -1: the connection failed. */
+  receive(out: Uint8Array, spinMicros: number): 1 | 0 | -1;
+  /** The same, waiting up to timeoutMs on a worker thread. */
+  receiveAsync(out: Uint8Array, timeoutMs: number): Promise<1 | 0 | -1>;
+  connected(): boolean;
+  close(): void;
+}
+
+export interface NativeIpcClientConstructor {
+  new (name: string, arenaBytes: number): NativeIpcClient;
+}
+
+/** The sizes of the IPC wire structs (include/mlos_ipc.h), for checking src/protocol/ipc.ts against. */
+export interface NativeIpcLayout {
+  requestBytes: number;
+  responseBytes: number;
+  requestInputs: number;
+  responseOutputs: number;
+  tensorBytes: number;
+}
+
 export interface NativeAddon {
   ShmPool: NativeShmPoolConstructor;
   /** CUDA detection; present in every build (see NativeCudaInfo.compiled). */
@@ -571,6 +645,10 @@ export interface NativeAddon {
   HttpServer?: NativeHttpServerConstructor;
   /** Why TLS cannot be served in this process ("" when it can); present with HttpServer. */
   readonly httpTlsUnavailable?: string;
+  /** The shared-memory IPC door: the server's host and the client (every cmake-js and node-gyp build). */
+  IpcHost: NativeIpcHostConstructor;
+  IpcClient: NativeIpcClientConstructor;
+  readonly ipcLayout: NativeIpcLayout;
   /** The data pointer of an ArrayBuffer or view (byteOffset applied). */
   addressOf(buffer: ArrayBuffer | ArrayBufferView): bigint;
   /** Hands the C allocator's free memory back to the OS (glibc malloc_trim); false where unsupported. */

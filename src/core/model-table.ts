@@ -127,7 +127,28 @@ export class ModelTable {
   readonly #idleTimer: NodeJS.Timeout | undefined;
   /** Loads in progress (lazy loads on first request share one). */
   readonly #loading = new Map<ModelEntry, Promise<void>>();
+  readonly #watchers = new Set<(e: ModelEntry) => void>();
   evictions = 0;
+
+  /**
+   * Calls `listener` synchronously whenever an entry changes: it became ready, starts unloading
+   * (before its model is disposed, so that a door serving the model by other means stops first),
+   * was unloaded or evicted, or was unregistered. Returns the function that stops it.
+   */
+  watch(listener: (e: ModelEntry) => void): () => void {
+    this.#watchers.add(listener);
+    return () => this.#watchers.delete(listener);
+  }
+
+  #changed(e: ModelEntry): void {
+    for (const w of this.#watchers) {
+      try {
+        w(e);
+      } catch {
+        // a watcher's failure is its own
+      }
+    }
+  }
 
   constructor(runtime: Runtime, options: TableOptions = {}) {
     this.#runtime = runtime;
@@ -235,6 +256,7 @@ export class ModelTable {
       table.delete(pendingKey);
       if (existing) await this.#dispose(existing);
       table.set(version, entry);
+      this.#changed(entry);
       return entry;
     } catch (e) {
       table.delete(pendingKey);
@@ -279,7 +301,10 @@ export class ModelTable {
       this.#models.delete(name);
       removed.push(...table.values());
     }
-    for (const e of removed) await this.#dispose(e);
+    for (const e of removed) {
+      await this.#dispose(e);
+      this.#changed(e);
+    }
     return removed;
   }
 
@@ -303,6 +328,7 @@ export class ModelTable {
       }
       e.model = model;
       e.scheduler = this.#schedulerFor(model);
+      this.#changed(e);
       results.push({ model: `${e.name}@${e.version}`, ok: true });
       void (async () => {
         while (oldScheduler.pending > 0) await new Promise((r) => setTimeout(r, 5));
@@ -317,6 +343,7 @@ export class ModelTable {
     const e = this.get(name, version);
     await this.#dispose(e);
     e.state = "unloaded";
+    this.#changed(e);
     return e;
   }
 
@@ -347,6 +374,7 @@ export class ModelTable {
           e.scheduler = this.#schedulerFor(model);
           e.state = "ready";
           e.error = undefined;
+          this.#changed(e);
         } catch (err) {
           e.state = "failed";
           e.error = (err as Error).message;
@@ -452,9 +480,11 @@ export class ModelTable {
     e.state = "unloading";
     e.model = undefined;
     e.scheduler = undefined;
+    this.#changed(e);
     await m.dispose();
     this.#trimSoon();
     e.state = "evicted"; // loads again on its next request; unload() marks it "unloaded"
+    this.#changed(e);
   }
 }
 

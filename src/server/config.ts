@@ -12,6 +12,7 @@ export interface ServerConfig {
   http?: { port?: number; host?: string; max_body?: number | string; tls?: { cert: string; key: string } };
   grpc?: { port?: number };
   shared_memory?: { allow_clients?: boolean };
+  ipc?: { name?: string; max_arena?: number | string; max_clients?: number; lease_ms?: number };
   security?: { api_key?: string; admin_key?: string };
   scheduling?: { max_queue?: number; instances?: number; intra_op_threads?: number; threads?: number; batching?: { enabled?: boolean; max_batch_size?: number; max_queue_delay_us?: number } };
   resources?: { max_memory?: number | string; keep_alive?: number; pool_size?: number | string };
@@ -70,6 +71,7 @@ export interface ServeFlags {
   httpPort?: number;
   grpcPort?: number;
   allowSharedMemory?: boolean;
+  ipcName?: string;
   host?: string;
   models?: string[];
   plugins?: string[];
@@ -94,6 +96,12 @@ export interface ServeFlags {
   gpu?: "off" | "cuda" | "vulkan" | "auto";
 }
 
+/** The IPC door's options, or undefined when its name turns it off ("off", "0" or ""). */
+function ipcOptions(name: string, config: ServerConfig["ipc"], parseSize: (s: string) => number): import("./serve.js").ServeOptions["ipc"] {
+  if (name === "" || name === "off" || name === "0") return undefined;
+  return { name, maxArenaBytes: toBytes(config?.max_arena, parseSize), maxClients: config?.max_clients, leaseMs: config?.lease_ms };
+}
+
 const toBytes = (v: number | string | undefined, parse: (s: string) => number): number | undefined => (v === undefined ? undefined : typeof v === "number" ? v : parse(v));
 
 /**
@@ -112,6 +120,7 @@ export function serveOptionsFrom(flags: ServeFlags, config: ServerConfig, parseS
     httpPort: flags.httpPort ?? config.http?.port ?? 8080,
     grpcPort: flags.grpcPort ?? config.grpc?.port ?? 8081,
     allowSharedMemory: flags.allowSharedMemory ?? config.shared_memory?.allow_clients ?? false,
+    ipc: ipcOptions(flags.ipcName ?? config.ipc?.name ?? "mlos", config.ipc, parseSize),
     host: flags.host ?? config.http?.host,
     models: [...(config.models ?? []).map((m) => (m.id ? `${m.id}=${m.target}` : m.target)), ...(flags.models ?? [])],
     plugins: [...(config.plugins ?? []), ...(flags.plugins ?? [])],

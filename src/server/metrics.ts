@@ -18,6 +18,8 @@ export class ServerMetrics {
   readonly latency: HistogramFamily<"model" | "phase">;
   readonly batchSize: HistogramFamily<"model">;
   readonly evictions: CounterFamily<"reason">;
+  /** Run before each scrape: doors whose counts live elsewhere (the IPC door's native ones) bring them in. */
+  readonly beforeScrape: Array<() => void> = [];
   /** Language models' engines by model label, for the gauges read at scrape time. */
   readonly #engines = new Map<string, GenerationEngine>();
   readonly #llm: {
@@ -28,6 +30,12 @@ export class ServerMetrics {
     preemptions: CounterFamily<"model">;
     requests: CounterFamily<"model" | "finish">;
   };
+
+  /** The registry's text exposition, after the beforeScrape hooks ran. */
+  async text(): Promise<string> {
+    for (const f of this.beforeScrape) f();
+    return this.registry.metrics();
+  }
 
   constructor(table: ModelTable, pool: TensorPool) {
     const registers = [this.registry];

@@ -14,6 +14,7 @@ import "../plugins/index.js"; // the built-in plugins, as every Runtime's defaul
 import { LlamaCppPlugin, type GpuChoice } from "../plugins/llamacpp/index.js";
 import { TensorPool } from "../tensor/pool.js";
 import { startGrpcServer, type GrpcServer } from "./grpc/grpc-server.js";
+import { IpcDoor } from "./ipc/ipc-door.js";
 import { startHttpServer, type HttpServer } from "./http-server.js";
 import { ServerMetrics } from "./metrics.js";
 import { Serving } from "./serving.js";
@@ -27,6 +28,11 @@ export interface ServeOptions {
    * no gRPC door (`axon serve` asks for 8081 unless told otherwise).
    */
   grpcPort?: number;
+  /**
+   * The shared-memory IPC door (`mlos/ipc` clients, include/mlos_ipc.h): its name (a socket under
+   * $XDG_RUNTIME_DIR/mlos or /tmp/mlos-UID, or a path) and limits; undefined: no IPC door.
+   */
+  ipc?: { name: string; maxArenaBytes?: number; maxClients?: number; leaseMs?: number };
   /**
    * Let clients register system shared-memory regions (KServe v2 / Triton extension, HTTP and
    * gRPC) and name them in inference requests instead of sending tensor bytes. Off by default.
@@ -80,6 +86,8 @@ export interface RunningServer {
   readonly runtime: Runtime;
   readonly http: HttpServer | undefined;
   readonly grpc: GrpcServer | undefined;
+  /** The shared-memory IPC door, when `ipc` was given. */
+  readonly ipc: IpcDoor | undefined;
   readonly pool: TensorPool;
   /** The metrics every door counts in. */
   readonly metrics: ServerMetrics;
@@ -114,7 +122,9 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
   onEvict = (why) => metrics.evictions.inc({ reason: why });
   let http: HttpServer | undefined;
   let grpc: GrpcServer | undefined;
+  let ipc: IpcDoor | undefined;
   const close = async (): Promise<void> => {
+    ipc?.close();
     await Promise.all([http?.close(), grpc?.close()]);
     shm.close();
     await table.close();
@@ -152,9 +162,10 @@ export async function serve(options: ServeOptions = {}): Promise<RunningServer> 
     if (options.grpcPort) {
       grpc = await startGrpcServer({ serving, port: options.grpcPort, host: options.host, maxMessageBytes: options.maxBodyBytes, apiKey: options.apiKey, adminKey: options.adminKey, tls: options.tls });
     }
+    if (options.ipc) ipc = IpcDoor.start({ serving, ...options.ipc });
   } catch (e) {
     await close();
     throw e;
   }
-  return { table, runtime, http, grpc, pool, metrics, close };
+  return { table, runtime, http, grpc, ipc, pool, metrics, close };
 }

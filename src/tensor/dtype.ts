@@ -60,9 +60,17 @@ export interface DTypeInfo {
   readonly lanes: number;
   /** The KServe v2 / Open Inference Protocol datatype (`FP32`, `BYTES` ...), when it has one. */
   readonly kserve: string | undefined;
+  /** ONNX's `TensorProto.DataType` number (the IPC wire format carries it). */
+  readonly onnx: number;
 }
 
-const info = (name: DType, bits: number, array: TypedArrayCtor | undefined, kserve?: string, lanes = 1): DTypeInfo => ({ name, bits, array, lanes, kserve });
+const info = (name: DType, bits: number, array: TypedArrayCtor | undefined, kserve?: string, lanes = 1): DTypeInfo => ({ name, bits, array, lanes, kserve, onnx: ONNX_NUMBERS[name] });
+
+const ONNX_NUMBERS: Record<DType, number> = {
+  float32: 1, uint8: 2, int8: 3, uint16: 4, int16: 5, int32: 6, int64: 7, string: 8, bool: 9, float16: 10, float64: 11,
+  uint32: 12, uint64: 13, complex64: 14, complex128: 15, bfloat16: 16, float8e4m3fn: 17, float8e4m3fnuz: 18,
+  float8e5m2: 19, float8e5m2fnuz: 20, uint4: 21, int4: 22,
+};
 
 const TABLE: Record<DType, DTypeInfo> = {
   float32: info("float32", 32, Float32Array, "FP32"),
@@ -111,6 +119,11 @@ export function arrayLength(d: DType, elements: number): number {
 /** The dtype of a KServe v2 datatype name (`FP32` -> `float32`, case-insensitive), or undefined. */
 export function dtypeOfKserve(datatype: string): DType | undefined {
   return KSERVE_TO_DTYPE.get(datatype.toUpperCase());
+}
+
+/** The dtype of an ONNX `TensorProto.DataType` number, or undefined. */
+export function dtypeOfOnnx(n: number): DType | undefined {
+  return DTYPES.find((d) => ONNX_NUMBERS[d] === n);
 }
 
 /** Every KServe v2 datatype name, in the table's order. */

@@ -21,10 +21,11 @@ export interface Served {
 
 /**
  * Starts `axon serve --http-port <free> --json ...args` with AXON_HOME=home; resolves once it
- * listens. No gRPC door unless `args` ask for one (`--grpc-port`): tests run side by side.
+ * listens. No gRPC or IPC door unless `args` ask for one (`--grpc-port`, `--ipc-name`): tests
+ * run side by side.
  */
 export async function startServer(home: string, args: string[]): Promise<Served> {
-  const grpc = args.includes("--grpc-port") ? [] : ["--grpc-port", "0"];
+  const grpc = [...(args.includes("--grpc-port") ? [] : ["--grpc-port", "0"]), ...(args.includes("--ipc-name") ? [] : ["--ipc-name", "off"])];
   const child = spawn(process.execPath, [CLI, "serve", "--http-port", String(await freePort()), ...grpc, "--json", ...args], { env: { ...process.env, AXON_HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
   let err = "";
   child.stderr!.on("data", (d: Buffer) => (err += d.toString()));

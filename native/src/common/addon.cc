@@ -13,6 +13,7 @@
 #ifdef MLOS_WITH_HTTP
 #include "http/http_server_binding.h"
 #endif
+#include "ipc/ipc_binding.h"
 #include "ort/kserve_json.h"
 #include "pool/shm_pool.h"
 #include "pool/shm_pool_binding.h"
@@ -105,6 +106,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   HttpServerWrap::Init(env, exports);  // HttpServer, httpTlsUnavailable
 #endif
   InitCudaAlloc(env, exports);  // cudaInfo, CudaDeviceAllocator, PinnedHostAllocator (every build)
+  InitIpc(env, exports);        // IpcHost, IpcClient, ipcLayout
 #ifdef MLOS_WITH_ORT
   OrtSessionWrap::Init(env, exports, data);
   exports.Set("ortCompiled", Napi::Boolean::New(env, true));

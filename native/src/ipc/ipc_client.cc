@@ -101,19 +101,18 @@ std::shared_ptr<IpcConnection> IpcConnection::Connect(const std::string& name, u
 }
 
 IpcConnection::~IpcConnection() {
-  Disconnect();
+  if (fd_ >= 0) close(fd_);
   if (base_ != nullptr) munmap(base_, bytes_);
 }
 
 void IpcConnection::Disconnect() {
-  if (fd_ >= 0) {
-    close(fd_);
-    fd_ = -1;
-  }
+  // shutdown, not close: a thread waiting in Receive may still look at the descriptor.
+  if (fd_ >= 0) shutdown(fd_, SHUT_RDWR);
+  failed_ = true;
 }
 
 bool IpcConnection::Connected() {
-  if (fd_ < 0 || failed_) return false;
+  if (fd_ < 0 || failed_.load()) return false;
   if (__atomic_load_n(&header_->state, __ATOMIC_ACQUIRE) != MLOS_IPC_STATE_OPEN) return false;
   struct pollfd p {fd_, POLLIN | POLLRDHUP, 0};
   if (poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL | POLLIN))) return false;
@@ -121,7 +120,7 @@ bool IpcConnection::Connected() {
 }
 
 bool IpcConnection::Send(const mlos_ipc_request& request) {
-  if (fd_ < 0 || failed_) return false;
+  if (fd_ < 0 || failed_.load()) return false;
   const uint32_t n = request.n_inputs <= MLOS_IPC_MAX_TENSORS ? request.n_inputs : MLOS_IPC_MAX_TENSORS;
   const uint32_t length = static_cast<uint32_t>(offsetof(mlos_ipc_request, inputs) + sizeof(mlos_ipc_tensor) * n);
   return requests_->TryPush(&request, length);

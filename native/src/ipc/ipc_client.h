@@ -3,6 +3,7 @@
 // Plain C++17.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -31,7 +32,8 @@ class IpcConnection {
   int Receive(mlos_ipc_response* out, int64_t timeout_ns, int64_t spin_ns, std::string* error);
   // Whether the server is still there.
   bool Connected();
-  // Closes the socket (the server frees its side); the mapping stays until destruction.
+  // Ends the connection (the server frees its side; a Receive waiting returns -1); the socket is
+  // closed and the mapping unmapped at destruction.
   void Disconnect();
 
  private:
@@ -45,7 +47,7 @@ class IpcConnection {
   uint32_t client_id_ = 0;
   mlos_ipc_segment* header_ = nullptr;
   std::unique_ptr<SpscRing> requests_, responses_;
-  bool failed_ = false;
+  std::atomic<bool> failed_{false};
 };
 
 }  // namespace mlos::ipc

@@ -13,7 +13,14 @@ namespace mlos::ipc {
 static_assert(sizeof(mlos_ipc_segment) <= MLOS_IPC_SEGMENT_HEADER_BYTES, "the segment header outgrew its bytes");
 static_assert(sizeof(mlos_ipc_request) + 4 <= MLOS_IPC_RING_SLOT_BYTES, "a request must fit a ring slot");
 static_assert(sizeof(mlos_ipc_response) + 4 <= MLOS_IPC_RING_SLOT_BYTES, "a response must fit a ring slot");
-static_assert(sizeof(mlos_ipc_tensor) == 152, "mlos_ipc_tensor's layout is part of the wire format");
+// The layout is part of the wire format (clients in other languages, src/ipc/wire.ts): pinned.
+static_assert(sizeof(mlos_ipc_tensor) == 152, "mlos_ipc_tensor's layout changed");
+static_assert(offsetof(mlos_ipc_request, model) == 16 && offsetof(mlos_ipc_request, out_offset) == 144 &&
+              offsetof(mlos_ipc_request, n_outputs) == 160 && offsetof(mlos_ipc_request, outputs) == 168 &&
+              offsetof(mlos_ipc_request, inputs) == 680 && sizeof(mlos_ipc_request) == 1896, "mlos_ipc_request's layout changed");
+static_assert(offsetof(mlos_ipc_response, compute_ns) == 16 && offsetof(mlos_ipc_response, code) == 32 &&
+              offsetof(mlos_ipc_response, message) == 64 && offsetof(mlos_ipc_response, outputs) == 320 &&
+              sizeof(mlos_ipc_response) == 1536, "mlos_ipc_response's layout changed");
 
 // Slots per ring (a power of two): enough for a client that pipelines.
 constexpr uint32_t kRingSlots = 64;

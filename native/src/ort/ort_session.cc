@@ -827,6 +827,11 @@ OrtSessionWrap* OrtSessionWrap::FromReceiver(const Napi::CallbackInfo& info) {
   return Unwrap(self.As<Napi::Object>());
 }
 
+std::shared_ptr<OrtSessionState> OrtSessionWrap::StateOf(Napi::Value value) {
+  if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kOrtSessionTag)) return nullptr;
+  return Unwrap(value.As<Napi::Object>())->state_;
+}
+
 OrtSessionWrap::OrtSessionWrap(const Napi::CallbackInfo& info)
     : Napi::ObjectWrap<OrtSessionWrap>(info) {
   Napi::Env env = info.Env();

@@ -66,6 +66,9 @@ class OrtSessionWrap : public Napi::ObjectWrap<OrtSessionWrap> {
   ~OrtSessionWrap() override;
 
   static OrtSessionWrap* FromReceiver(const Napi::CallbackInfo& info);
+  // The session behind a JS OrtSession (shared with whoever runs it), or nullptr when `value` is
+  // not an OrtSession or was released (the IPC door runs it on its own threads).
+  static std::shared_ptr<OrtSessionState> StateOf(Napi::Value value);
 
  private:
   template <Napi::Value (OrtSessionWrap::*Method)(const Napi::CallbackInfo&)>

@@ -6,7 +6,7 @@ import type { ServeFlags } from "../../server/config.js";
 export default class Serve extends AxonCommand {
   static override summary = "Start MLOS Core: serve models over HTTP (MLOS v1, KServe v2, OpenAI) and gRPC (KServe v2)";
   static override description =
-    "Registers the --model references or paths (installing them from the registries when missing), then serves them until interrupted (Ctrl-C or SIGTERM stop it cleanly). Routes: /api/v1/... (MLOS), /v2/... (KServe v2, JSON and binary tensors), /health, /metrics; gRPC: inference.GRPCInferenceService (KServe v2) and grpc.health.v1. The shared-memory IPC door is not served yet.";
+    "Registers the --model references or paths (installing them from the registries when missing), then serves them until interrupted (Ctrl-C or SIGTERM stop it cleanly). Routes: /api/v1/... (MLOS), /v2/... (KServe v2, JSON and binary tensors), /health, /metrics; gRPC: inference.GRPCInferenceService (KServe v2) and grpc.health.v1. Shared-memory IPC (mlos/ipc, include/mlos_ipc.h) on --ipc-name's socket.";
   static override examples = [
     "<%= config.bin %> serve --demo",
     "<%= config.bin %> serve --model demo/mlp@1",
@@ -19,7 +19,7 @@ export default class Serve extends AxonCommand {
     host: Flags.string({ description: "address to listen on; another than loopback (0.0.0.0 for all) opens the server to other hosts, whose admin requests then need --admin-key [default: 127.0.0.1]" }),
     "grpc-port": Flags.integer({ description: "gRPC port (KServe v2 inference.GRPCInferenceService, grpc.health.v1); 0 disables the gRPC door [default: 8081]", min: 0, max: 65535 }),
     "allow-shared-memory": Flags.boolean({ description: "let clients register system shared-memory regions (/v2/systemsharedmemory over HTTP, SystemSharedMemory* over gRPC) and name them in inference requests instead of sending tensor bytes [default: off]", allowNo: true }),
-    "ipc-name": Flags.string({ description: "shared-memory IPC name (not served yet)", default: "mlos" }),
+    "ipc-name": Flags.string({ description: "the shared-memory IPC door's name (its socket: $XDG_RUNTIME_DIR/mlos/NAME.sock or /tmp/mlos-UID/NAME.sock; a name with a '/' is a socket path); off disables it [default: mlos]" }),
     plugin: Flags.string({ description: "a third-party plugin to load (module path or npm package; repeatable)", multiple: true }),
     model: Flags.string({ char: "m", description: "model to register at start: REF, PATH or NAME=REF (repeatable)", multiple: true }),
     demo: Flags.boolean({ description: "seed the local store with the bundled demo models (demo/mlp, demo/tiny-cnn, demo/embedder, demo/tiny-gpt, demo/tiny-embed) and serve them too, as `npm start` does; offline" }),
@@ -63,6 +63,7 @@ export default class Serve extends AxonCommand {
         httpPort: flags["http-port"],
         grpcPort: flags["grpc-port"],
         allowSharedMemory: flags["allow-shared-memory"],
+        ipcName: flags["ipc-name"],
         host: flags.host,
         models: demo.length > 0 || flags.model ? [...demo, ...(flags.model ?? [])] : undefined,
         plugins: flags.plugin,
@@ -103,8 +104,8 @@ export default class Serve extends AxonCommand {
       this.logToStderr(admin);
     }
     if (server.grpc) this.logToStderr(`gRPC on ${host.includes(":") ? `[${host}]` : host}:${server.grpc.port}${options.tls ? " (TLS)" : ""} (KServe v2 inference.GRPCInferenceService, grpc.health.v1)`);
-    if (flags["ipc-name"] !== "mlos") this.logToStderr("the shared-memory IPC door is not served yet");
-    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, grpc: server.grpc?.port, host, admin, models })}\n`);
+    if (server.ipc) this.logToStderr(`shared-memory IPC on ${server.ipc.path} (mlos/ipc, include/mlos_ipc.h)`);
+    if (this.jsonEnabled()) process.stdout.write(`${JSON.stringify({ http: server.http?.port, grpc: server.grpc?.port, ipc: server.ipc?.path, host, admin, models })}\n`);
     // The handlers stay installed until the server is closed (a second signal exits at once):
     // with `once`, a library's own signal handler (node-llama-cpp's signal-exit) saw no other
     // listener left when SIGTERM came and re-raised it, killing the process mid-shutdown.

@@ -9,6 +9,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { loadedOrtInfo, loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
 import { MlosError } from "../../core/errors.js";
+import { IPC_NATIVE_SESSION } from "../../protocol/ipc.js";
 import { KSERVE_JSON_CODEC, LATER, type KserveJsonCodec } from "../../protocol/kserve.js";
 import { type LoadedModel, type ModelSource, type Plugin, type PluginAvailability, type PluginLoadOptions, type RunRequest, type RunResult } from "../../core/plugin.js";
 import { concreteShape, mergeSignature, type Signature, type TensorInfo } from "../../core/signature.js";
@@ -87,15 +88,20 @@ class OrtLoadedModel implements LoadedModel {
     this.#policy = new RunPolicy(options.runMode ?? "auto");
     for (const o of signature.outputs) this.#outputInfo.set(o.name, o);
     this.#inputNames = signature.inputs.map((i) => i.name);
+    this.capabilities = {
+      [IPC_NATIVE_SESSION]: session,
+      [KSERVE_JSON_CODEC]: {
+        runSync: (body, name, version) => this.#kserveRunSync(body, name, version),
+        runBatchSync: (bodies, name, version, maxRows) => this.#kserveRunBatchSync(bodies, name, version, maxRows),
+      } satisfies KserveJsonCodec,
+    };
   }
 
-  /** The native KServe v2 JSON codec (src/protocol/kserve.ts), for the server's HTTP door. */
-  readonly capabilities: Readonly<Record<string, unknown>> = {
-    [KSERVE_JSON_CODEC]: {
-      runSync: (body, name, version) => this.#kserveRunSync(body, name, version),
-      runBatchSync: (bodies, name, version, maxRows) => this.#kserveRunBatchSync(bodies, name, version, maxRows),
-    } satisfies KserveJsonCodec,
-  };
+  /**
+   * The native KServe v2 JSON codec (src/protocol/kserve.ts), for the server's HTTP door; the
+   * native session itself, for the IPC door's native threads (src/protocol/ipc.ts).
+   */
+  readonly capabilities: Readonly<Record<string, unknown>>;
 
   run(req: RunRequest): Promise<RunResult> {
     if (req.lastPositionLogits && this.lastPositionLogits) req = { ...req, inputs: { ...req.inputs, [LOGITS_FROM_INPUT]: LAST_POSITION } };

@@ -8,7 +8,7 @@ export function registerOpsRoutes(router: HttpRouter, { table, metrics }: Servin
     return { body: { status: "ok", models: models.length, ready: models.filter((e) => e.state === "ready").length } };
   });
   router.route("get", "/metrics", "api", false, async () => {
-    const text = await metrics.registry.metrics();
+    const text = await metrics.text();
     return { parts: [Buffer.from(text)], headers: { "Content-Type": metrics.registry.contentType } };
   });
 }
