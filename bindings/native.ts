@@ -609,6 +609,8 @@ export interface NativeIpcClient {
   receiveAsync(out: Uint8Array, timeoutMs: number): Promise<1 | 0 | -1>;
   connected(): boolean;
   close(): void;
+  /** The whole shared segment (header, rings, arena), for inspection tools and fault tests. */
+  segment(): ArrayBuffer;
 }
 
 export interface NativeIpcClientConstructor {

@@ -75,6 +75,7 @@ export class IpcClient {
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
   #receiving = false;
+  #pumping = false;
   readonly #requestBuf = new Uint8Array(REQUEST.size);
   readonly #responseBuf = new Uint8Array(RESPONSE.size);
   /** The window each model's last answer needed. */
@@ -208,7 +209,7 @@ export class IpcClient {
         temps,
         model,
         timer: undefined,
-        retry: retried ? undefined : () => this.#submit(model, inputs, options, resolve, reject, true),
+        retry: retried ? undefined : () => this.#submit(model, inputs, { ...options, outputBytes: this.#windowFor.get(model) }, resolve, reject, true),
       };
       p.timer = setTimeout(() => {
         // The server may still write into the window: it is not freed (a leak bounded by timeouts).
@@ -237,12 +238,19 @@ export class IpcClient {
 
   /** Takes every response there is; waits on a worker thread while requests remain. */
   #pump(): void {
-    if (this.#receiving) return;
-    let r = this.#native.receive(this.#responseBuf, this.#options.spinMicros);
-    while (r === 1) {
-      this.#dispatch();
-      if (this.#pending.size === 0) return;
-      r = this.#native.receive(this.#responseBuf, 0);
+    // Not re-entered: a response's dispatch may submit again (a retry), and this loop then takes its answer.
+    if (this.#receiving || this.#pumping) return;
+    this.#pumping = true;
+    let r: 1 | 0 | -1;
+    try {
+      r = this.#native.receive(this.#responseBuf, this.#options.spinMicros);
+      while (r === 1) {
+        this.#dispatch();
+        if (this.#pending.size === 0) return;
+        r = this.#native.receive(this.#responseBuf, 0);
+      }
+    } finally {
+      this.#pumping = false;
     }
     if (r === -1) return this.#failAll(this.#native.lastError);
     if (this.#pending.size === 0) return;

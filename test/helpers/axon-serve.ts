@@ -16,7 +16,7 @@ export interface Served {
   port: number;
   stderr: () => string;
   /** The first stdout line of `--json`: ports, listen address, admin policy, models. */
-  info: { http: number; grpc?: number; host: string; admin: string; models: string[] };
+  info: { http: number; grpc?: number; ipc?: string; host: string; admin: string; models: string[] };
 }
 
 /**

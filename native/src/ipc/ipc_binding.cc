@@ -1,6 +1,7 @@
 // The IPC door's JS classes; see ipc_binding.h.
 #include "ipc/ipc_binding.h"
 
+#include <algorithm>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -270,7 +271,9 @@ class IpcHostWrap : public Napi::ObjectWrap<IpcHostWrap> {
     DropJs(name);
     auto model = std::make_shared<IpcJsModel>(env, info[1].As<Napi::Function>(), name);
     js_[name] = model;
+    every_js_.push_back(model);
     host.SetModel(name, model);
+    every_js_.erase(std::remove_if(every_js_.begin(), every_js_.end(), [](const std::weak_ptr<IpcJsModel>& w) { return w.expired(); }), every_js_.end());
     return env.Undefined();
   }
 
@@ -284,13 +287,9 @@ class IpcHostWrap : public Napi::ObjectWrap<IpcHostWrap> {
     return env.Undefined();
   }
 
-  void DropJs(const std::string& name) {
-    auto it = js_.find(name);
-    if (it == js_.end()) return;
-    if (host_) host_->RemoveModel(name);
-    it->second->Close();
-    js_.erase(it);
-  }
+  // Forgets the JS model served under `name` (replaced or removed). Requests it is running finish:
+  // the host holds it for them, and it goes when the last one does.
+  void DropJs(const std::string& name) { js_.erase(name); }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -326,9 +325,12 @@ class IpcHostWrap : public Napi::ObjectWrap<IpcHostWrap> {
 
   void Shutdown() {
     // JS requests first: a client thread waiting on the JS thread (this one) must not be joined.
-    for (auto& [name, m] : js_) m->Close();
+    for (auto& weak : every_js_) {
+      if (auto m = weak.lock()) m->Close();
+    }
     if (host_) host_->Stop();
     js_.clear();
+    every_js_.clear();
     host_.reset();
   }
 
@@ -337,6 +339,8 @@ class IpcHostWrap : public Napi::ObjectWrap<IpcHostWrap> {
 
   std::unique_ptr<IpcHost> host_;
   std::map<std::string, std::shared_ptr<IpcJsModel>> js_;
+  // Every JS model made, replaced ones included (they may still run requests): closed at shutdown.
+  std::vector<std::weak_ptr<IpcJsModel>> every_js_;
   std::string path_;
 };
 
@@ -349,6 +353,7 @@ class IpcClientWrap : public Napi::ObjectWrap<IpcClientWrap> {
                        {InstanceMethod<&IpcClientWrap::Send>("send"), InstanceMethod<&IpcClientWrap::Receive>("receive"),
                         InstanceMethod<&IpcClientWrap::ReceiveAsync>("receiveAsync"), InstanceMethod<&IpcClientWrap::Connected>("connected"),
                         InstanceMethod<&IpcClientWrap::Close>("close"), InstanceAccessor<&IpcClientWrap::Arena>("arena"),
+                        InstanceMethod<&IpcClientWrap::Segment>("segment"),
                         InstanceAccessor<&IpcClientWrap::ServerInstance>("serverInstance"), InstanceAccessor<&IpcClientWrap::ClientId>("clientId"),
                         InstanceAccessor<&IpcClientWrap::LastError>("lastError")});
   }
@@ -376,6 +381,12 @@ class IpcClientWrap : public Napi::ObjectWrap<IpcClientWrap> {
       arena_ = Napi::Persistent(ab);
     }
     return arena_.Value();
+  }
+
+  Napi::Value Segment(const Napi::CallbackInfo& info) {
+    auto* hold = new std::shared_ptr<IpcConnection>(conn_);
+    return Napi::ArrayBuffer::New(info.Env(), conn_->segment(), static_cast<size_t>(conn_->segment_bytes()),
+                                  [](Napi::Env, void*, std::shared_ptr<IpcConnection>* h) { delete h; }, hold);
   }
 
   static bool Bytes(const Napi::Value& v, uint8_t** data, size_t* length) {

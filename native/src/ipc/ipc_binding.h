@@ -21,6 +21,7 @@
 //                                    connection failed (-1, .lastError says why)
 //   .receiveAsync(out, timeoutMs) -> Promise<1 | 0 | -1>   the same, waiting on a worker thread
 //   .connected() -> boolean  .close()
+//   .segment() -> ArrayBuffer over the whole segment (header, rings, arena): inspection and fault tests
 #pragma once
 
 #include <napi.h>

@@ -51,14 +51,13 @@ std::shared_ptr<IpcConnection> IpcConnection::Connect(const std::string& name, u
   hello.magic = MLOS_IPC_HELLO_MAGIC;
   hello.version = MLOS_IPC_VERSION;
   hello.arena_bytes = arena_bytes;
-  if (!SendWithFd(c->fd_, &hello, sizeof hello, -1)) {
-    *error = "IPC_CONNECT: the server at " + path + " closed the connection before the handshake";
-    return nullptr;
-  }
+  // A server that refuses (credentials, too many clients) may answer and close before reading the
+  // hello: its answer is read whatever became of the hello.
+  const bool said_hello = SendWithFd(c->fd_, &hello, sizeof hello, -1);
   mlos_ipc_welcome welcome{};
   int memfd = -1;
   if (!ReceiveWithFd(c->fd_, &welcome, sizeof welcome, &memfd)) {
-    *error = "IPC_CONNECT: the server at " + path + " did not answer the handshake";
+    *error = "IPC_CONNECT: the server at " + path + (said_hello ? " did not answer the handshake" : " closed the connection before the handshake");
     return nullptr;
   }
   welcome.message[sizeof welcome.message - 1] = '\0';

@@ -21,6 +21,9 @@ class IpcConnection {
   ~IpcConnection();  // unmaps the segment (so: only when nothing uses the arena any more)
 
   uint8_t* arena() const { return arena_; }
+  // The whole segment (header, rings, arena), for inspection tools and fault tests.
+  uint8_t* segment() const { return base_; }
+  uint64_t segment_bytes() const { return bytes_; }
   uint64_t arena_bytes() const { return arena_bytes_; }
   uint64_t server_instance() const { return instance_; }
   uint32_t client_id() const { return client_id_; }

@@ -13,6 +13,7 @@
  * Native requests are counted by the host; before each scrape their counts go into
  * mlos_requests_total (route "ipc"), and a model used over IPC is marked used for the keep-alive.
  */
+import client from "prom-client";
 import { loadNative, type NativeIpcHost, type NativeIpcJsRequest, type NativeIpcJsResult, type NativeOrtSession } from "../../../bindings/native.js";
 import type { ModelEntry } from "../../core/model-table.js";
 import { IPC_ALIGN, IPC_NATIVE_SESSION, ipcSocketPath } from "../../protocol/ipc.js";
@@ -51,6 +52,35 @@ export class IpcDoor {
     this.#unwatch = table.watch((e) => this.#refresh(e.name));
     for (const e of table.list()) this.#refresh(e.name);
     this.#serving.metrics.beforeScrape.push(() => this.#syncCounts());
+    const host = this.#host;
+    const registers = [this.#serving.metrics.registry];
+    const live = () => !this.#closed;
+    new client.Gauge({
+      name: "mlos_ipc_clients",
+      help: "Shared-memory IPC clients connected, and the bytes of their segments (rings and arenas)",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        if (!live()) return;
+        const s = host.stats();
+        this.set({ kind: "clients" }, s.clients);
+        this.set({ kind: "segment_bytes" }, s.segmentBytes);
+      },
+    });
+    new client.Counter({
+      name: "mlos_ipc_connections_total",
+      help: "Shared-memory IPC connections: accepted, refused at the handshake (credentials, too many, bad hello), dropped by the server (corrupt ring, responses unread past the lease)",
+      labelNames: ["outcome"],
+      registers,
+      collect() {
+        if (!live()) return;
+        const s = host.stats();
+        this.reset();
+        this.inc({ outcome: "accepted" }, s.connections);
+        this.inc({ outcome: "refused" }, s.refused);
+        this.inc({ outcome: "dropped" }, s.dropped);
+      },
+    });
     // Models used over the native path count as used for the keep-alive.
     this.#touch = setInterval(() => this.#syncCounts(), 1000);
     this.#touch.unref();
@@ -100,7 +130,7 @@ export class IpcDoor {
       const result = await table.submit(entry, inputs, req.outputs.length > 0 ? { outputs: req.outputs } : undefined);
       const outputs: Array<{ name: string; dtype: number; shape: number[]; offset: number; bytes: number }> = [];
       let cursor = 0;
-      for (const [oname, t] of Object.entries(result.outputs)) {
+      for (const [oname, t] of Object.entries(result)) {
         if (t.dtype === "string") return { code: "IPC_RUN_FAILED", message: `output '${oname}' is a string tensor, which the IPC door does not carry` };
         const data = t.data as ArrayBufferView;
         const bytes = data.byteLength;
@@ -108,7 +138,7 @@ export class IpcDoor {
         outputs.push({ name: oname, dtype: dtypeInfo(t.dtype).onnx, shape: [...t.shape], offset: cursor, bytes });
         cursor = Math.ceil((cursor + bytes) / IPC_ALIGN) * IPC_ALIGN;
       }
-      for (const t of Object.values(result.outputs)) t.dispose();
+      for (const t of Object.values(result)) t.dispose();
       if (outputs.some((o) => o.offset + o.bytes > req.window.byteLength)) {
         outcome = "client_error";
         return { code: "IPC_OUTPUT_TOO_SMALL", message: `the outputs need a window of ${cursor} bytes, the request gave ${req.window.byteLength}`, neededBytes: cursor };
