@@ -7,7 +7,8 @@
  *   ipc-client mlos mlp x 2 4        # the demo MLP
  *
  * The input holds 0.1, 0.2, 0.3, ... With REPEAT > 1 it runs that many times and prints the median
- * round-trip time. Exit status: 0 on success, 1 on an error response, 2 on a connection failure.
+ * and 99th percentile round-trip times, and the median of the model's own run time (which the
+ * server reports in each response). Exit status: 0 on success, 1 on an error response, 2 on a connection failure.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,7 @@ int main(int argc, char** argv) {
   request.out_bytes = mlos_ipc_arena_bytes(client) - window;
 
   double* times = (double*)malloc(sizeof(double) * (size_t)repeat);
+  double* compute = (double*)malloc(sizeof(double) * (size_t)repeat);
   struct mlos_ipc_response response;
   for (long i = 0; i < repeat; i++) {
     request.id = (uint64_t)i + 1;
@@ -80,13 +82,16 @@ int main(int argc, char** argv) {
     if (mlos_ipc_infer(client, &request, &response, 10000, error, sizeof error) != 0) {
       fprintf(stderr, "%s\n", error);
       free(times);
+      free(compute);
       mlos_ipc_close(client);
       return 2;
     }
     times[i] = now_us() - t0;
+    compute[i] = (double)response.compute_ns / 1e3;
     if (response.status != 0) {
       fprintf(stderr, "%s: %s\n", response.code, response.message);
       free(times);
+      free(compute);
       mlos_ipc_close(client);
       return 1;
     }
@@ -106,9 +111,12 @@ int main(int argc, char** argv) {
   }
   if (repeat > 1) {
     qsort(times, (size_t)repeat, sizeof(double), compare);
-    printf("round trip p50 %.1f us over %ld requests\n", times[repeat / 2], repeat);
+    qsort(compute, (size_t)repeat, sizeof(double), compare);
+    printf("round trip p50 %.2f us p99 %.2f us; model compute p50 %.2f us p99 %.2f us; %ld requests\n", times[repeat / 2],
+           times[repeat * 99 / 100], compute[repeat / 2], compute[repeat * 99 / 100], repeat);
   }
   free(times);
+  free(compute);
   mlos_ipc_close(client);
   return 0;
 }

@@ -115,7 +115,7 @@ describe("a GGUF model over the OpenAI API and MLOS v1", { skip: ggufSkip }, () 
   });
 
   it("refuses to start with --gpu cuda where no NVIDIA driver is, saying why in one line", { skip: existsSync("/proc/driver/nvidia/version") && "this machine has an NVIDIA driver" }, () => {
-    const r = spawnSync(process.execPath, [CLI, "serve", "--gpu", "cuda", "--http-port", "0"], { env: { ...process.env, AXON_HOME: home }, encoding: "utf8", timeout: 60_000 });
+    const r = spawnSync(process.execPath, [CLI, "serve", "--gpu", "cuda", "--http-port", "0", "--ipc-name", "off"], { env: { ...process.env, AXON_HOME: home }, encoding: "utf8", timeout: 60_000 });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr.trim(), /^error\[PLUGIN_UNAVAILABLE\]: --gpu cuda: (no NVIDIA driver here|\S+ \(llama\.cpp built for CUDA\) is not installed)/);
     assert.equal(r.stderr.trim().split("\n").length, 1);

@@ -144,11 +144,12 @@ model.dispose();
     assert.ok(res.tf?.reason?.includes(TF_HINT), `the tensorflow plugin's reason names the install: ${res.tf?.reason}`);
   });
 
-  it("npx axon serve --demo serves the demo models over HTTP and gRPC", async () => {
+  it("npx axon serve --demo serves the demo models over HTTP, gRPC and shared-memory IPC", async () => {
     const port = await freePort();
     const grpcPort = await freePort();
+    const ipcSocket = path.join(project, "mlos-ipc.sock");
     // Its own process group, so that npx and the server it starts stop together.
-    const child: ChildProcess = spawn("npx", ["--no", "axon", "serve", "--demo", "--http-port", String(port), "--grpc-port", String(grpcPort), "--json"], { cwd: project, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+    const child: ChildProcess = spawn("npx", ["--no", "axon", "serve", "--demo", "--http-port", String(port), "--grpc-port", String(grpcPort), "--ipc-name", ipcSocket, "--json"], { cwd: project, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
     let err = "";
     child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
@@ -169,9 +170,10 @@ model.dispose();
           reject(new Error(`axon serve exited with ${code}: ${err}`));
         });
       });
-      const info = JSON.parse(line) as { http: number; grpc: number; models: string[] };
+      const info = JSON.parse(line) as { http: number; grpc: number; ipc: string; models: string[] };
       assert.equal(info.http, port);
       assert.equal(info.grpc, grpcPort);
+      assert.equal(info.ipc, ipcSocket);
       assert.deepEqual([...info.models].sort(), ["embedder@1.0.0", "mlp@1.0.0", "tiny-cnn@1.0.0", "tiny-embed@1.0.0", "tiny-gpt@1.0.0"]);
 
       const res = await fetch(`http://127.0.0.1:${port}/v2/models/mlp/infer`, {
@@ -215,6 +217,26 @@ model.dispose();
         grpcClient.close();
       }
       assert.ok(existsSync(path.join(project, "node_modules", "mlos", "proto", "grpc_service.proto")), "the package ships its proto files for clients");
+
+      // The IPC door, from a script in the project importing mlos/ipc; and the C example client's
+      // source and header ship for other languages.
+      const ipcScript = path.join(project, "ipc.mjs");
+      writeFileSync(
+        ipcScript,
+        `import { connect } from "mlos/ipc";
+const c = await connect(${JSON.stringify(ipcSocket)});
+const x = c.tensor("float32", [1, 4], ${JSON.stringify(MLP_INPUT)});
+const { y } = await c.infer("mlp", { x });
+console.log(JSON.stringify({ resolved: import.meta.resolve("mlos/ipc"), shape: y.shape, data: Array.from(y.data) }));
+c.close();
+`,
+      );
+      const ipcRun = run(process.execPath, [ipcScript], project, env, 60_000);
+      const viaIpc = JSON.parse(ipcRun.out.trim().split("\n").pop()!) as { resolved: string; shape: number[]; data: number[] };
+      assert.ok(fileURLToPath(viaIpc.resolved).startsWith(path.join(project, "node_modules", "mlos") + path.sep), viaIpc.resolved);
+      assert.deepEqual(viaIpc.shape, [1, 3]);
+      viaIpc.data.forEach((v, i) => assert.ok(Math.abs(v - expected[i]!) < 1e-6, `IPC y[${i}] = ${v}, expected ${expected[i]}`));
+      for (const f of ["native/include/mlos_ipc.h", "examples/ipc-client.c"]) assert.ok(existsSync(path.join(project, "node_modules", "mlos", f)), `the package ships ${f}`);
 
       const plugins = await (await fetch(`http://127.0.0.1:${port}/api/v1/plugins`)).text();
       assert.ok(plugins.includes(TF_HINT), `GET /api/v1/plugins names the TF.js install: ${plugins}`);
