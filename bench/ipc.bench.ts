@@ -5,7 +5,9 @@
  *   1. overhead, one client at a time, N round trips (default 10,000) per client per repetition:
  *      the Node client (mlos/ipc), the C example client (examples/ipc-client.c, which also
  *      reports the server's Session::Run time per request) and HTTP with JSON tensors, each minus
- *      the in-process `model.infer` of the same input measured in the same repetition;
+ *      the model's own compute time: Session::Run on the same model file and input, measured in
+ *      this process in the same repetition (a bound run, as the native side times it; the
+ *      library's `model.infer` adds its JavaScript around that and is shown for reference);
  *   2. a 64 MiB float32 tensor through an identity model over IPC, against memcpy of 64 MiB in
  *      this process (Buffer.set), as bandwidth;
  *   3. throughput of 8 concurrent IPC client processes against one in-process `model.infer` loop,
@@ -19,6 +21,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Client } from "undici";
+import { loadOrt } from "../bindings/native.js";
 import { Axon, Tensor, load, seedDemoModels } from "../src/index.js";
 import { connect } from "../src/ipc/client.js";
 import { OnnxModelBuilder } from "../src/tools/onnx-builder.js";
@@ -62,6 +65,14 @@ const computeOnce = async () => {
   const out = await model.infer({ x });
   for (const t of Object.values(out)) t.dispose();
 };
+// The model's own compute: Session::Run on a bound run (OrtValues made once), one intra-op thread as the server's.
+const session = await loadOrt().OrtSession.open(model.path, { intraOpThreads: 1, interOpThreads: 1 });
+const bound = session.bind({ x: { dtype: "float32", shape: [1, 4], data: new Float32Array(X) } }, ["y"], { y: { dtype: "float32", shape: [1, 3], data: new Float32Array(3) } });
+function sessionRuns(n: number): number[] {
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) out[i] = session.runBound(bound);
+  return out.sort((a, b) => a - b);
+}
 
 const socket = path.join(home, "ipc.sock");
 const httpPort = await freePort();
@@ -98,7 +109,8 @@ try {
   // ---- 1. overhead, one client at a time ----
   for (const f of [computeOnce, ipcOnce, postJson]) await roundTrips(f, WARMUP);
   cClient(WARMUP);
-  type Row = { compute: { p50: number; p99: number }; node: { p50: number; p99: number; cpu: number }; c: { p50: number; p99: number; compute: number; cpu: number }; json: { p50: number; p99: number; cpu: number } };
+  sessionRuns(WARMUP);
+  type Row = { run: { p50: number; p99: number }; compute: { p50: number; p99: number }; node: { p50: number; p99: number; cpu: number }; c: { p50: number; p99: number; compute: number; cpu: number }; json: { p50: number; p99: number; cpu: number } };
   const rows: Row[] = [];
   for (let r = 0; r < REPS; r++) {
     const measure = async (f: () => Promise<void>) => {
@@ -106,20 +118,25 @@ try {
       const lat = await roundTrips(f, N);
       return { p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), cpu: ((cpuSeconds(server.pid!) - cpu0) * 1e6) / N };
     };
+    const runs = sessionRuns(N);
+    const run = { p50: percentile(runs, 0.5), p99: percentile(runs, 0.99) };
     const compute = await measure(computeOnce);
     const node = await measure(ipcOnce);
     const cpu0 = cpuSeconds(server.pid!);
     const c = { ...cClient(N), cpu: ((cpuSeconds(server.pid!) - cpu0) * 1e6) / N };
     const json = await measure(postJson);
-    rows.push({ compute, node, c, json });
+    rows.push({ run, compute, node, c, json });
   }
   const over = (get: (r: Row) => number) => rows.map((r) => get(r));
-  console.log(`  in-process model.infer (compute)   p50 ${spread(over((r) => r.compute.p50), 1, " µs")}, p99 ${spread(over((r) => r.compute.p99), 1, " µs")}`);
-  console.log(`  IPC, Node client (mlos/ipc)        round trip p50 ${spread(over((r) => r.node.p50), 1, " µs")}, p99 ${spread(over((r) => r.node.p99), 1, " µs")}; overhead p50 ${spread(over((r) => r.node.p50 - r.compute.p50), 1, " µs")}, p99 ${spread(over((r) => r.node.p99 - r.compute.p99), 1, " µs")}; server CPU ${spread(over((r) => r.node.cpu), 1, " µs/request")}`);
-  console.log(`  IPC, C client (libmlos_ipc_client) round trip p50 ${spread(over((r) => r.c.p50), 1, " µs")}, p99 ${spread(over((r) => r.c.p99), 1, " µs")}; overhead p50 ${spread(over((r) => r.c.p50 - r.compute.p50), 1, " µs")}, p99 ${spread(over((r) => r.c.p99 - r.compute.p99), 1, " µs")}; minus the server's Session::Run p50 ${spread(over((r) => r.c.p50 - r.c.compute), 1, " µs")}; server CPU ${spread(over((r) => r.c.cpu), 1, " µs/request")}`);
-  console.log(`  HTTP, JSON tensors                 round trip p50 ${spread(over((r) => r.json.p50), 1, " µs")}, p99 ${spread(over((r) => r.json.p99), 1, " µs")}; overhead p50 ${spread(over((r) => r.json.p50 - r.compute.p50), 1, " µs")}; server CPU ${spread(over((r) => r.json.cpu), 1, " µs/request")}`);
-  const ratio = (get: (r: Row) => number) => spread(rows.map((r) => (r.json.p50 - r.compute.p50) / get(r)), 1, "x");
-  console.log(`  HTTP/JSON overhead over IPC overhead (p50): Node client ${ratio((r) => r.node.p50 - r.compute.p50)}, C client ${ratio((r) => r.c.p50 - r.compute.p50)}`);
+  const line = (name: string, get: (r: Row) => { p50: number; p99: number; cpu?: number }) =>
+    console.log(`  ${name.padEnd(36)} round trip p50 ${spread(over((r) => get(r).p50), 1, " µs")}, p99 ${spread(over((r) => get(r).p99), 1, " µs")}; overhead p50 ${spread(over((r) => get(r).p50 - r.run.p50), 1, " µs")}, p99 ${spread(over((r) => get(r).p99 - r.run.p99), 1, " µs")}; server CPU ${spread(over((r) => get(r).cpu ?? 0), 1, " µs/request")}`);
+  console.log(`  the model's compute (Session::Run)   p50 ${spread(over((r) => r.run.p50), 1, " µs")}, p99 ${spread(over((r) => r.run.p99), 1, " µs")} (in this process; the library's model.infer: p50 ${spread(over((r) => r.compute.p50), 1, " µs")}, p99 ${spread(over((r) => r.compute.p99), 1, " µs")})`);
+  line("IPC, Node client (mlos/ipc)", (r) => r.node);
+  line("IPC, C client (libmlos_ipc_client)", (r) => r.c);
+  console.log(`    (the C client's round trip minus the server-reported Session::Run of each request, p50: ${spread(over((r) => r.c.p50 - r.c.compute), 1, " µs")})`);
+  line("HTTP, JSON tensors", (r) => r.json);
+  const ratio = (get: (r: Row) => number) => spread(rows.map((r) => (r.json.p50 - r.run.p50) / (get(r) - r.run.p50)), 1, "x");
+  console.log(`  HTTP/JSON overhead over IPC overhead (p50): Node client ${ratio((r) => r.node.p50)}, C client ${ratio((r) => r.c.p50)}`);
 
   // ---- 2. 64 MiB through an identity model, against memcpy ----
   const big = ipc.tensor("float32", [BIG]);
@@ -177,6 +194,7 @@ try {
   ipc.close();
   await http.close();
   await model.dispose?.();
+  session.release();
   server.kill("SIGTERM");
   await new Promise((r) => server.once("exit", r));
   rmSync(home, { recursive: true, force: true });

@@ -148,13 +148,20 @@ export class IpcClient {
    * collected). Rejects with an {@link IpcError}: the server's code for a bad request or a model
    * error, IPC_DISCONNECTED when the server went away (the next call reconnects), IPC_TIMEOUT.
    */
-  async infer(model: string, inputs: Record<string, Tensor>, options: InferOptions = {}): Promise<Record<string, Tensor>> {
-    if (this.#closed) throw new IpcError("IPC_CLOSED", "this IPC client is closed");
-    if (!this.#native.connected() && this.#pending.size === 0) {
-      if (!this.#options.reconnect) throw new IpcError("IPC_DISCONNECTED", "the server is gone (this client does not reconnect)");
-      this.#reconnect();
-    }
-    return new Promise((resolve, reject) => this.#submit(model, inputs, options, resolve, reject, false));
+  infer(model: string, inputs: Record<string, Tensor>, options: InferOptions = {}): Promise<Record<string, Tensor>> {
+    // Not an async function: one promise per call, settled straight from the response.
+    return new Promise((resolve, reject) => {
+      try {
+        if (this.#closed) throw new IpcError("IPC_CLOSED", "this IPC client is closed");
+        if (!this.#native.connected() && this.#pending.size === 0) {
+          if (!this.#options.reconnect) throw new IpcError("IPC_DISCONNECTED", "the server is gone (this client does not reconnect)");
+          this.#reconnect();
+        }
+      } catch (e) {
+        return reject(e as Error);
+      }
+      this.#submit(model, inputs, options, resolve, reject, false);
+    });
   }
 
   #reconnect(): void {

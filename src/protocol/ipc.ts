@@ -66,18 +66,48 @@ export type IpcResponse =
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+/** Names are few and repeat with every request: their encodings are kept. */
+const encoded = new Map<string, Uint8Array>();
+
+function nameBytes(text: string): Uint8Array {
+  let bytes = encoded.get(text);
+  if (!bytes) {
+    bytes = encoder.encode(text);
+    if (encoded.size < 4096) encoded.set(text, bytes);
+  }
+  return bytes;
+}
 
 function writeName(buf: Uint8Array, at: number, capacity: number, text: string, what: string): void {
-  const bytes = encoder.encode(text);
+  const bytes = nameBytes(text);
   if (bytes.length === 0 || bytes.length >= capacity) throw new IpcError("IPC_BAD_REQUEST", `${what} ${JSON.stringify(text)} must be 1..${capacity - 1} bytes of UTF-8`);
   buf.set(bytes, at);
-  buf.fill(0, at + bytes.length, at + capacity);
+  buf[at + bytes.length] = 0;
 }
 
 function readName(buf: Uint8Array, at: number, capacity: number): string {
-  let end = buf.indexOf(0, at);
-  if (end < 0 || end > at + capacity) end = at + capacity;
-  return decoder.decode(buf.subarray(at, end));
+  let end = at;
+  let ascii = true;
+  while (end < at + capacity && buf[end] !== 0) {
+    if (buf[end]! >= 0x80) ascii = false;
+    end++;
+  }
+  if (!ascii || end - at > 64) return decoder.decode(buf.subarray(at, end));
+  let s = "";
+  for (let i = at; i < end; i++) s += String.fromCharCode(buf[i]!);
+  return s;
+}
+
+// 64-bit fields hold values below 2^53 here: written and read as two 32-bit halves (no BigInt).
+function setU64(view: DataView, at: number, v: number): void {
+  view.setUint32(at, v >>> 0, true);
+  view.setUint32(at + 4, Math.floor(v / 2 ** 32), true);
+}
+function getU64(view: DataView, at: number): number {
+  return view.getUint32(at, true) + view.getUint32(at + 4, true) * 2 ** 32;
+}
+function getI64(view: DataView, at: number): number {
+  return view.getUint32(at, true) + view.getInt32(at + 4, true) * 2 ** 32;
 }
 
 function writeTensor(view: DataView, buf: Uint8Array, at: number, t: IpcTensorDesc, what: string): void {
@@ -85,9 +115,9 @@ function writeTensor(view: DataView, buf: Uint8Array, at: number, t: IpcTensorDe
   if (t.shape.length > IPC_MAX_RANK) throw new IpcError("IPC_BAD_TENSOR", `${what} '${t.name}' has rank ${t.shape.length}; the IPC door carries up to ${IPC_MAX_RANK}`);
   view.setUint32(at + TENSOR.dtype, dtypeInfo(t.dtype).onnx, true);
   view.setUint32(at + TENSOR.rank, t.shape.length, true);
-  for (let k = 0; k < IPC_MAX_RANK; k++) view.setBigInt64(at + TENSOR.shape + 8 * k, BigInt(t.shape[k] ?? 0), true);
-  view.setBigUint64(at + TENSOR.offset, BigInt(t.offset), true);
-  view.setBigUint64(at + TENSOR.bytes, BigInt(t.bytes), true);
+  for (let k = 0; k < t.shape.length; k++) setU64(view, at + TENSOR.shape + 8 * k, t.shape[k]!);
+  setU64(view, at + TENSOR.offset, t.offset);
+  setU64(view, at + TENSOR.bytes, t.bytes);
 }
 
 function readTensor(view: DataView, buf: Uint8Array, at: number): IpcTensorDesc {
@@ -96,21 +126,21 @@ function readTensor(view: DataView, buf: Uint8Array, at: number): IpcTensorDesc 
   const dtype = dtypeOfOnnx(code);
   if (!dtype) throw new IpcError("IPC_CORRUPT", `the server sent element type ${code}, which this client does not know`);
   const shape: number[] = [];
-  for (let k = 0; k < rank; k++) shape.push(Number(view.getBigInt64(at + TENSOR.shape + 8 * k, true)));
-  return { name: readName(buf, at + TENSOR.name, IPC_NAME_BYTES), dtype, shape, offset: Number(view.getBigUint64(at + TENSOR.offset, true)), bytes: Number(view.getBigUint64(at + TENSOR.bytes, true)) };
+  for (let k = 0; k < rank; k++) shape.push(getI64(view, at + TENSOR.shape + 8 * k));
+  return { name: readName(buf, at + TENSOR.name, IPC_NAME_BYTES), dtype, shape, offset: getU64(view, at + TENSOR.offset), bytes: getU64(view, at + TENSOR.bytes) };
 }
 
 /** Writes `r` into `buf` (REQUEST.size bytes, reused from request to request). */
 export function encodeRequest(buf: Uint8Array, r: IpcRequest): void {
   if (r.inputs.length === 0 || r.inputs.length > IPC_MAX_TENSORS) throw new IpcError("IPC_BAD_REQUEST", `a request carries 1..${IPC_MAX_TENSORS} inputs, not ${r.inputs.length}`);
   if (r.outputs.length > IPC_MAX_TENSORS) throw new IpcError("IPC_BAD_REQUEST", `a request names at most ${IPC_MAX_TENSORS} outputs, not ${r.outputs.length}`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const view = viewOf(buf);
   view.setUint32(REQUEST.kind, INFER, true);
   view.setUint32(REQUEST.nInputs, r.inputs.length, true);
-  view.setBigUint64(REQUEST.id, BigInt(r.id), true);
+  setU64(view, REQUEST.id, r.id);
   writeName(buf, REQUEST.model, IPC_MODEL_BYTES, r.model, "model name");
-  view.setBigUint64(REQUEST.outOffset, BigInt(r.outOffset), true);
-  view.setBigUint64(REQUEST.outBytes, BigInt(r.outBytes), true);
+  setU64(view, REQUEST.outOffset, r.outOffset);
+  setU64(view, REQUEST.outBytes, r.outBytes);
   view.setUint32(REQUEST.nOutputs, r.outputs.length, true);
   r.outputs.forEach((o, i) => writeName(buf, REQUEST.outputs + IPC_NAME_BYTES * i, IPC_NAME_BYTES, o, "output name"));
   r.inputs.forEach((t, i) => writeTensor(view, buf, REQUEST.inputs + TENSOR.size * i, t, "input"));
@@ -118,15 +148,23 @@ export function encodeRequest(buf: Uint8Array, r: IpcRequest): void {
 
 /** Reads a response the server wrote into `buf` (RESPONSE.size bytes). */
 export function decodeResponse(buf: Uint8Array): IpcResponse {
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const id = Number(view.getBigUint64(RESPONSE.id, true));
+  const view = viewOf(buf);
+  const id = getU64(view, RESPONSE.id);
   if (view.getInt32(RESPONSE.status, true) !== 0) {
-    return { id, ok: false, code: readName(buf, RESPONSE.code, 32), message: readName(buf, RESPONSE.message, 256), neededBytes: Number(view.getBigUint64(RESPONSE.neededBytes, true)) };
+    return { id, ok: false, code: readName(buf, RESPONSE.code, 32), message: readName(buf, RESPONSE.message, 256), neededBytes: getU64(view, RESPONSE.neededBytes) };
   }
   const n = Math.min(view.getUint32(RESPONSE.nOutputs, true), IPC_MAX_TENSORS);
   const outputs: IpcTensorDesc[] = [];
   for (let i = 0; i < n; i++) outputs.push(readTensor(view, buf, RESPONSE.outputs + TENSOR.size * i));
-  return { id, ok: true, computeNs: Number(view.getBigUint64(RESPONSE.computeNs, true)), outputs };
+  return { id, ok: true, computeNs: getU64(view, RESPONSE.computeNs), outputs };
+}
+
+const views = new WeakMap<Uint8Array, DataView>();
+/** The DataView over a message buffer (buffers are reused from message to message; so are their views). */
+function viewOf(buf: Uint8Array): DataView {
+  let v = views.get(buf);
+  if (!v) views.set(buf, (v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)));
+  return v;
 }
 
 /** The socket path of a server name, as the native side computes it (include/mlos_ipc.h). */
