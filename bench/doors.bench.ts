@@ -13,6 +13,10 @@
  * (/proc/PID/stat) is reported beside each figure. Each repetition measures every door once, in
  * an order that rotates; the figures are the medians over repetitions (min..max).
  * BENCH_REPS (default 3), BENCH_N (default 10000).
+ *
+ * Then throughput under load: 64 calls in flight for BENCH_SECONDS (default 3) per door (HTTP over
+ * 64 keep-alive connections, gRPC over one channel as grpc-js clients use it), with the server's
+ * CPU time per request, in rotating order per repetition.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -20,7 +24,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
-import { Client } from "undici";
+import { Client, Pool } from "undici";
 import { Axon, Tensor, load, seedDemoModels } from "../src/index.js";
 import { freePort } from "../test/helpers/registry.js";
 import { kserveClient } from "../test/helpers/grpc-client.js";
@@ -28,6 +32,8 @@ import { cpuSeconds, LOAD_CPU, machineLine, median, PIN, pinned, SERVER_CPU, spr
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const REPS = Number(process.env.BENCH_REPS ?? 3);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const CONCURRENCY = 64;
 const N = Number(process.env.BENCH_N ?? 10_000);
 const WARMUP = Math.min(2000, N);
 const X = [5.1, 3.5, 1.4, 0.2];
@@ -126,6 +132,46 @@ try {
   const jsonOverhead = median(col(1).map((x, r) => x.p50 - compute[r]!.p50));
   const grpcOverhead = median(col(3).map((x, r) => x.p50 - compute[r]!.p50));
   console.log(`  gRPC overhead vs HTTP/JSON overhead (p50): ${(grpcOverhead / jsonOverhead).toFixed(2)}x`);
+
+  // ---- throughput with 64 calls in flight ----
+  const pool = new Pool(`http://127.0.0.1:${httpPort}`, { connections: CONCURRENCY, pipelining: 1 });
+  const postPool = async (body: string | Buffer, headers: Record<string, string>) => {
+    const res = await pool.request({ method: "POST", path: "/v2/models/mlp/infer", body, headers });
+    if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}: ${await res.body.text()}`);
+    await res.body.arrayBuffer();
+  };
+  const loaded: Door[] = [
+    { name: "HTTP, JSON tensors", once: () => postPool(jsonBody, { "content-type": "application/json" }), inServer: true },
+    { name: "HTTP, binary tensors", once: () => postPool(binaryBody, { "inference-header-content-length": String(header.byteLength), "content-type": "application/octet-stream" }), inServer: true },
+    { name: "gRPC ModelInfer (raw contents)", once: () => grpcClient.call("ModelInfer", grpcRequest).then(() => undefined), inServer: true },
+  ];
+  const underLoad = async (once: () => Promise<void>): Promise<{ rps: number; cpuUs: number }> => {
+    let n = 0;
+    const cpu0 = cpuSeconds(child.pid!);
+    const t0 = performance.now();
+    const end = t0 + SECONDS * 1000;
+    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < end) {
+        await once();
+        n++;
+      }
+    }));
+    const wall = (performance.now() - t0) / 1000;
+    return { rps: n / wall, cpuUs: ((cpuSeconds(child.pid!) - cpu0) * 1e6) / n };
+  };
+  for (const d of loaded) await underLoad(d.once); // warm-up (connections, JIT)
+  const tput: Array<Array<{ rps: number; cpuUs: number }>> = loaded.map(() => []);
+  for (let r = 0; r < REPS; r++) {
+    for (let k = 0; k < loaded.length; k++) {
+      const i = (k + r) % loaded.length;
+      tput[i]!.push(await underLoad(loaded[i]!.once));
+    }
+  }
+  console.log(`  ${CONCURRENCY} calls in flight, ${SECONDS} s per door per repetition:`);
+  for (const [i, d] of loaded.entries()) console.log(`    ${d.name.padEnd(32)} ${spread(tput[i]!.map((t) => t.rps), 0, " req/s")}; server CPU ${spread(tput[i]!.map((t) => t.cpuUs), 1, " µs/request")}`);
+  const ratio = (a: number, b: number) => spread(tput[a]!.map((t, r) => t.rps / tput[b]![r]!.rps), 2, "x");
+  console.log(`    gRPC / HTTP binary ${ratio(2, 1)}; gRPC / HTTP JSON ${ratio(2, 0)}`);
+  await pool.close();
 } finally {
   grpcClient.close();
   await http.close();

@@ -22,10 +22,11 @@ bool Ok(const OrtApi* api, OrtStatus* s) {
 
 constexpr uint64_t AlignUp(uint64_t n) { return (n + MLOS_IPC_ALIGN - 1) / MLOS_IPC_ALIGN * MLOS_IPC_ALIGN; }
 
-// Releases the OrtValues of one run, whatever path it leaves by.
+// The OrtValues of one run (inputs, then outputs), released whatever path it leaves by. Fixed
+// arrays: a request allocates nothing here (ORT allocates its OrtValue objects).
 struct Values {
   const OrtApi* api;
-  std::vector<OrtValue*> v;
+  OrtValue* v[2 * MLOS_IPC_MAX_TENSORS] = {};
   ~Values() {
     for (OrtValue* x : v) {
       if (x != nullptr) api->ReleaseValue(x);
@@ -43,8 +44,9 @@ class IpcOrtModel : public IpcModel {
   void Run(const mlos_ipc_request& r, const std::shared_ptr<Segment>& seg, mlos_ipc_response* out) override {
     const OrtApi* api = st_->rt->api;
     const size_t n_in = st_->inputs.size();
+    if (n_in > MLOS_IPC_MAX_TENSORS) return SetError(out, r.id, "IPC_BAD_REQUEST", "the model has " + std::to_string(n_in) + " inputs; the IPC door carries up to " + std::to_string(MLOS_IPC_MAX_TENSORS));
     // Each model input, from the request (by name), checked against the model's signature.
-    std::vector<const mlos_ipc_tensor*> given(n_in, nullptr);
+    const mlos_ipc_tensor* given[MLOS_IPC_MAX_TENSORS] = {};
     for (uint32_t i = 0; i < r.n_inputs; ++i) {
       const mlos_ipc_tensor& t = r.inputs[i];
       const int k = st_->InputIndex(t.name);
@@ -69,40 +71,40 @@ class IpcOrtModel : public IpcModel {
     }
 
     // The outputs asked for (all by default).
-    std::vector<int> wanted;
+    int wanted[MLOS_IPC_MAX_TENSORS];
+    size_t n_wanted = 0;
     if (r.n_outputs == 0) {
-      for (size_t k = 0; k < st_->outputs.size() && k < MLOS_IPC_MAX_TENSORS; ++k) wanted.push_back(static_cast<int>(k));
+      for (size_t k = 0; k < st_->outputs.size() && k < MLOS_IPC_MAX_TENSORS; ++k) wanted[n_wanted++] = static_cast<int>(k);
     } else {
       for (uint32_t i = 0; i < r.n_outputs; ++i) {
         const int k = st_->OutputIndex(r.outputs[i]);
         if (k < 0) return SetError(out, r.id, "IPC_BAD_TENSOR", "the model has no output '" + std::string(r.outputs[i]) + "' (outputs: " + OrtSessionState::Names(st_->outputs) + ")");
-        wanted.push_back(k);
+        wanted[n_wanted++] = k;
       }
     }
 
     // Output shapes that follow from the inputs: static dimensions, and dynamic ones named like an
     // input's dimension (or the leading batch dimension when every input has a dynamic one).
-    Values values{api, {}};
-    values.v.assign(n_in + wanted.size(), nullptr);
-    std::vector<int64_t> shapes[MLOS_IPC_MAX_TENSORS];
-    std::vector<bool> placed(wanted.size(), false);
+    Values values{api};
+    int64_t shapes[MLOS_IPC_MAX_TENSORS][MLOS_IPC_MAX_RANK];
+    bool placed[MLOS_IPC_MAX_TENSORS] = {};
     uint64_t cursor = 0;
-    for (size_t i = 0; i < wanted.size(); ++i) {
+    for (size_t i = 0; i < n_wanted; ++i) {
       const IoMeta& m = st_->outputs[static_cast<size_t>(wanted[i])];
-      if (m.dtype == nullptr || m.dtype->bits == 0) continue;
-      std::vector<int64_t>& shape = shapes[i];
-      shape = m.shape;
+      if (m.dtype == nullptr || m.dtype->bits == 0 || m.shape.size() > MLOS_IPC_MAX_RANK) continue;
+      int64_t* shape = shapes[i];
+      const size_t rank = m.shape.size();
       bool known = true;
-      for (size_t d = 0; d < shape.size() && known; ++d) {
-        if (shape[d] >= 0) continue;
-        known = Resolve(m, d, given, &shape[d]);
+      for (size_t d = 0; d < rank && known; ++d) {
+        shape[d] = m.shape[d];
+        if (shape[d] < 0) known = Resolve(m, d, given, &shape[d]);
       }
       if (!known) continue;
       uint64_t elements = 1;
-      for (int64_t x : shape) elements *= static_cast<uint64_t>(x);
+      for (size_t d = 0; d < rank; ++d) elements *= static_cast<uint64_t>(shape[d]);
       const uint64_t bytes = DTypeBytes(*m.dtype, elements);
       if (cursor + bytes > r.out_bytes) continue;  // ORT allocates it; the copy below reports the size
-      OrtStatus* s = api->CreateTensorWithDataAsOrtValue(st_->rt->cpuMemory, seg->arena + r.out_offset + cursor, bytes, shape.data(), shape.size(), OrtTypeOf(*m.dtype), &values.v[n_in + i]);
+      OrtStatus* s = api->CreateTensorWithDataAsOrtValue(st_->rt->cpuMemory, seg->arena + r.out_offset + cursor, bytes, shape, rank, OrtTypeOf(*m.dtype), &values.v[n_in + i]);
       if (s != nullptr) return SetError(out, r.id, "IPC_RUN_FAILED", OrtStatusMessage(api, s, "CreateTensorWithDataAsOrtValue"));
       out->outputs[i].offset = r.out_offset + cursor;
       out->outputs[i].bytes = bytes;
@@ -115,17 +117,17 @@ class IpcOrtModel : public IpcModel {
       OrtStatus* s = api->CreateTensorWithDataAsOrtValue(st_->rt->cpuMemory, seg->arena + t.offset, t.bytes, t.shape, t.rank, OrtTypeOf(*st_->inputs[k].dtype), &values.v[k]);
       if (s != nullptr) return SetError(out, r.id, "IPC_BAD_TENSOR", OrtStatusMessage(api, s, "CreateTensorWithDataAsOrtValue"));
     }
-    std::vector<const char*> out_names;
-    for (int k : wanted) out_names.push_back(output_names_[static_cast<size_t>(k)]);
+    const char* out_names[MLOS_IPC_MAX_TENSORS];
+    for (size_t i = 0; i < n_wanted; ++i) out_names[i] = output_names_[static_cast<size_t>(wanted[i])];
 
     const auto started = std::chrono::steady_clock::now();
-    OrtStatus* s = api->Run(st_->session, nullptr, input_names_.data(), values.v.data(), n_in, out_names.data(), out_names.size(), values.v.data() + n_in);
+    OrtStatus* s = api->Run(st_->session, nullptr, input_names_.data(), values.v, n_in, out_names, n_wanted, values.v + n_in);
     out->compute_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
     if (s != nullptr) return SetError(out, r.id, "IPC_RUN_FAILED", OrtStatusMessage(api, s, "Run"));
 
     // Describe each output; copy those ORT allocated into the window.
     uint64_t needed = cursor;
-    for (size_t i = 0; i < wanted.size(); ++i) {
+    for (size_t i = 0; i < n_wanted; ++i) {
       const IoMeta& m = st_->outputs[static_cast<size_t>(wanted[i])];
       mlos_ipc_tensor& o = out->outputs[i];
       CopyName(o.name, sizeof o.name, m.name.c_str());
@@ -167,12 +169,12 @@ class IpcOrtModel : public IpcModel {
       return;
     }
     out->status = 0;
-    out->n_outputs = static_cast<uint32_t>(wanted.size());
+    out->n_outputs = static_cast<uint32_t>(n_wanted);
   }
 
  private:
   // The value of an output's dynamic dimension `d` from the inputs given, when it follows.
-  bool Resolve(const IoMeta& m, size_t d, const std::vector<const mlos_ipc_tensor*>& given, int64_t* value) const {
+  bool Resolve(const IoMeta& m, size_t d, const mlos_ipc_tensor* const* given, int64_t* value) const {
     const std::string& name = d < m.symbolic.size() ? m.symbolic[d] : std::string();
     if (!name.empty()) {
       for (size_t k = 0; k < st_->inputs.size(); ++k) {
