@@ -297,6 +297,31 @@ describe("the shared-memory IPC door (axon serve --ipc-name)", { skip }, () => {
     }
   });
 
+  it("a server with only the IPC door open stays up and serves", async () => {
+    const only = path.join(dir, "only.sock");
+    const cli = path.join(ROOT, "bin", "run.js");
+    const p = spawn(process.execPath, [cli, "serve", "--http-port", "0", "--grpc-port", "0", "--ipc-name", only, "--model", "demo/mlp@1", "--json"], { env: { ...process.env, AXON_HOME: home }, stdio: ["ignore", "pipe", "pipe"] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let out = "";
+        p.stdout!.on("data", (d: Buffer) => {
+          out += d.toString();
+          if (out.includes("\n")) resolve(out.slice(0, out.indexOf("\n")));
+        });
+        p.once("exit", (code) => reject(new Error(`axon serve exited with ${code}`)));
+      });
+      assert.equal((JSON.parse(line) as { ipc: string }).ipc, only);
+      await new Promise((r) => setTimeout(r, 1500));
+      assert.equal(p.exitCode, null, "still running");
+      const r = spawnSync(C_CLIENT, [only, "mlp"], { encoding: "utf8" });
+      assert.equal(r.status, 0, r.stderr);
+    } finally {
+      p.kill("SIGTERM");
+      await new Promise((r) => (p.exitCode !== null ? r(null) : p.once("exit", r)));
+    }
+    assert.ok(!existsSync(only), "the socket is removed at exit");
+  });
+
   it("a client notices a server that died and reconnects to the next one", async () => {
     const first = client.serverInstance;
     server.child.kill("SIGKILL");

@@ -81,9 +81,10 @@ export class IpcDoor {
         this.inc({ outcome: "dropped" }, s.dropped);
       },
     });
-    // Models used over the native path count as used for the keep-alive.
+    // Models used over the native path count as used for the keep-alive. The timer also keeps
+    // the process alive while the door is open, as a listening socket would (the native threads
+    // do not hold Node's event loop).
     this.#touch = setInterval(() => this.#syncCounts(), 1000);
-    this.#touch.unref();
   }
 
   /** Listens on the name's socket; IPC_LISTEN_FAILED (with the reason) when it cannot. */
