@@ -583,6 +583,8 @@ export interface NativeIpcHost {
   /** Serves an ONNX Runtime session on the door's native threads (no JavaScript per request). */
   setOrtModel(name: string, session: NativeOrtSession): void;
   /** Serves a model through JavaScript: the door's thread waits for the handler's promise. */
+  /** Serves a model another addon runs natively: an External over an mlos_ipc_runner (the torch plugin's ipcRunner). */
+  setRunnerModel(name: string, runner: object): void;
   setJsModel(name: string, handler: (request: NativeIpcJsRequest) => Promise<NativeIpcJsResult> | NativeIpcJsResult): void;
   removeModel(name: string): void;
   stats(): NativeIpcHostStats;

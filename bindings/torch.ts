@@ -90,6 +90,12 @@ export interface NativeTorchModule {
   forwardSync(inputs: readonly NativeTorchTensorArg[], options?: NativeTorchForwardOptions): NativeTorchResult;
   /** Drops the module once the runs in flight are done; later calls throw CLOSED. */
   release(): void;
+  /**
+   * An mlos_ipc_runner (native/src/ipc/ipc_runner.h) over this module, for the IPC door's native
+   * threads: inputs in forward's order with their declared dtype and shape (-1: any), outputs in
+   * the order forward returns them.
+   */
+  ipcRunner(inputs: ReadonlyArray<{ name: string; dtype: string; shape: readonly number[] }>, outputs: ReadonlyArray<{ name: string }>): object;
   isReleased(): boolean;
 }
 

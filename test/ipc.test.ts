@@ -9,13 +9,15 @@
 // segments and pool return to their baseline.
 import assert from "node:assert/strict";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { after, before, describe, it } from "node:test";
 import { Axon, Tensor, seedDemoModels } from "mlos";
 import { loadNative, tryLoadOrt } from "../bindings/native.js";
+import { torchTestModelTool, tryLoadTorch } from "../bindings/torch.js";
+import { serve } from "../src/server/serve.js";
 import { connect, IpcError, type IpcClient } from "../src/ipc/client.js";
 import { decodeResponse, encodeRequest, REQUEST, RESPONSE } from "../src/protocol/ipc.js";
 import { poolUsed, startServer, stop, type Served } from "./helpers/axon-serve.js";
@@ -332,5 +334,59 @@ describe("the shared-memory IPC door (axon serve --ipc-name)", { skip }, () => {
     assert.deepEqual(out.y!.shape, [1, 3]);
     assert.notEqual(client.serverInstance, first);
     assert.ok(client.reconnects >= 1);
+  });
+});
+
+describe("the IPC door runs TorchScript models natively (the torch plugin's runner)", { skip: skip || (!tryLoadTorch() || !torchTestModelTool() ? "the torch addon or its test-model tool is not built" : false) }, () => {
+  let dir: string;
+  let server: Awaited<ReturnType<typeof serve>>;
+  let client: IpcClient;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), "mlos-ipc-torch-"));
+    const models = path.join(dir, "models");
+    mkdirSync(models);
+    const r = spawnSync(torchTestModelTool()!, [models], { encoding: "utf8" });
+    assert.equal(r.status, 0, r.stderr);
+    const folder = path.join(dir, "pair");
+    mkdirSync(folder);
+    copyFileSync(path.join(models, "pair.pt"), path.join(folder, "model.pt"));
+    writeFileSync(path.join(folder, "axon.yaml"), [
+      "apiVersion: axon.mlos.io/v1", "kind: Model", "metadata: { namespace: test, name: pair, version: 1.0.0 }",
+      "spec:", "  framework: { name: pytorch }", "  format: { type: torchscript, entrypoint: model.pt, files: [{ path: model.pt }] }",
+      "  io:", "    inputs: [{ name: x, dtype: float32, shape: [batch, 4] }]", "    outputs: [{ name: y, dtype: float32, shape: [batch, 3] }, { name: s, dtype: float32, shape: [batch] }]", "",
+    ].join("\n"));
+    server = await serve({ axon: new Axon({ home: path.join(dir, "home") }), httpPort: 0, ipc: { name: path.join(dir, "ipc.sock") }, models: [`pair=${folder}`] });
+    client = await connect(path.join(dir, "ipc.sock"));
+  });
+  after(async () => {
+    client?.close();
+    await server?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("answers as the model does in process, checks the declared signature natively, and picks outputs", async () => {
+    const xs = [1, -2, 0.5, 3, 0, 1, -1, 2];
+    const x = client.tensor("float32", [2, 4], xs);
+    const out = await client.infer("pair", { x });
+    assert.deepEqual(Object.keys(out).sort(), ["s", "y"]);
+    const inProcess = await server.table.get("pair").model!.infer({ x: Tensor.float32([2, 4], xs) });
+    const expected = [...(inProcess.y!.data as Float32Array)];
+    assert.ok(expected.some((v) => v !== 0));
+    assert.deepEqual(out.y!.shape, [2, 3]);
+    assert.deepEqual([...(out.y!.data as Float32Array)], expected);
+    assert.deepEqual(out.s!.shape, [2]);
+    assert.deepEqual([...(out.s!.data as Float32Array)], [...(inProcess.s!.data as Float32Array)]);
+    // Errors from the native runner (the JavaScript path would say INPUT_DTYPE / INPUT_SHAPE).
+    await assert.rejects(client.infer("pair", { x: client.tensor("int32", [2, 4]) }), (e: unknown) => (e as IpcError).code === "IPC_BAD_TENSOR" && /'x' is float32, not int32/.test((e as IpcError).message));
+    await assert.rejects(client.infer("pair", { x: client.tensor("float32", [2, 5]) }), (e: unknown) => (e as IpcError).code === "IPC_BAD_TENSOR" && /dimension 1 is 4, not 5/.test((e as IpcError).message));
+    await assert.rejects(client.infer("pair", { x }, { outputs: ["nope"] }), (e: unknown) => (e as IpcError).code === "IPC_BAD_TENSOR");
+    const onlyS = await client.infer("pair", { x }, { outputs: ["s"] });
+    assert.deepEqual(Object.keys(onlyS), ["s"]);
+    // Unloaded: off the native path; loaded again: back on it.
+    await server.table.unload("pair");
+    await assert.rejects(client.infer("pair", { x }), (e: unknown) => (e as IpcError).code === "MODEL_NOT_READY");
+    await server.table.load("pair");
+    assert.deepEqual([...((await client.infer("pair", { x })).y!.data as Float32Array)], expected);
   });
 });

@@ -17,13 +17,18 @@
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "common/dtype.h"   // native/src/common/dtype.h: ONNX element type numbers (the IPC wire's)
 #include "common/errors.h"  // native/src/common/errors.h: the one error idiom of both addons
+#include "ipc/ipc_runner.h"  // native/src/ipc/ipc_runner.h: how the IPC door runs this addon's modules
 #include "common/run_worker.h"  // native/src/common/run_worker.h: the run worker and thread priority of both addons
 
 namespace mlos {
@@ -495,6 +500,7 @@ void TorchModuleWrap::Init(Napi::Env env, Napi::Object exports, TorchAddonData* 
       method("forward", Checked<&TorchModuleWrap::Forward>),
       method("forwardSync", Checked<&TorchModuleWrap::ForwardSync>),
       method("release", Checked<&TorchModuleWrap::Release>),
+      method("ipcRunner", Checked<&TorchModuleWrap::IpcRunner>),
       method("isReleased", Checked<&TorchModuleWrap::IsReleased>),
   });
   ctor.Set("open", Napi::Function::New(env, OpenModule, "open"));
@@ -563,6 +569,156 @@ Napi::Value TorchModuleWrap::ForwardSync(const Napi::CallbackInfo& info) {
   ExecutePlan(*plan);
   if (!plan->error.empty()) MLOS_THROW_CODE(env, plan->errorCode, plan->error);
   return BuildResult(env, *plan);
+}
+
+// ---- the IPC door's native runner (native/src/ipc/ipc_runner.h) -------------------------------------
+
+namespace {
+
+// What the plugin declared (spec.io): inputs in the order forward takes them, outputs in the order
+// it returns them. TorchScript has no signature of its own, so the door checks against this one.
+struct IpcIo {
+  std::string name;
+  const TorchDtype* dtype = nullptr;
+  std::vector<int64_t> shape;  // -1: any
+};
+
+struct TorchIpcRunner {
+  mlos_ipc_runner c;  // first: the door holds a pointer to it
+  std::atomic<int> refs{1};
+  std::shared_ptr<TorchModuleState> state;
+  std::vector<IpcIo> inputs, outputs;
+};
+
+void SetIpcError(mlos_ipc_response* out, const char* code, const std::string& message, uint64_t needed = 0) {
+  out->status = 1;
+  out->n_outputs = 0;
+  out->needed_bytes = needed;
+  std::snprintf(out->code, sizeof out->code, "%s", code);
+  std::snprintf(out->message, sizeof out->message, "%s", message.c_str());
+}
+
+void RunnerRun(void* self, const mlos_ipc_request* r, uint8_t* arena, uint64_t arena_bytes, mlos_ipc_response* out) {
+  auto* runner = static_cast<TorchIpcRunner*>(self);
+  ForwardPlan plan;
+  plan.state = runner->state;
+  // Each declared input, from the request by name, checked against its declared dtype and shape.
+  for (const IpcIo& io : runner->inputs) {
+    const mlos_ipc_tensor* t = nullptr;
+    for (uint32_t i = 0; i < r->n_inputs; ++i) {
+      if (io.name == r->inputs[i].name) t = &r->inputs[i];
+    }
+    if (t == nullptr) return SetIpcError(out, "IPC_BAD_TENSOR", "input '" + io.name + "' is missing");
+    const DTypeInfo* d = DTypeByOnnx(static_cast<int32_t>(t->dtype));
+    if (d == nullptr || DtypeByName(d->name) != io.dtype) {
+      return SetIpcError(out, "IPC_BAD_TENSOR", "input '" + io.name + "' is " + io.dtype->name + ", not " + (d ? d->name : "?"));
+    }
+    if (t->rank != io.shape.size()) {
+      return SetIpcError(out, "IPC_BAD_TENSOR", "input '" + io.name + "' has rank " + std::to_string(io.shape.size()) + ", not " + std::to_string(t->rank));
+    }
+    InputArg a;
+    a.dtype = io.dtype;
+    for (uint32_t k = 0; k < t->rank; ++k) {
+      if (io.shape[k] >= 0 && io.shape[k] != t->shape[k]) {
+        return SetIpcError(out, "IPC_BAD_TENSOR", "input '" + io.name + "' dimension " + std::to_string(k) + " is " + std::to_string(io.shape[k]) + ", not " + std::to_string(t->shape[k]));
+      }
+      a.shape.push_back(t->shape[k]);
+    }
+    if (t->offset % io.dtype->bytes != 0) return SetIpcError(out, "IPC_BAD_TENSOR", "input '" + io.name + "' is not aligned to its elements in the arena");
+    static uint64_t empty[1];
+    a.data = t->bytes > 0 ? static_cast<void*>(arena + t->offset) : static_cast<void*>(empty);
+    a.bytes = t->bytes;
+    plan.inputs.push_back(std::move(a));
+  }
+  for (uint32_t i = 0; i < r->n_inputs; ++i) {
+    bool known = false;
+    for (const IpcIo& io : runner->inputs) known = known || io.name == r->inputs[i].name;
+    if (!known) return SetIpcError(out, "IPC_BAD_TENSOR", std::string("the model has no input '") + r->inputs[i].name + "'");
+  }
+  ExecutePlan(plan);
+  if (!plan.error.empty()) return SetIpcError(out, "IPC_RUN_FAILED", plan.error);
+  if (plan.outputs.size() != runner->outputs.size()) {
+    return SetIpcError(out, "IPC_RUN_FAILED", "the module returned " + std::to_string(plan.outputs.size()) + " outputs, its spec.io declares " + std::to_string(runner->outputs.size()));
+  }
+  // The outputs asked for (all by default), copied into the window one after another.
+  uint64_t cursor = 0;
+  uint32_t n = 0;
+  for (size_t i = 0; i < plan.outputs.size(); ++i) {
+    const IpcIo& io = runner->outputs[i];
+    bool wanted = r->n_outputs == 0;
+    for (uint32_t k = 0; k < r->n_outputs; ++k) wanted = wanted || io.name == r->outputs[k];
+    if (!wanted) continue;
+    const torch::Tensor& t = plan.outputs[i];
+    if (n >= MLOS_IPC_MAX_TENSORS || t.dim() > MLOS_IPC_MAX_RANK) return SetIpcError(out, "IPC_RUN_FAILED", "output '" + io.name + "' has more dimensions than the IPC door carries");
+    const uint64_t bytes = t.nbytes();
+    mlos_ipc_tensor& o = out->outputs[n++];
+    std::snprintf(o.name, sizeof o.name, "%s", io.name.c_str());
+    o.dtype = static_cast<uint32_t>(DTypeByName(plan.outputDtypes[i]->name)->onnx);
+    o.rank = static_cast<uint32_t>(t.dim());
+    for (int64_t d = 0; d < t.dim(); ++d) o.shape[d] = t.size(d);
+    o.offset = r->out_offset + cursor;
+    o.bytes = bytes;
+    if (cursor + bytes <= r->out_bytes && bytes > 0) std::memcpy(arena + r->out_offset + cursor, t.data_ptr(), bytes);
+    cursor = (cursor + bytes + MLOS_IPC_ALIGN - 1) / MLOS_IPC_ALIGN * MLOS_IPC_ALIGN;
+  }
+  for (uint32_t k = 0; k < r->n_outputs; ++k) {
+    bool known = false;
+    for (const IpcIo& io : runner->outputs) known = known || io.name == r->outputs[k];
+    if (!known) return SetIpcError(out, "IPC_BAD_TENSOR", std::string("the model has no output '") + r->outputs[k] + "'");
+  }
+  for (uint32_t k = 0; k < n; ++k) {
+    if (out->outputs[k].offset + out->outputs[k].bytes > r->out_offset + r->out_bytes) {
+      return SetIpcError(out, "IPC_OUTPUT_TOO_SMALL", "the outputs need a window of " + std::to_string(cursor) + " bytes, the request gave " + std::to_string(r->out_bytes), cursor);
+    }
+  }
+  (void)arena_bytes;
+  out->compute_ns = static_cast<uint64_t>(plan.runMicros * 1000);
+  out->status = 0;
+  out->n_outputs = n;
+}
+
+void RunnerRetain(void* self) { static_cast<TorchIpcRunner*>(self)->refs.fetch_add(1); }
+void RunnerRelease(void* self) {
+  auto* runner = static_cast<TorchIpcRunner*>(self);
+  if (runner->refs.fetch_sub(1) == 1) delete runner;
+}
+
+std::vector<IpcIo> ParseIpcIo(Napi::Env env, Napi::Value v, const char* what, bool typed) {
+  MLOS_REQUIRE_TYPE(v.IsArray(), env, std::string("ipcRunner: ") + what + " must be an array of { name, dtype, shape }");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<IpcIo> list;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Object o = a.Get(i).As<Napi::Object>();
+    IpcIo io;
+    io.name = o.Get("name").As<Napi::String>().Utf8Value();
+    if (typed) {
+      io.dtype = DtypeByName(o.Get("dtype").As<Napi::String>().Utf8Value());
+      MLOS_REQUIRE_TYPE(io.dtype != nullptr, env, "ipcRunner: input '" + io.name + "' has a dtype the torch plugin does not take");
+      Napi::Array shape = o.Get("shape").As<Napi::Array>();
+      for (uint32_t k = 0; k < shape.Length(); ++k) io.shape.push_back(shape.Get(k).IsNumber() ? shape.Get(k).As<Napi::Number>().Int64Value() : -1);
+    }
+    list.push_back(std::move(io));
+  }
+  return list;
+}
+
+}  // namespace
+
+// ipcRunner(inputs, outputs) -> External over an mlos_ipc_runner that runs this module.
+Napi::Value TorchModuleWrap::IpcRunner(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  MLOS_REQUIRE(state_ != nullptr, env, "CLOSED", "this TorchModule was released");
+  auto* runner = new TorchIpcRunner();
+  try {
+    runner->inputs = ParseIpcIo(env, info[0], "inputs", true);
+    runner->outputs = ParseIpcIo(env, info[1], "outputs", false);
+  } catch (...) {
+    delete runner;
+    throw;
+  }
+  runner->state = state_;
+  runner->c = mlos_ipc_runner{MLOS_IPC_RUNNER_ABI, runner, &RunnerRun, &RunnerRetain, &RunnerRelease};
+  return Napi::External<mlos_ipc_runner>::New(env, &runner->c, [](Napi::Env, mlos_ipc_runner* c) { RunnerRelease(c->self); });
 }
 
 Napi::Value TorchModuleWrap::Release(const Napi::CallbackInfo& info) {

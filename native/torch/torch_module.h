@@ -12,6 +12,9 @@
 //   .forwardSync(inputs, options?) -> outputs   the same on this thread (for tiny models)
 //   .release()                drops the module once the runs in flight are done; later calls throw
 //                             CLOSED
+//   .ipcRunner(inputs, outputs) -> External   an mlos_ipc_runner (native/src/ipc/ipc_runner.h) over
+//                             this module, for the IPC door's native threads; inputs: [{ name,
+//                             dtype, shape }] in forward's order, outputs: [{ name }] in result order
 //   torchInfo() -> { version, threads, interopThreads }
 //
 // inputs: [{ dtype, shape, data: ArrayBuffer | TypedArray | DataView }], positional. dtype is one
@@ -58,6 +61,7 @@ class TorchModuleWrap : public Napi::ObjectWrap<TorchModuleWrap> {
   Napi::Value ForwardSync(const Napi::CallbackInfo& info);
   Napi::Value Release(const Napi::CallbackInfo& info);
   Napi::Value IsReleased(const Napi::CallbackInfo& info);
+  Napi::Value IpcRunner(const Napi::CallbackInfo& info);
 
   std::shared_ptr<TorchModuleState> Open(Napi::Env env);
   void ForgetMemory();

@@ -41,6 +41,12 @@ const INFER = 1;
  */
 export const IPC_NATIVE_SESSION = "ipc-native-ort-session";
 
+/**
+ * The model capability of plugins whose native part lives in another addon (the torch plugin): a
+ * function that makes an mlos_ipc_runner (native/src/ipc/ipc_runner.h) for IpcHost.setRunnerModel.
+ */
+export const IPC_NATIVE_RUNNER = "ipc-native-runner";
+
 /** One tensor of a request or response: where its bytes lie in the arena. */
 export interface IpcTensorDesc {
   name: string;

@@ -12,6 +12,7 @@
 #include "common/errors.h"
 #include "ipc/ipc_client.h"
 #include "ipc/ipc_host.h"
+#include "ipc/ipc_runner.h"
 #include "ipc/ipc_wire.h"
 #ifdef MLOS_WITH_ORT
 #include "ipc/ipc_ort_model.h"
@@ -38,6 +39,20 @@ Napi::Array ShapeArray(Napi::Env env, const int64_t* shape, uint32_t rank) {
   for (uint32_t i = 0; i < rank; ++i) a.Set(i, Napi::Number::New(env, static_cast<double>(shape[i])));
   return a;
 }
+
+// ---- models another addon runs natively (mlos_ipc_runner) -------------------------------------------
+
+class IpcRunnerModel : public IpcModel {
+ public:
+  explicit IpcRunnerModel(mlos_ipc_runner* r) : r_(r) { r_->retain(r_->self); }
+  ~IpcRunnerModel() override { r_->release(r_->self); }
+  void Run(const mlos_ipc_request& request, const std::shared_ptr<Segment>& seg, mlos_ipc_response* out) override {
+    r_->run(r_->self, &request, seg->arena, seg->arena_bytes, out);
+  }
+
+ private:
+  mlos_ipc_runner* r_;
+};
 
 // ---- models served through JavaScript --------------------------------------------------------------
 
@@ -218,6 +233,7 @@ class IpcHostWrap : public Napi::ObjectWrap<IpcHostWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "IpcHost",
                        {InstanceMethod<&IpcHostWrap::SetOrtModel>("setOrtModel"), InstanceMethod<&IpcHostWrap::SetJsModel>("setJsModel"),
+                        InstanceMethod<&IpcHostWrap::SetRunnerModel>("setRunnerModel"),
                         InstanceMethod<&IpcHostWrap::RemoveModel>("removeModel"), InstanceMethod<&IpcHostWrap::Stats>("stats"),
                         InstanceMethod<&IpcHostWrap::ModelCounts>("modelCounts"), InstanceMethod<&IpcHostWrap::Close>("close"),
                         InstanceAccessor<&IpcHostWrap::Instance>("instance"), InstanceAccessor<&IpcHostWrap::Path>("path")});
@@ -260,6 +276,19 @@ class IpcHostWrap : public Napi::ObjectWrap<IpcHostWrap> {
 #else
     MLOS_THROW_CODE(env, "ORT_UNAVAILABLE", "this build has no ONNX Runtime sessions");
 #endif
+    return env.Undefined();
+  }
+
+  Napi::Value SetRunnerModel(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    IpcHost& host = Live(env);
+    MLOS_REQUIRE_TYPE(info[0].IsString() && info[1].IsExternal(), env, "setRunnerModel(name, runner): a name and an mlos_ipc_runner External");
+    auto* runner = info[1].As<Napi::External<mlos_ipc_runner>>().Data();
+    MLOS_REQUIRE_TYPE(runner != nullptr && runner->abi == MLOS_IPC_RUNNER_ABI && runner->run && runner->retain && runner->release, env,
+                      "setRunnerModel: the External is not an mlos_ipc_runner of this version");
+    const std::string name = info[0].As<Napi::String>().Utf8Value();
+    DropJs(name);
+    host.SetModel(name, std::make_shared<IpcRunnerModel>(runner));
     return env.Undefined();
   }
 

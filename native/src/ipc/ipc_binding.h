@@ -3,6 +3,8 @@
 //   new IpcHost(socketPath, { maxArenaBytes?, maxClients?, leaseMs? })   listens (ipc_host.h)
 //   .instance (bigint) .path
 //   .setOrtModel(name, ortSession)   serve an OrtSession natively on the client threads
+//   .setRunnerModel(name, runner)    serve a model another addon runs natively: runner is an External
+//                                    over an mlos_ipc_runner (ipc_runner.h; the torch plugin's)
 //   .setJsModel(name, handler)       serve a model through JavaScript: handler(request) ->
 //                                    Promise<{ outputs: [{ name, dtype, shape, offset, bytes }] }
 //                                    | { code, message, neededBytes? }>; request: { model,

@@ -15,6 +15,7 @@ import { stat } from "node:fs/promises";
 import { loadTorch, torchStatus, TORCH_DTYPES, tryLoadTorch, type NativeTorchDtype, type NativeTorchModule, type NativeTorchResult, type NativeTorchTensorArg } from "../../../bindings/torch.js";
 import { MlosError } from "../../core/errors.js";
 import type { LoadedModel, ModelSource, Plugin, PluginAvailability, PluginLoadOptions, RunRequest, RunResult } from "../../core/plugin.js";
+import { IPC_NATIVE_RUNNER } from "../../protocol/ipc.js";
 import { formatShape, type Signature, type TensorInfo } from "../../core/signature.js";
 import type { DType } from "../../tensor/dtype.js";
 import { Tensor } from "../../tensor/tensor.js";
@@ -85,7 +86,13 @@ class TorchLoadedModel implements LoadedModel {
     this.memoryBytes = memoryBytes;
     this.#policy = new RunPolicy(options.runMode ?? "auto");
     signature.outputs.forEach((o, i) => this.#outputIndex.set(o.name, i));
+    // The IPC door runs the module on its native threads (src/protocol/ipc.ts), against the declared signature.
+    const inputs = signature.inputs.map((i) => ({ name: i.name, dtype: i.dtype, shape: i.shape.map((d) => (typeof d === "number" ? d : -1)) }));
+    const outputs = signature.outputs.map((o) => ({ name: o.name }));
+    this.capabilities = { [IPC_NATIVE_RUNNER]: () => module.ipcRunner(inputs, outputs) };
   }
+
+  readonly capabilities: Readonly<Record<string, unknown>>;
 
   run(req: RunRequest): Promise<RunResult> {
     let args: NativeTorchTensorArg[];

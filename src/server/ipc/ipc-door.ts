@@ -3,8 +3,8 @@
  * Unix socket, kept in step with the model table.
  *
  * Every registered model is served under its name. A ready model whose plugin offers its native
- * session (ONNX Runtime: IPC_NATIVE_SESSION) is run by the host's native client threads with no
- * JavaScript per request. Any other model (another plugin, or one evicted or unloading) is served
+ * session (ONNX Runtime: IPC_NATIVE_SESSION) or a native runner (libtorch: IPC_NATIVE_RUNNER) is
+ * run by the host's native client threads with no JavaScript per request. Any other model (another plugin, or one evicted or unloading) is served
  * through JavaScript: the request's arena views become tensors, the model table runs them (loading
  * an evicted model first, as the other doors do) and the outputs are copied into the request's
  * window. The table's watch() is synchronous, so a model leaves the native path before its session
@@ -16,7 +16,7 @@
 import client from "prom-client";
 import { loadNative, type NativeIpcHost, type NativeIpcJsRequest, type NativeIpcJsResult, type NativeOrtSession } from "../../../bindings/native.js";
 import type { ModelEntry } from "../../core/model-table.js";
-import { IPC_ALIGN, IPC_NATIVE_SESSION, ipcSocketPath } from "../../protocol/ipc.js";
+import { IPC_ALIGN, IPC_NATIVE_RUNNER, IPC_NATIVE_SESSION, ipcSocketPath } from "../../protocol/ipc.js";
 import { dtypeInfo, dtypeOfOnnx } from "../../tensor/dtype.js";
 import { Tensor } from "../../tensor/tensor.js";
 import type { Serving } from "../serving.js";
@@ -107,8 +107,11 @@ export class IpcDoor {
       e = undefined;
     }
     if (!e) return this.#host.removeModel(name);
-    const session = e.state === "ready" && e.model ? e.model.capability<NativeOrtSession>(IPC_NATIVE_SESSION) : undefined;
+    const ready = e.state === "ready" ? e.model : undefined;
+    const session = ready?.capability<NativeOrtSession>(IPC_NATIVE_SESSION);
+    const runner = ready?.capability<() => object>(IPC_NATIVE_RUNNER);
     if (session) this.#host.setOrtModel(name, session);
+    else if (runner) this.#host.setRunnerModel(name, runner());
     else this.#host.setJsModel(name, (req) => this.#runInJs(name, req));
   }
 
