@@ -53,6 +53,17 @@ const chat = JSON.stringify({ model: "tiny-gpt", messages: [{ role: "user", cont
 console.log(`\n$ curl -s ${base}/v1/chat/completions -d '${chat}'`);
 const answer = await fetch(`${base}/v1/chat/completions`, { method: "POST", body: chat });
 console.log(await answer.text());
+if (server.ipc) {
+  // The same MLP over shared memory, as a co-located Node process would call it.
+  const { connect } = await import("../dist/src/ipc/client.js");
+  const client = await connect(server.ipc.path);
+  const x = client.tensor("float32", [1, 4], [5.1, 3.5, 1.4, 0.2]);
+  const { y } = await client.infer("mlp", { x });
+  console.log(`\n# the same over shared memory: (await connect(${JSON.stringify(ipcName)})).infer("mlp", { x }), with connect from "mlos/ipc"`);
+  console.log(`y = [${Array.from(y.data, (v) => v.toFixed(4)).join(", ")}]`);
+  y.dispose();
+  client.close();
+}
 console.log(`\nAlso: curl -s ${base}/api/v1/models · curl -s ${base}/metrics · npx axon ps`);
 if (process.env.MLOS_START_ONCE === "1") {
   await server.close();
