@@ -28,7 +28,7 @@ namespace {
 class Doubler : public IpcModel {
  public:
   std::atomic<int> runs{0};
-  int sleep_ms = 0;
+  std::atomic<int> sleep_ms{0};  // the test changes it while server threads run
   void Run(const mlos_ipc_request& r, const std::shared_ptr<Segment>& seg, mlos_ipc_response* out) override {
     runs++;
     if (sleep_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms));

@@ -389,7 +389,12 @@ void IpcHost::Serve(const std::shared_ptr<Client>& client) {
   if (c.responses) c.responses->WakeConsumer();
   shutdown(c.fd, SHUT_RDWR);
   {
+    // The rings and the header point into the segment: they go with it, under the lock that
+    // Reap and Stats take, so that nothing touches them once it may be unmapped.
     std::lock_guard<std::mutex> lock(clients_mu_);
+    c.requests.reset();
+    c.responses.reset();
+    c.header = nullptr;
     c.segment.reset();  // freed once no run or view holds it
   }
   c.finished.store(true);
