@@ -254,6 +254,7 @@ class IpcHostWrap : public Napi::ObjectWrap<IpcHostWrap> {
     std::string error;
     host_ = IpcHost::Start(o, &error);
     if (!host_) MLOS_THROW_CODE(env, "IPC_LISTEN_FAILED", error);
+    path_ = o.socket_path;
   }
   ~IpcHostWrap() override { Shutdown(); }
 
@@ -364,13 +365,13 @@ class IpcHostWrap : public Napi::ObjectWrap<IpcHostWrap> {
   }
 
   Napi::Value Instance(const Napi::CallbackInfo& info) { return Napi::BigInt::New(info.Env(), host_ ? host_->instance() : 0); }
-  Napi::Value Path(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), path_ = host_ ? host_->socket_path() : path_); }
+  Napi::Value Path(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), path_); }
 
   std::unique_ptr<IpcHost> host_;
   std::map<std::string, std::shared_ptr<IpcJsModel>> js_;
   // Every JS model made, replaced ones included (they may still run requests): closed at shutdown.
   std::vector<std::weak_ptr<IpcJsModel>> every_js_;
-  std::string path_;
+  std::string path_;  // the socket's path (kept after close)
 };
 
 // ---- IpcClient ------------------------------------------------------------------------------------

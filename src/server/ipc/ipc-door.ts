@@ -19,7 +19,7 @@ import type { ModelEntry } from "../../core/model-table.js";
 import { IPC_ALIGN, IPC_NATIVE_RUNNER, IPC_NATIVE_SESSION, ipcSocketPath } from "../../protocol/ipc.js";
 import { dtypeInfo, dtypeOfOnnx } from "../../tensor/dtype.js";
 import { Tensor } from "../../tensor/tensor.js";
-import type { Serving } from "../serving.js";
+import { disposeAll, type Serving } from "../serving.js";
 
 export interface IpcDoorOptions {
   serving: Serving;
@@ -115,46 +115,31 @@ export class IpcDoor {
     else this.#host.setJsModel(name, (req) => this.#runInJs(name, req));
   }
 
-  /** A request for a model served through JavaScript. */
+  /**
+   * A request for a model served through JavaScript: the arena slices become tensors (in place),
+   * and the request takes the same way as the other doors' (Serving: at once on this thread when
+   * the scheduler can, else queued; metrics under route "ipc"); the outputs are copied into the
+   * request's window.
+   */
   async #runInJs(name: string, req: NativeIpcJsRequest): Promise<NativeIpcJsResult> {
-    const started = performance.now();
-    const metrics = this.#serving.metrics;
-    let outcome = "ok";
-    let label = name;
+    const inputs: Record<string, Tensor> = {};
+    let outputs: Record<string, Tensor> | undefined;
     try {
-      const table = this.#serving.table;
-      const entry = await table.acquire(name);
-      label = `${name}@${entry.version}`;
-      const inputs: Record<string, Tensor> = {};
+      const entry = await this.#serving.table.acquire(name);
       for (const i of req.inputs) {
         const dtype = dtypeOfOnnx(i.dtype);
         if (!dtype || dtype === "string") return { code: "IPC_BAD_TENSOR", message: `input '${i.name}': element type ${i.dtype} is not carried over IPC` };
         inputs[i.name] = Tensor.fromBytes(dtype, i.shape, i.data);
       }
-      const result = await table.submit(entry, inputs, req.outputs.length > 0 ? { outputs: req.outputs } : undefined);
-      const outputs: Array<{ name: string; dtype: number; shape: number[]; offset: number; bytes: number }> = [];
-      let cursor = 0;
-      for (const [oname, t] of Object.entries(result)) {
-        if (t.dtype === "string") return { code: "IPC_RUN_FAILED", message: `output '${oname}' is a string tensor, which the IPC door does not carry` };
-        const data = t.data as ArrayBufferView;
-        const bytes = data.byteLength;
-        if (cursor + bytes <= req.window.byteLength) req.window.set(new Uint8Array(data.buffer, data.byteOffset, bytes), cursor);
-        outputs.push({ name: oname, dtype: dtypeInfo(t.dtype).onnx, shape: [...t.shape], offset: cursor, bytes });
-        cursor = Math.ceil((cursor + bytes) / IPC_ALIGN) * IPC_ALIGN;
-      }
-      for (const t of Object.values(result)) t.dispose();
-      if (outputs.some((o) => o.offset + o.bytes > req.window.byteLength)) {
-        outcome = "client_error";
-        return { code: "IPC_OUTPUT_TOO_SMALL", message: `the outputs need a window of ${cursor} bytes, the request gave ${req.window.byteLength}`, neededBytes: cursor };
-      }
-      metrics.latency.observe({ model: label, phase: "compute" }, (performance.now() - started) / 1000);
-      return { outputs };
+      const names = req.outputs.length > 0 ? req.outputs : undefined;
+      outputs = this.#serving.inferSync(entry, inputs, "ipc", names) ?? (await this.#serving.infer(entry, inputs, "ipc", undefined, names));
+      return placeOutputs(outputs, req.window);
     } catch (e) {
       const err = e as { code?: string; message?: string };
-      outcome = /^(INPUT_|OUTPUT_|TENSOR_|IPC_BAD)/.test(err.code ?? "") ? "client_error" : "server_error";
       return { code: err.code ?? "IPC_RUN_FAILED", message: err.message ?? String(e) };
     } finally {
-      metrics.requests.inc({ model: label, route: "ipc", outcome });
+      disposeAll(Object.values(inputs));
+      if (outputs) disposeAll(Object.values(outputs));
     }
   }
 
@@ -190,4 +175,20 @@ export class IpcDoor {
     this.#unwatch();
     this.#host.close();
   }
+}
+
+/** Copies `outputs` into `window`, each at the next IPC_ALIGN boundary; IPC_OUTPUT_TOO_SMALL (with the size needed) when they do not fit. */
+function placeOutputs(outputs: Record<string, Tensor>, window: Buffer): NativeIpcJsResult {
+  const placed: Array<{ name: string; dtype: number; shape: number[]; offset: number; bytes: number }> = [];
+  let cursor = 0;
+  for (const [name, t] of Object.entries(outputs)) {
+    if (t.dtype === "string") return { code: "IPC_RUN_FAILED", message: `output '${name}' is a string tensor, which the IPC door does not carry` };
+    const data = t.data as ArrayBufferView;
+    placed.push({ name, dtype: dtypeInfo(t.dtype).onnx, shape: [...t.shape], offset: cursor, bytes: data.byteLength });
+    if (cursor + data.byteLength <= window.byteLength) window.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), cursor);
+    cursor = Math.ceil((cursor + data.byteLength) / IPC_ALIGN) * IPC_ALIGN;
+  }
+  const needed = placed.reduce((end, o) => Math.max(end, o.offset + o.bytes), 0);
+  if (needed > window.byteLength) return { code: "IPC_OUTPUT_TOO_SMALL", message: `the outputs need a window of ${needed} bytes, the request gave ${window.byteLength}`, neededBytes: needed };
+  return { outputs: placed };
 }
