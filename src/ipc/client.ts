@@ -57,6 +57,8 @@ interface Pending {
 }
 
 const DEFAULT_ARENA = 64 * 1024 * 1024;
+/** Answers younger than this vouch for the connection (no liveness check before the next request). */
+const LIVENESS_MS = 100;
 
 /** Connects to the server named `name` (its `--ipc-name`; a name with a '/' is a socket path). */
 export async function connect(name = "mlos", options: ConnectOptions = {}): Promise<IpcClient> {
@@ -76,6 +78,10 @@ export class IpcClient {
   readonly #pending = new Map<number, Pending>();
   #receiving = false;
   #pumping = false;
+  /** A receive failed: the connection is gone (the next request reconnects). */
+  #failed = false;
+  /** When the last response arrived (performance.now()). */
+  #lastAnswer = -Infinity;
   readonly #requestBuf = new Uint8Array(REQUEST.size);
   readonly #responseBuf = new Uint8Array(RESPONSE.size);
   /** The window each model's last answer needed. */
@@ -153,7 +159,7 @@ export class IpcClient {
     return new Promise((resolve, reject) => {
       try {
         if (this.#closed) throw new IpcError("IPC_CLOSED", "this IPC client is closed");
-        if (!this.#native.connected() && this.#pending.size === 0) {
+        if (this.#pending.size === 0 && this.#lost()) {
           if (!this.#options.reconnect) throw new IpcError("IPC_DISCONNECTED", "the server is gone (this client does not reconnect)");
           this.#reconnect();
         }
@@ -164,6 +170,18 @@ export class IpcClient {
     });
   }
 
+  /**
+   * Whether the server is gone, as far as this client can tell cheaply: a receive that failed
+   * says so; otherwise the socket is looked at (a system call) only when the last answer is
+   * older than LIVENESS_MS, so that back-to-back requests make no extra call, and a server that
+   * restarted while the client was idle is found before its next request is sent.
+   */
+  #lost(): boolean {
+    if (this.#failed) return true;
+    if (performance.now() - this.#lastAnswer < LIVENESS_MS) return false;
+    return !this.#native.connected();
+  }
+
   #reconnect(): void {
     try {
       this.#native.close();
@@ -171,6 +189,7 @@ export class IpcClient {
       // already gone
     }
     this.#open();
+    this.#failed = false;
     this.#reconnects++;
   }
 
@@ -237,7 +256,7 @@ export class IpcClient {
   }
 
   #allocate(bytes: number, what: string): { offset: number; arena: ArrayBuffer; alloc: ArenaAllocator } {
-    if (!this.#native.connected() && this.#pending.size === 0 && this.#options.reconnect && !this.#closed) this.#reconnect();
+    if (this.#pending.size === 0 && this.#options.reconnect && !this.#closed && this.#lost()) this.#reconnect();
     const offset = this.#alloc.alloc(bytes);
     if (offset < 0) throw this.#full(bytes, what);
     return { offset, arena: this.#arena, alloc: this.#alloc };
@@ -271,6 +290,7 @@ export class IpcClient {
   }
 
   #failAll(why: string): void {
+    this.#failed = true;
     const code = why.split(":")[0] || "IPC_DISCONNECTED";
     for (const [id, p] of this.#pending) {
       this.#pending.delete(id);
@@ -280,6 +300,7 @@ export class IpcClient {
   }
 
   #dispatch(): void {
+    this.#lastAnswer = performance.now();
     const r = decodeResponse(this.#responseBuf);
     const p = this.#pending.get(r.id);
     if (!p) return; // timed out already
