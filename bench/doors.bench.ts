@@ -32,7 +32,7 @@ import { Client, Pool } from "undici";
 import { Axon, Tensor, load, seedDemoModels } from "../src/index.js";
 import { freePort } from "../test/helpers/registry.js";
 import { kserveClient } from "../test/helpers/grpc-client.js";
-import { cpuSeconds, LOAD_CPU, machineLine, median, PIN, pinned, SERVER_CPU, spread, TASKSET } from "./measure.js";
+import { cpuSeconds, LOAD_CPU, machineLine, median, percentile, PIN, pinned, pinThisProcess, roundTrips, SERVER_CPU, spread } from "./measure.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const REPS = Number(process.env.BENCH_REPS ?? 3);
@@ -42,23 +42,9 @@ const N = Number(process.env.BENCH_N ?? 10_000);
 const WARMUP = Math.min(2000, N);
 const X = [5.1, 3.5, 1.4, 0.2];
 
-if (PIN && process.env.DOORS_BENCH_PINNED !== "1") {
-  const r = spawnSync(TASKSET!, ["-c", LOAD_CPU, process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: "inherit", env: { ...process.env, DOORS_BENCH_PINNED: "1" } });
-  process.exit(r.status ?? 1);
-}
+pinThisProcess(import.meta.url);
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
 
-/** N sequential round trips of `once`; their latencies in µs, sorted. */
-async function roundTrips(once: () => Promise<void>, n: number): Promise<number[]> {
-  const out = new Array<number>(n);
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await once();
-    out[i] = (performance.now() - t0) * 1000;
-  }
-  return out.sort((a, b) => a - b);
-}
 
 const home = mkdtempSync(path.join(tmpdir(), "mlos-doors-bench-"));
 await seedDemoModels(new Axon({ home }));

@@ -22,7 +22,7 @@
  * Targets: mlos >= 0.9x llama-server's tokens/s and <= 1.2x its TTFT p50; >= 3x the
  * one-request-at-a-time node-llama-cpp server's tokens/s.
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import http from "node:http";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,7 +31,7 @@ import { fileURLToPath } from "node:url";
 import { BENCH_GGUF_MODEL, GGUF_MODELS, makeGgufModels } from "../src/tools/make-gguf-models.js";
 import { freePort } from "../test/helpers/registry.js";
 import { llamaServerBinary } from "./build-llama-server.js";
-import { cpuSeconds, LOAD_CPU, machineLine, median, PIN, pinned, SERVER_CPU, spread, TASKSET } from "./measure.js";
+import { cpuSeconds, machineLine, median, pinned, pinThisProcess, SERVER_CPU, spread } from "./measure.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..", "..");
@@ -40,10 +40,7 @@ const STREAMS = 32;
 const NEW_TOKENS = 64;
 
 // The load generator runs on its own CPU: re-run this script pinned there.
-if (PIN && process.env.GGUF_BENCH_PINNED !== "1") {
-  const r = spawnSync(TASKSET!, ["-c", LOAD_CPU, process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: "inherit", env: { ...process.env, GGUF_BENCH_PINNED: "1" } });
-  process.exit(r.status ?? 1);
-}
+pinThisProcess(import.meta.url);
 
 /** BENCH_MODEL=tiny: the test models' tiny Llama instead (width 64: per-token overheads dominate). */
 const TINY = process.env.BENCH_MODEL === "tiny";

@@ -26,7 +26,7 @@ import { Axon, Tensor, load, seedDemoModels } from "../src/index.js";
 import { connect } from "../src/ipc/client.js";
 import { OnnxModelBuilder } from "../src/tools/onnx-builder.js";
 import { freePort } from "../test/helpers/registry.js";
-import { cpuSeconds, LOAD_CPU, machineLine, median, PIN, pinned, SERVER_CPU, spread, TASKSET } from "./measure.js";
+import { cpuSeconds, LOAD_CPU, machineLine, median, percentile, PIN, pinned, pinThisProcess, roundTrips, SERVER_CPU, spread } from "./measure.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, "..", "..");
@@ -37,21 +37,8 @@ const WARMUP = Math.min(2000, N);
 const X = [5.1, 3.5, 1.4, 0.2];
 const BIG = 16 * 1024 * 1024; // float32 elements: 64 MiB
 
-if (PIN && process.env.IPC_BENCH_PINNED !== "1") {
-  const r = spawnSync(TASKSET!, ["-c", LOAD_CPU, process.execPath, ...process.execArgv, fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: "inherit", env: { ...process.env, IPC_BENCH_PINNED: "1" } });
-  process.exit(r.status ?? 1);
-}
+pinThisProcess(import.meta.url);
 
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
-async function roundTrips(once: () => Promise<void>, n: number): Promise<number[]> {
-  const out = new Array<number>(n);
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    await once();
-    out[i] = (performance.now() - t0) * 1000;
-  }
-  return out.sort((a, b) => a - b);
-}
 
 const home = mkdtempSync(path.join(tmpdir(), "mlos-ipc-bench-"));
 await seedDemoModels(new Axon({ home }));

@@ -9,7 +9,7 @@
  * (BENCH_PIN=0 turns that off), and report CPU time per unit of work beside wall-clock figures:
  * it moves least with the noise of the machine.
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import os from "node:os";
 
@@ -32,6 +32,32 @@ export const PIN = process.env.BENCH_PIN !== "0" && TASKSET !== undefined && os.
 /** The CPU of the process under test, and the CPU of whatever loads it (BENCH_SERVER_CPU, BENCH_LOAD_CPU). */
 export const SERVER_CPU = process.env.BENCH_SERVER_CPU ?? "0";
 export const LOAD_CPU = process.env.BENCH_LOAD_CPU ?? "1";
+
+/**
+ * Runs the calling benchmark again pinned to LOAD_CPU (it is the load generator; the servers it
+ * starts go to SERVER_CPU) and exits with its status; returns at once in the pinned run, or when
+ * not pinning. `script` is the benchmark's import.meta.url.
+ */
+export function pinThisProcess(script: string): void {
+  const marker = "MLOS_BENCH_PINNED";
+  if (!PIN || process.env[marker] === "1") return;
+  const r = spawnSync(TASKSET!, ["-c", LOAD_CPU, process.execPath, ...process.execArgv, new URL(script).pathname, ...process.argv.slice(2)], { stdio: "inherit", env: { ...process.env, [marker]: "1" } });
+  process.exit(r.status ?? 1);
+}
+
+/** The `p` quantile (0..1) of an ascending series. */
+export const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))]!;
+
+/** `n` sequential calls of `once`: their latencies in µs, ascending. */
+export async function roundTrips(once: () => Promise<void>, n: number): Promise<number[]> {
+  const out = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await once();
+    out[i] = (performance.now() - t0) * 1000;
+  }
+  return out.sort((a, b) => a - b);
+}
 
 /** `cmd args` prefixed with `taskset -c CPU` when pinning, as [command, args]. */
 export function pinned(cpu: string, cmd: string, args: string[]): [string, string[]] {
