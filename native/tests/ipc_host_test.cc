@@ -62,13 +62,21 @@ uint64_t Requests(const IpcHost& host, const std::string& name) {
 
 std::string TestSocket(const char* tag) { return "/tmp/mlos-ipc-test-" + std::to_string(getpid()) + "-" + tag + ".sock"; }
 
-std::unique_ptr<IpcHost> StartHost(const std::string& path, int64_t lease_ns = 5'000'000'000) {
+// A host listening on `path` and serving a Doubler as "double" (handed out in *model when asked);
+// nullptr when it cannot start.
+std::unique_ptr<IpcHost> ServeDoubler(const std::string& path, std::shared_ptr<Doubler>* model = nullptr, int64_t lease_ns = 5'000'000'000) {
   IpcHostOptions o;
   o.socket_path = path;
   o.lease_ns = lease_ns;
   std::string error;
   auto host = IpcHost::Start(o, &error);
-  if (!host) std::printf("    start failed: %s\n", error.c_str());
+  if (!host) {
+    std::printf("    start failed: %s\n", error.c_str());
+    return nullptr;
+  }
+  auto doubler = std::make_shared<Doubler>();
+  host->SetModel("double", doubler);
+  if (model != nullptr) *model = std::move(doubler);
   return host;
 }
 
@@ -103,10 +111,9 @@ int RoundTrip(IpcConnection& c, const mlos_ipc_request& r, mlos_ipc_response* ou
 
 TEST(ipc_host_round_trip_in_place) {
   const std::string path = TestSocket("rt");
-  auto host = StartHost(path);
+  std::shared_ptr<Doubler> model;
+  auto host = ServeDoubler(path, &model);
   REQUIRE(host != nullptr);
-  auto model = std::make_shared<Doubler>();
-  host->SetModel("double", model);
   std::string error;
   auto c = IpcConnection::Connect(path, 1 << 20, &error);
   REQUIRE(c != nullptr);
@@ -132,10 +139,9 @@ TEST(ipc_host_round_trip_in_place) {
 
 TEST(ipc_host_checks_every_field_a_client_writes) {
   const std::string path = TestSocket("val");
-  auto host = StartHost(path);
+  std::shared_ptr<Doubler> model;
+  auto host = ServeDoubler(path, &model);
   REQUIRE(host != nullptr);
-  auto model = std::make_shared<Doubler>();
-  host->SetModel("double", model);
   std::string error;
   auto c = IpcConnection::Connect(path, 1 << 16, &error);
   REQUIRE(c != nullptr);
@@ -185,11 +191,10 @@ TEST(ipc_host_checks_every_field_a_client_writes) {
 
 TEST(ipc_host_model_removed_while_a_client_runs) {
   const std::string path = TestSocket("rm");
-  auto host = StartHost(path);
+  std::shared_ptr<Doubler> model;
+  auto host = ServeDoubler(path, &model);
   REQUIRE(host != nullptr);
-  auto model = std::make_shared<Doubler>();
   model->sleep_ms = 50;
-  host->SetModel("double", model);
   std::string error;
   auto c = IpcConnection::Connect(path, 1 << 16, &error);
   REQUIRE(c != nullptr);
@@ -208,11 +213,10 @@ TEST(ipc_host_model_removed_while_a_client_runs) {
 
 TEST(ipc_host_frees_a_killed_client_and_drops_one_that_never_reads) {
   const std::string path = TestSocket("kill");
-  auto host = StartHost(path, 300'000'000);
+  std::shared_ptr<Doubler> model;
+  auto host = ServeDoubler(path, &model, 300'000'000);
   REQUIRE(host != nullptr);
-  auto model = std::make_shared<Doubler>();
   model->sleep_ms = 20;
-  host->SetModel("double", model);
   // A child connects, sends a request and is killed mid-request.
   pid_t child = fork();
   if (child == 0) {
@@ -257,9 +261,8 @@ TEST(ipc_host_frees_a_killed_client_and_drops_one_that_never_reads) {
 
 TEST(ipc_host_drops_a_client_whose_ring_is_corrupt) {
   const std::string path = TestSocket("corrupt");
-  auto host = StartHost(path);
+  auto host = ServeDoubler(path);
   REQUIRE(host != nullptr);
-  host->SetModel("double", std::make_shared<Doubler>());
   std::string error;
   auto c = IpcConnection::Connect(path, 1 << 16, &error);
   REQUIRE(c != nullptr);
@@ -282,9 +285,8 @@ TEST(ipc_host_drops_a_client_whose_ring_is_corrupt) {
 
 TEST(ipc_host_stop_is_seen_by_clients_and_a_new_server_is_a_new_instance) {
   const std::string path = TestSocket("restart");
-  auto host = StartHost(path);
+  auto host = ServeDoubler(path);
   REQUIRE(host != nullptr);
-  host->SetModel("double", std::make_shared<Doubler>());
   std::string error;
   auto c = IpcConnection::Connect(path, 1 << 16, &error);
   REQUIRE(c != nullptr);
@@ -299,9 +301,8 @@ TEST(ipc_host_stop_is_seen_by_clients_and_a_new_server_is_a_new_instance) {
   CHECK_EQ(c->Receive(&out, 2'000'000'000, 0, &error), -1);
   CHECK(!c->Connected());
   host.reset();
-  auto again = StartHost(path);
+  auto again = ServeDoubler(path);
   REQUIRE(again != nullptr);
-  again->SetModel("double", std::make_shared<Doubler>());
   auto d = IpcConnection::Connect(path, 1 << 16, &error);
   REQUIRE(d != nullptr);
   CHECK(d->server_instance() != first);
@@ -311,9 +312,8 @@ TEST(ipc_host_stop_is_seen_by_clients_and_a_new_server_is_a_new_instance) {
 
 TEST(ipc_host_serves_32_clients_at_once) {
   const std::string path = TestSocket("many");
-  auto host = StartHost(path);
+  auto host = ServeDoubler(path);
   REQUIRE(host != nullptr);
-  host->SetModel("double", std::make_shared<Doubler>());
   std::atomic<int> failures{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 32; ++t) {
