@@ -18,6 +18,7 @@
         "<(mlos_root)/native/src/pool/shm_pool_binding.cc",
         "<(mlos_root)/native/src/pool/shm_pool.cc",
         "<(mlos_root)/native/src/ort/kserve_json.cc",
+        "<(mlos_root)/native/src/ort/kserve_grpc.cc",
         "<(mlos_root)/native/src/sampling/argmax.cc",
         "<(mlos_root)/native/src/ipc/ring.cc",
         "<(mlos_root)/native/src/ipc/ipc_wire.cc",

@@ -409,6 +409,15 @@ export interface NativeOrtSession {
    * or other dimensions than the first request taken). Returns the total length.
    */
   runKserveJsonBatch(bodies: ReadonlyArray<Uint8Array>, out: Uint8Array, lengths: Int32Array, maxRows: number): number;
+  /**
+   * {@link runKserveJson} for the gRPC door: `body` is an `inference.ModelInferRequest` message and
+   * the response an `inference.ModelInferResponse` (native/src/ort/kserve_grpc.h), on the same
+   * prepared path. It takes requests whose inputs all come in `raw_input_contents` and carry no
+   * parameters, typed contents or outputs selection; it declines (-1) the rest.
+   */
+  runKserveGrpc(body: Uint8Array | ArrayBuffer, out: Uint8Array): number;
+  /** {@link runKserveJsonBatch} for ModelInferRequest messages. */
+  runKserveGrpcBatch(bodies: ReadonlyArray<Uint8Array>, out: Uint8Array, lengths: Int32Array, maxRows: number): number;
   /** Copies the last fast-path response into `out` (which must hold it); returns its length. */
   readKserveResponse(out: Uint8Array): number;
   /** Asks every run created and not finished (queued ones too), or those tagged `tag`, to stop; returns how many. */

@@ -13,8 +13,8 @@ import { Axon, Tensor, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
 import type { Model } from "../src/core/model.js";
 import type { ReadyEntry } from "../src/core/model-table.js";
-import { KSERVE_JSON_CODEC, LATER, type KserveJsonCodec } from "../src/protocol/kserve.js";
-import { KserveFastPath } from "../src/server/http/kserve-fast-path.js";
+import { KSERVE_JSON_CODEC, LATER, type KserveNativeCodec } from "../src/protocol/kserve.js";
+import { KserveFastPath } from "../src/server/kserve-fast-path.js";
 import { BATCH_MAX_US } from "../src/core/run-policy.js";
 import type { Scheduler } from "../src/core/scheduler.js";
 import { serve, type RunningServer } from "../src/server/serve.js";
@@ -187,7 +187,7 @@ interface BatchCall {
 /** Records each batched call the fast path makes to the model's codec (the real method runs). */
 function spyBatches(model: Model): { calls: BatchCall[]; restore: () => void } {
   const calls: BatchCall[] = [];
-  const codec = model.capability<KserveJsonCodec>(KSERVE_JSON_CODEC)!;
+  const codec = model.capability<KserveNativeCodec>(KSERVE_JSON_CODEC)!;
   const real = codec.runBatchSync;
   codec.runBatchSync = (bodies, name, version, maxRows) => {
     const out = real(bodies, name, version, maxRows);
@@ -245,7 +245,7 @@ describe("batched KServe JSON fast path (in-process serve)", { skip }, () => {
    */
   const ensureInline = () => warmUp(base, () => model.describe().inline === true);
   /** Joins this turn's batch, as the HTTP door does for the requests after the turn's first. */
-  const fastPath = new KserveFastPath();
+  const fastPath = new KserveFastPath(KSERVE_JSON_CODEC);
   const join = (text: string) => fastPath.join(server.table.get("mlp") as ReadyEntry, Buffer.from(text));
 
   before(async () => {

@@ -18,7 +18,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Axon, Runtime, Tensor, seedDemoModels, type Model } from "mlos";
 import { tryLoadNative, tryLoadOrt } from "../bindings/native.js";
-import { KSERVE_JSON_CODEC, type KserveJsonCodec } from "../src/protocol/kserve.js";
+import { KSERVE_JSON_CODEC, type KserveNativeCodec } from "../src/protocol/kserve.js";
 import { mulberry32 } from "../src/tools/make-demo-models.js";
 import { freePort } from "./helpers/registry.js";
 import { startServer, stop, type Served } from "./helpers/axon-serve.js";
@@ -327,7 +327,7 @@ describe("the KServe v2 JSON fast path over HTTP", { skip }, () => {
   };
   /** The fast path's answer to `body` in this process, or undefined when the codec declines it. */
   const encoded = (model: Model, name: string, body: string | Uint8Array, version = "1.0.0"): string | undefined => {
-    const out = model.capability<KserveJsonCodec>(KSERVE_JSON_CODEC)!.runSync(typeof body === "string" ? Buffer.from(body) : body, name, version);
+    const out = model.capability<KserveNativeCodec>(KSERVE_JSON_CODEC)!.runSync(typeof body === "string" ? Buffer.from(body) : body, name, version);
     return out === undefined ? undefined : Buffer.from(out).toString("utf8"); // a view of a reused buffer: copied now
   };
   const details = async (name: string) => ((await (await fetch(`${server.base}/api/v1/models/${name}`)).json()) as { details: { inline?: boolean } }).details;

@@ -73,3 +73,53 @@ export interface ModelStreamInferResponse {
   error_message: string;
   infer_response: ModelInferResponse | null;
 }
+
+/**
+ * The model a ModelInferRequest message names (`model_name`, field 1, and `model_version`, field 2;
+ * the last of each counts, as in any protobuf decoder), read from its bytes without decoding the
+ * rest, so that the server can route a request before deciding who decodes it. Undefined when the
+ * bytes are not a well-formed sequence of protobuf fields or name no model.
+ */
+export function modelOfInferRequest(bytes: Uint8Array): { name: string; version: string } | undefined {
+  let at = 0;
+  const varint = (): number | undefined => {
+    let value = 0;
+    for (let scale = 1; at < bytes.length && scale <= 2 ** 63; scale *= 128) {
+      const b = bytes[at++]!;
+      value += (b & 0x7f) * scale;
+      if (b < 0x80) return value;
+    }
+    return undefined; // past the end, or more than ten bytes
+  };
+  const text = (start: number, end: number) => Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString("utf8");
+  let name: string | undefined;
+  let version = "";
+  while (at < bytes.length) {
+    const key = varint();
+    if (key === undefined) return undefined;
+    const field = Math.floor(key / 8);
+    switch (key % 8) {
+      case 0:
+        if (varint() === undefined) return undefined;
+        break;
+      case 1:
+        at += 8;
+        break;
+      case 2: {
+        const length = varint();
+        if (length === undefined || at + length > bytes.length) return undefined;
+        if (field === 1) name = text(at, at + length);
+        else if (field === 2) version = text(at, at + length);
+        at += length;
+        break;
+      }
+      case 5:
+        at += 4;
+        break;
+      default:
+        return undefined;
+    }
+    if (at > bytes.length) return undefined;
+  }
+  return name ? { name, version } : undefined;
+}

@@ -70,24 +70,29 @@ export interface ErrorBody {
   code: string;
 }
 
-/** The name under which a plugin offers a {@link KserveJsonCodec} (LoadedModel.capabilities). */
+/**
+ * The names under which a plugin offers a {@link KserveNativeCodec} (LoadedModel.capabilities):
+ * one for the HTTP door's JSON bodies, one for the gRPC door's ModelInferRequest messages
+ * (protobuf bytes in, ModelInferResponse bytes out).
+ */
 export const KSERVE_JSON_CODEC = "kserve-v2-json";
+export const KSERVE_GRPC_CODEC = "kserve-v2-grpc";
 
-/** {@link KserveJsonCodec.runBatchSync}'s answer for a request left for another batch. */
+/** {@link KserveNativeCodec.runBatchSync}'s answer for a request left for another batch. */
 export const LATER = Symbol("mlos.later");
 
 /**
- * A plugin's native codec for KServe v2 JSON infer requests: decodes the body, runs the model and
- * encodes the response in one call on the calling thread, with no JS tensor in between (for
- * microsecond models, where that JS work costs more than the run). Its response must be byte for
- * byte what the server's general path writes for the same request; for anything it does not fully
- * handle (an invalid request included) it answers undefined having done nothing, and the server
- * takes the general path, which reports errors.
+ * A plugin's native codec for KServe v2 infer requests in one wire format: decodes the body, runs
+ * the model and encodes the response in one call on the calling thread, with no JS tensor in
+ * between (for microsecond models, where that JS work costs more than the run). Its response must
+ * be byte for byte what the server's general path writes for the same request; for anything it
+ * does not fully handle (an invalid request included) it answers undefined having done nothing,
+ * and the server takes the general path, which reports errors.
  */
-export interface KserveJsonCodec {
+export interface KserveNativeCodec {
   /**
    * One request. The bytes returned may be a view of a buffer the codec reuses: valid until its
-   * next call (the server writes them to the socket at once).
+   * next call (the caller copies or writes them at once).
    */
   runSync(body: Uint8Array, modelName: string, modelVersion: string): Uint8Array | undefined;
   /**

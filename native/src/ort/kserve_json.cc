@@ -284,25 +284,31 @@ bool DecodeInput(Reader& r, const std::vector<InputSpec>& specs, DecodedRequest&
   const InputSpec& spec = specs[index];
   Elem elem;
   if (!ElemFromDatatype(datatype, &elem) || elem != spec.elem) return false;
-  if (shape.size() != spec.dims.size()) return false;
-  // The element count, saturated just past the values given (any product beyond them is a
-  // mismatch anyway), so that no shape can overflow it.
-  const uint64_t cap = static_cast<uint64_t>(values.size()) + 1;
-  uint64_t elements = 1;
-  bool empty = false;
-  for (size_t d = 0; d < shape.size(); ++d) {
-    if (spec.dims[d].size >= 0 && spec.dims[d].size != shape[d]) return false;
-    const uint64_t n = static_cast<uint64_t>(shape[d]);
-    if (n == 0) empty = true;
-    elements = n >= cap ? cap : (elements * n > cap ? cap : elements * n);
-  }
-  if ((empty ? 0 : elements) != values.size()) return false;
+  if (!ShapeFits(spec, shape, values.size())) return false;
   DecodedInput& in = out.inputs[index];
   in.shape = shape;
   return Convert(values, sawBool, elem, in.bytes);
 }
 
-// Named dimensions must agree across inputs (checkInputs' rule).
+}  // namespace
+
+bool ShapeFits(const InputSpec& spec, const std::vector<int64_t>& shape, uint64_t elements) {
+  if (shape.size() != spec.dims.size()) return false;
+  // The element count, saturated just past the elements given (any product beyond them is a
+  // mismatch anyway), so that no shape can overflow it.
+  const uint64_t cap = elements + 1;
+  uint64_t product = 1;
+  bool empty = false;
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] < 0) return false;
+    if (spec.dims[d].size >= 0 && spec.dims[d].size != shape[d]) return false;
+    const uint64_t n = static_cast<uint64_t>(shape[d]);
+    if (n == 0) empty = true;
+    product = n >= cap ? cap : (product * n > cap ? cap : product * n);
+  }
+  return (empty ? 0 : product) == elements;
+}
+
 bool SymbolsAgree(const std::vector<InputSpec>& specs, const DecodedRequest& req) {
   for (size_t i = 0; i < specs.size(); ++i) {
     for (size_t d = 0; d < specs[i].dims.size(); ++d) {
@@ -320,8 +326,6 @@ bool SymbolsAgree(const std::vector<InputSpec>& specs, const DecodedRequest& req
   }
   return true;
 }
-
-}  // namespace
 
 bool DecodeInferRequest(std::string_view body, const std::vector<InputSpec>& specs, DecodedRequest& out) {
   out.inputs.resize(specs.size());

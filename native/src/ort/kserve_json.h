@@ -63,12 +63,25 @@ struct DecodedRequest {
   bool hasId = false;
   // Scratch: the elements of the input being decoded, as JSON gave them.
   std::vector<double> values;
+  // Scratch of the gRPC codec (kserve_grpc.h): the request's InferInputTensor messages and
+  // raw_input_contents entries, as views of the body.
+  std::vector<std::string_view> tensorMessages;
+  std::vector<std::string_view> rawContents;
 };
 
 // Decodes `body` for a model whose inputs are `specs`. True when the request is fully understood
 // and valid (every input present once, datatype, rank, fixed and named dimensions, element count
 // and element values all right); false otherwise, with `out` unspecified. Never throws on input.
 bool DecodeInferRequest(std::string_view body, const std::vector<InputSpec>& specs, DecodedRequest& out);
+
+// Whether `shape` fits `spec` (its rank and fixed dimensions) and holds exactly `elements`
+// elements (a product that overflows holds none). Named dimensions are checked across inputs by
+// SymbolsAgree once every input is decoded.
+bool ShapeFits(const InputSpec& spec, const std::vector<int64_t>& shape, uint64_t elements);
+
+// Whether every named dimension has the same size in every input that names it (checkInputs'
+// rule); `req.inputs` holds one decoded input per spec.
+bool SymbolsAgree(const std::vector<InputSpec>& specs, const DecodedRequest& req);
 
 // One output tensor to encode.
 struct OutputView {

@@ -1,5 +1,6 @@
-// The KServe v2 JSON fast path of an OrtSession: request body in, response body out, on the JS
-// thread, with no JS object per tensor. For models that run in microseconds, the JS work around a
+// The KServe v2 fast path of an OrtSession: request body in, response body out, on the JS thread,
+// with no JS object per tensor, for the HTTP door's JSON bodies (kserve_json.h) and the gRPC
+// door's ModelInfer protobuf messages (kserve_grpc.h). For models that run in microseconds, the JS work around a
 // run (parsing the JSON into objects, pool tensors and their finalizers, the result objects,
 // JSON.stringify) costs several times the run itself; here it is one call.
 //
@@ -7,6 +8,8 @@
 //       -> { usable, batchable }
 //   session.runKserveJson(body: Uint8Array, out: Uint8Array) -> number
 //   session.runKserveJsonBatch(bodies: Uint8Array[], out: Uint8Array, lengths: Int32Array) -> number
+//   session.runKserveGrpc(body, out), session.runKserveGrpcBatch(bodies, out, lengths, maxRows)
+//       the same for gRPC's ModelInferRequest -> ModelInferResponse
 //   session.readKserveResponse(out: Uint8Array) -> number
 //
 // `inputs` is the model's signature as the JS side checks it ({ name, dtype, shape } with
@@ -25,6 +28,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "ort/kserve_grpc.h"
 #include "ort/kserve_json.h"
 #include "ort/ort_session.h"
 #include "ort/ort_session_state.h"
@@ -195,6 +199,20 @@ struct KserveJsonPath {
 };
 
 void KserveJsonPathDeleter::operator()(KserveJsonPath* p) const { delete p; }
+
+// A codec of the fast path: how a request's tensors are read and its response written. The
+// prepared path (signature, buffers, OrtValues) is the same for every format.
+struct KserveWireFormat {
+  const char* method;  // for argument errors
+  bool (*decode)(std::string_view body, const std::vector<kserve::InputSpec>& specs, kserve::DecodedRequest& out);
+  void (*encode)(std::string& out, std::string_view modelName, std::string_view modelVersion,
+                 const kserve::DecodedRequest& request, const kserve::OutputView* outputs, size_t count);
+};
+
+namespace {
+const KserveWireFormat kJsonFormat{"runKserveJson", kserve::DecodeInferRequest, kserve::EncodeInferResponse};
+const KserveWireFormat kGrpcFormat{"runKserveGrpc", kserve::DecodeModelInferRequest, kserve::EncodeModelInferResponse};
+}  // namespace
 
 Napi::Value OrtSessionWrap::PrepareKserveJson(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -372,23 +390,30 @@ Napi::Value Deliver(Napi::Env env, const std::string& response, Napi::Uint8Array
 
 }  // namespace
 
-Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
+Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) { return RunKserve(info, kJsonFormat); }
+Napi::Value OrtSessionWrap::RunKserveGrpc(const Napi::CallbackInfo& info) { return RunKserve(info, kGrpcFormat); }
+Napi::Value OrtSessionWrap::RunKserveJsonBatch(const Napi::CallbackInfo& info) { return RunKserveBatch(info, kJsonFormat); }
+Napi::Value OrtSessionWrap::RunKserveGrpcBatch(const Napi::CallbackInfo& info) {
+  return RunKserveBatch(info, kGrpcFormat);
+}
+
+Napi::Value OrtSessionWrap::RunKserve(const Napi::CallbackInfo& info, const KserveWireFormat& format) {
   Napi::Env env = info.Env();
   std::shared_ptr<OrtSessionState> st = Open(env);
   KserveJsonPath* path = kserve_.get();
   if (path == nullptr) return Napi::Number::New(env, -1);
+  // (Messages built only when a check fails: a warm request allocates nothing.)
   MLOS_REQUIRE_TYPE(info[0].IsTypedArray() || info[0].IsArrayBuffer(), env,
-                    "runKserveJson(body, out): body must be a Uint8Array or an ArrayBuffer");
-  MLOS_REQUIRE_TYPE(IsUint8Array(info[1]), env, "runKserveJson(body, out): out must be a Uint8Array");
-  if (!kserve::DecodeInferRequest(BodyOf(info[0]), path->inputs, path->request)) return Napi::Number::New(env, -1);
+                    std::string(format.method) + "(body, out): body must be a Uint8Array or an ArrayBuffer");
+  MLOS_REQUIRE_TYPE(IsUint8Array(info[1]), env, std::string(format.method) + "(body, out): out must be a Uint8Array");
+  if (!format.decode(BodyOf(info[0]), path->inputs, path->request)) return Napi::Number::New(env, -1);
   std::vector<InputRef>& refs = path->inputRefs;
   refs.clear();
   for (kserve::DecodedInput& in : path->request.inputs) refs.push_back({in.bytes.data(), in.bytes.size(), &in.shape});
   ReleaseOrtOutputsAfter release{path, st->rt->api};
   if (!Execute(path, st.get(), refs)) return Napi::Number::New(env, -1);
   path->response.clear();
-  kserve::EncodeInferResponse(path->response, path->modelName, path->modelVersion, path->request, path->views.data(),
-                              path->views.size());
+  format.encode(path->response, path->modelName, path->modelVersion, path->request, path->views.data(), path->views.size());
   return Deliver(env, path->response, info[1].As<Napi::Uint8Array>());
 }
 
@@ -398,20 +423,20 @@ Napi::Value OrtSessionWrap::RunKserveJson(const Napi::CallbackInfo& info) {
 // outputs back, encoded one after the other into `out` (when they fit). lengths[j] is request
 // j's response length, or -1 where it was declined (nothing ran for it), or -2 for a valid request
 // left for another batch (past maxRows rows in all, or other dimensions than the first one taken).
-Napi::Value OrtSessionWrap::RunKserveJsonBatch(const Napi::CallbackInfo& info) {
+Napi::Value OrtSessionWrap::RunKserveBatch(const Napi::CallbackInfo& info, const KserveWireFormat& format) {
   Napi::Env env = info.Env();
   std::shared_ptr<OrtSessionState> st = Open(env);
-  constexpr const char* kUsage = "runKserveJsonBatch(bodies, out, lengths, maxRows)";
-  MLOS_REQUIRE_TYPE(info[0].IsArray(), env, std::string(kUsage) + ": bodies must be an array of Uint8Arrays");
-  MLOS_REQUIRE_TYPE(IsUint8Array(info[1]), env, std::string(kUsage) + ": out must be a Uint8Array");
+  const auto kUsage = [&format] { return std::string(format.method) + "Batch(bodies, out, lengths, maxRows)"; };
+  MLOS_REQUIRE_TYPE(info[0].IsArray(), env, kUsage() + ": bodies must be an array of Uint8Arrays");
+  MLOS_REQUIRE_TYPE(IsUint8Array(info[1]), env, kUsage() + ": out must be a Uint8Array");
   MLOS_REQUIRE_TYPE(info[2].IsTypedArray() && info[2].As<Napi::TypedArray>().TypedArrayType() == napi_int32_array,
-                    env, std::string(kUsage) + ": lengths must be an Int32Array");
-  MLOS_REQUIRE_TYPE(info[3].IsNumber(), env, std::string(kUsage) + ": maxRows must be a number");
+                    env, kUsage() + ": lengths must be an Int32Array");
+  MLOS_REQUIRE_TYPE(info[3].IsNumber(), env, kUsage() + ": maxRows must be a number");
   const double maxRows = info[3].As<Napi::Number>().DoubleValue();
   Napi::Array bodies = info[0].As<Napi::Array>();
   Napi::Int32Array lengths = info[2].As<Napi::Int32Array>();
   const size_t n = bodies.Length();
-  MLOS_REQUIRE_RANGE(lengths.ElementLength() >= n, env, std::string(kUsage) + ": lengths is shorter than bodies");
+  MLOS_REQUIRE_RANGE(lengths.ElementLength() >= n, env, kUsage() + ": lengths is shorter than bodies");
   for (size_t j = 0; j < n; ++j) lengths[j] = -1;
   KserveJsonPath* path = kserve_.get();
   if (path == nullptr || !path->batchable || n == 0) return Napi::Number::New(env, 0);
@@ -426,7 +451,7 @@ Napi::Value OrtSessionWrap::RunKserveJsonBatch(const Napi::CallbackInfo& info) {
     Napi::Value b = bodies.Get(static_cast<uint32_t>(j));
     if (!(b.IsTypedArray() || b.IsArrayBuffer())) continue;
     kserve::DecodedRequest& r = path->batch[j];
-    if (!kserve::DecodeInferRequest(BodyOf(b), path->inputs, r)) continue;
+    if (!format.decode(BodyOf(b), path->inputs, r)) continue;
     bool same = true;
     if (!taken.empty()) {
       const kserve::DecodedRequest& first = path->batch[taken[0]];
@@ -490,8 +515,7 @@ Napi::Value OrtSessionWrap::RunKserveJsonBatch(const Napi::CallbackInfo& info) {
       slices[i].data = static_cast<const unsigned char*>(whole.data) + perRow * static_cast<size_t>(row) * kserve::ElemSize(whole.elem);
     }
     const size_t before = path->response.size();
-    kserve::EncodeInferResponse(path->response, path->modelName, path->modelVersion, path->batch[j], slices.data(),
-                                slices.size());
+    format.encode(path->response, path->modelName, path->modelVersion, path->batch[j], slices.data(), slices.size());
     lengths[j] = static_cast<int32_t>(path->response.size() - before);
     row += mine;
   }

@@ -811,6 +811,8 @@ void OrtSessionWrap::Init(Napi::Env env, Napi::Object exports, AddonData* data) 
       method("prepareKserveJson", Checked<&OrtSessionWrap::PrepareKserveJson>),
       method("runKserveJson", Checked<&OrtSessionWrap::RunKserveJson>),
       method("runKserveJsonBatch", Checked<&OrtSessionWrap::RunKserveJsonBatch>),
+      method("runKserveGrpc", Checked<&OrtSessionWrap::RunKserveGrpc>),
+      method("runKserveGrpcBatch", Checked<&OrtSessionWrap::RunKserveGrpcBatch>),
       method("readKserveResponse", Checked<&OrtSessionWrap::ReadKserveResponse>),
   });
   ctor.Set("open", Napi::Function::New(env, OpenSession, "open"));

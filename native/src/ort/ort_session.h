@@ -30,6 +30,9 @@
 //   .runKserveJsonBatch(bodies, out, lengths) -> total length   several requests stacked into
 //                             one run along the batch dimension; each response's length in
 //                             lengths (-1: declined)
+//   .runKserveGrpc(body, out), .runKserveGrpcBatch(bodies, out, lengths)   the same for KServe v2
+//                             gRPC ModelInferRequest / ModelInferResponse protobuf bytes
+//                             (kserve_grpc.h), on the same prepared path
 //   .release()                releases the session once the runs in flight are done; later
 //                             calls throw CLOSED
 //
@@ -54,6 +57,7 @@ namespace mlos {
 
 struct OrtSessionState;
 struct KserveJsonPath;
+struct KserveWireFormat;  // the JSON or the gRPC codec of the fast path (ort_kserve_json.cc)
 // Deletes a KserveJsonPath where its type is complete (ort_kserve_json.cc).
 struct KserveJsonPathDeleter {
   void operator()(KserveJsonPath* p) const;
@@ -86,7 +90,11 @@ class OrtSessionWrap : public Napi::ObjectWrap<OrtSessionWrap> {
   Napi::Value PrepareKserveJson(const Napi::CallbackInfo& info);  // ort_kserve_json.cc
   Napi::Value RunKserveJson(const Napi::CallbackInfo& info);      // ort_kserve_json.cc
   Napi::Value RunKserveJsonBatch(const Napi::CallbackInfo& info); // ort_kserve_json.cc
+  Napi::Value RunKserveGrpc(const Napi::CallbackInfo& info);      // ort_kserve_json.cc
+  Napi::Value RunKserveGrpcBatch(const Napi::CallbackInfo& info); // ort_kserve_json.cc
   Napi::Value ReadKserveResponse(const Napi::CallbackInfo& info); // ort_kserve_json.cc
+  Napi::Value RunKserve(const Napi::CallbackInfo& info, const KserveWireFormat& format);
+  Napi::Value RunKserveBatch(const Napi::CallbackInfo& info, const KserveWireFormat& format);
 
   std::shared_ptr<OrtSessionState> Open(Napi::Env env);
 

@@ -10,7 +10,7 @@ import { readFile, stat } from "node:fs/promises";
 import { loadedOrtInfo, loadOrt, ortLoadError, tryLoadOrt, type NativeOrtBoundRun, type NativeOrtIoInfo, type NativeOrtResult, type NativeOrtSession } from "../../../bindings/native.js";
 import { MlosError } from "../../core/errors.js";
 import { IPC_NATIVE_SESSION } from "../../protocol/ipc.js";
-import { KSERVE_JSON_CODEC, LATER, type KserveJsonCodec } from "../../protocol/kserve.js";
+import { KSERVE_GRPC_CODEC, KSERVE_JSON_CODEC, LATER, type KserveNativeCodec } from "../../protocol/kserve.js";
 import { type LoadedModel, type ModelSource, type Plugin, type PluginAvailability, type PluginLoadOptions, type RunRequest, type RunResult } from "../../core/plugin.js";
 import { concreteShape, mergeSignature, type Signature, type TensorInfo } from "../../core/signature.js";
 import { isDType, type DType } from "../../tensor/dtype.js";
@@ -58,6 +58,27 @@ interface Bound {
   readonly outputs: readonly Tensor[];
 }
 
+/** One wire format of the native KServe fast path: its session calls. */
+interface KserveFormat {
+  run(session: NativeOrtSession, body: Uint8Array, out: Uint8Array): number;
+  runBatch(session: NativeOrtSession, bodies: readonly Uint8Array[], out: Uint8Array, lengths: Int32Array, maxRows: number): number;
+  /** A body's size over its tensors' (for the run policy's size check): JSON text takes at least two bytes per tensor byte, protobuf's raw contents one. */
+  bodyBytesPerTensorByte: number;
+}
+
+const KSERVE_FORMATS = {
+  json: {
+    run: (s, body, out) => s.runKserveJson(body, out),
+    runBatch: (s, bodies, out, lengths, maxRows) => s.runKserveJsonBatch(bodies, out, lengths, maxRows),
+    bodyBytesPerTensorByte: 2,
+  },
+  grpc: {
+    run: (s, body, out) => s.runKserveGrpc(body, out),
+    runBatch: (s, bodies, out, lengths, maxRows) => s.runKserveGrpcBatch(bodies, out, lengths, maxRows),
+    bodyBytesPerTensorByte: 1,
+  },
+} satisfies Record<string, KserveFormat>;
+
 class OrtLoadedModel implements LoadedModel {
   readonly signature: Signature;
   readonly memoryBytes: number;
@@ -70,11 +91,11 @@ class OrtLoadedModel implements LoadedModel {
   readonly #inputNames: readonly string[];
   /** The last inline call's tensors with every output given, and its binding once they repeat. */
   #bound: Bound | undefined;
-  /** The KServe JSON fast path: for which model name and version the session is prepared, and whether it can take requests. */
+  /** The KServe fast path (JSON and gRPC): for which model name and version the session is prepared, and whether it can take requests. */
   #kserve: { key: string; usable: boolean; batchable: boolean } | undefined;
   /** Written by the native fast path: [0] the last fast run's Session::Run time (µs), [1] its rows (batched runs). */
   readonly #kserveStats = new Float64Array(2);
-  /** The fast path's response buffer, reused from request to request (KserveJsonCodec.runSync's contract). */
+  /** The fast path's response buffer, reused from request to request (KserveNativeCodec.runSync's contract). */
   #kserveOut: Buffer = Buffer.allocUnsafeSlow(16 * 1024);
 
   readonly lastPositionLogits: boolean;
@@ -90,16 +111,15 @@ class OrtLoadedModel implements LoadedModel {
     this.#inputNames = signature.inputs.map((i) => i.name);
     this.capabilities = {
       [IPC_NATIVE_SESSION]: session,
-      [KSERVE_JSON_CODEC]: {
-        runSync: (body, name, version) => this.#kserveRunSync(body, name, version),
-        runBatchSync: (bodies, name, version, maxRows) => this.#kserveRunBatchSync(bodies, name, version, maxRows),
-      } satisfies KserveJsonCodec,
+      [KSERVE_JSON_CODEC]: this.#kserveCodec(KSERVE_FORMATS.json),
+      [KSERVE_GRPC_CODEC]: this.#kserveCodec(KSERVE_FORMATS.grpc),
     };
   }
 
   /**
-   * The native KServe v2 JSON codec (src/protocol/kserve.ts), for the server's HTTP door; the
-   * native session itself, for the IPC door's native threads (src/protocol/ipc.ts).
+   * The native KServe v2 codecs (src/protocol/kserve.ts): JSON for the server's HTTP door,
+   * protobuf for its gRPC door; the native session itself, for the IPC door's native threads
+   * (src/protocol/ipc.ts).
    */
   readonly capabilities: Readonly<Record<string, unknown>>;
 
@@ -156,16 +176,22 @@ class OrtLoadedModel implements LoadedModel {
     }
   }
 
+  #kserveCodec(format: KserveFormat): KserveNativeCodec {
+    return {
+      runSync: (body, name, version) => this.#kserveRunSync(format, body, name, version),
+      runBatchSync: (bodies, name, version, maxRows) => this.#kserveRunBatchSync(format, bodies, name, version, maxRows),
+    };
+  }
+
   /**
-   * The KServe v2 JSON fast path (NativeOrtSession.runKserveJson): only for models the run policy
-   * keeps on the calling thread, as runSync; the native codec declines whatever it does not handle
-   * exactly as the general path would.
+   * The KServe v2 fast path (NativeOrtSession.runKserveJson / runKserveGrpc): only for models the
+   * run policy keeps on the calling thread, as runSync; the native codec declines whatever it does
+   * not handle exactly as the general path would.
    */
-  #kserveRunSync(body: Uint8Array, modelName: string, modelVersion: string): Uint8Array | undefined {
-    // JSON text is at least twice the size of the binary tensors it holds.
-    if (!this.#policy.inline || !this.#policy.inlineFor(body.byteLength / 2)) return undefined;
+  #kserveRunSync(format: KserveFormat, body: Uint8Array, modelName: string, modelVersion: string): Uint8Array | undefined {
+    if (!this.#policy.inline || !this.#policy.inlineFor(body.byteLength / format.bodyBytesPerTensorByte)) return undefined;
     if (!this.#prepareKserve(modelName, modelVersion).usable) return undefined;
-    const n = this.#session.runKserveJson(body, this.#kserveOut);
+    const n = format.run(this.#session, body, this.#kserveOut);
     if (n < 0) return undefined;
     this.#policy.recordInline(this.#kserveStats[0]!);
     if (n <= this.#kserveOut.byteLength) return this.#kserveOut.subarray(0, n);
@@ -177,25 +203,25 @@ class OrtLoadedModel implements LoadedModel {
   }
 
   /**
-   * Batched models: the requests stacked into one fast-path run (NativeOrtSession.runKserveJsonBatch),
-   * when the run policy keeps this model on the calling thread and its inputs and outputs share a
-   * batch dimension; undefined otherwise.
+   * Batched models: the requests stacked into one fast-path run (NativeOrtSession.runKserveJsonBatch
+   * / runKserveGrpcBatch), when the run policy keeps this model on the calling thread and its inputs
+   * and outputs share a batch dimension; undefined otherwise.
    */
-  #kserveRunBatchSync(reqs: readonly Uint8Array[], modelName: string, modelVersion: string, maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined {
+  #kserveRunBatchSync(format: KserveFormat, reqs: readonly Uint8Array[], modelName: string, modelVersion: string, maxRows: number): Array<Uint8Array | typeof LATER | undefined> | undefined {
     if (reqs.length === 0 || !this.#prepareKserve(modelName, modelVersion).batchable) return undefined;
     // Until the run policy has measured the model as one that runs inline, or for a request
     // larger than those it measured, the general path (which runs off the thread, and measures)
     // takes them. The run policy measured single runs; a stacked run grows sublinearly.
     if (!this.#policy.inline) return reqs.map(() => undefined);
-    const taken = reqs.filter((r) => this.#policy.inlineFor(r.byteLength / 2));
+    const taken = reqs.filter((r) => this.#policy.inlineFor(r.byteLength / format.bodyBytesPerTensorByte));
     if (taken.length < reqs.length) {
       // The others, declined, go the general path; the rest run as one batch.
-      const out = taken.length > 0 ? this.#kserveRunBatchSync(taken, modelName, modelVersion, maxRows) : undefined;
+      const out = taken.length > 0 ? this.#kserveRunBatchSync(format, taken, modelName, modelVersion, maxRows) : undefined;
       let next = 0;
       return reqs.map((r) => (r === taken[next] ? out?.[next++] : undefined));
     }
     const lengths = new Int32Array(reqs.length);
-    const total = this.#session.runKserveJsonBatch(reqs, this.#kserveOut, lengths, this.#policy.batchRows(maxRows));
+    const total = format.runBatch(this.#session, reqs, this.#kserveOut, lengths, this.#policy.batchRows(maxRows));
     if (lengths.some((n) => n >= 0)) this.#policy.recordBatch(this.#kserveStats[0]!, this.#kserveStats[1]!);
     // One buffer for the batch's responses, not the reused one: they are written out later.
     const all = Buffer.allocUnsafe(total);
@@ -209,7 +235,7 @@ class OrtLoadedModel implements LoadedModel {
     });
   }
 
-  /** Sets up the native KServe JSON path for this model name and version (once; again when they change). */
+  /** Sets up the native KServe path (both formats) for this model name and version (once; again when they change). */
   #prepareKserve(modelName: string, modelVersion: string): { usable: boolean; batchable: boolean } {
     const key = `${modelName}\0${modelVersion}`;
     if (this.#kserve?.key !== key) {

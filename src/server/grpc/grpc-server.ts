@@ -81,17 +81,24 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       }
     };
 
-  /** Aborted when the client cancels the call or its deadline passes. */
+  /** Aborted when the client cancels the call or its deadline passes (or already, when that happened). */
   const signalOf = (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>): AbortSignal => {
     const controller = new AbortController();
-    call.once("cancelled", () => controller.abort(new Error("the client cancelled the call")));
+    const cancel = () => controller.abort(new Error("the client cancelled the call"));
+    if (call.cancelled) cancel();
+    else call.once("cancelled", cancel);
     return controller.signal;
   };
 
-  const modelInfer: grpc.handleUnaryCall<ModelInferRequest, ModelInferResponse> = (call, callback) => {
+  /**
+   * ModelInfer takes its request as the message's bytes (see `service` below): the fast path may
+   * answer from them without decoding them in JS.
+   */
+  const modelInfer: grpc.handleUnaryCall<Buffer, ModelInferResponse | Uint8Array> = (call, callback) => {
     try {
       check(call, "ModelInfer", "api");
-      kserve.modelInfer(call.request, signalOf(call), (res) => callback(null, res)).catch((e: unknown) => callback(toGrpcError(e)));
+      const pending = kserve.modelInferMessage(call.request, decodeInferRequest, () => signalOf(call), (res) => callback(null, res));
+      pending?.catch((e: unknown) => callback(toGrpcError(e)));
     } catch (e) {
       callback(toGrpcError(e));
     }
@@ -140,7 +147,27 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     });
   };
 
-  server.addService((inference.GRPCInferenceService as grpc.ServiceClientConstructor).service, {
+  // ModelInfer's messages: the request arrives as its bytes (decoded by decodeInferRequest only
+  // where the native codec declines it), and a response may be given as bytes the codec wrote.
+  const definition = (inference.GRPCInferenceService as grpc.ServiceClientConstructor).service;
+  const inferDefinition = definition.ModelInfer!;
+  const decodeInferRequest = (bytes: Uint8Array): ModelInferRequest => {
+    try {
+      return inferDefinition.requestDeserialize(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as ModelInferRequest;
+    } catch (e) {
+      throw new HttpError(400, "BAD_REQUEST", `ModelInferRequest: not a valid message (${(e as Error).message})`);
+    }
+  };
+  const service: grpc.ServiceDefinition = {
+    ...definition,
+    ModelInfer: {
+      ...inferDefinition,
+      requestDeserialize: (bytes: Buffer) => bytes,
+      responseSerialize: (res: ModelInferResponse | Uint8Array) =>
+        res instanceof Uint8Array ? (Buffer.isBuffer(res) ? res : Buffer.from(res.buffer, res.byteOffset, res.byteLength)) : inferDefinition.responseSerialize(res),
+    },
+  };
+  server.addService(service, {
     ServerLive: unary("ServerLive", "open", () => kserve.serverLive()),
     ServerReady: unary("ServerReady", "open", () => kserve.serverReady()),
     ModelReady: unary("ModelReady", "api", (req: { name: string; version: string }) => kserve.modelReady(req)),

@@ -4,11 +4,13 @@
  * scheduler, tensor pool and metrics as the HTTP door (route label `grpc`). Handlers take decoded
  * request objects and return response objects; grpc-server.ts wires them to calls.
  */
-import { ModelTable, type ModelEntry } from "../../core/model-table.js";
-import type { ModelInferRequest, ModelInferResponse } from "../../protocol/kserve-grpc.js";
+import { ModelTable, type ModelEntry, type ReadyEntry } from "../../core/model-table.js";
+import { KSERVE_GRPC_CODEC } from "../../protocol/kserve.js";
+import { modelOfInferRequest, type ModelInferRequest, type ModelInferResponse } from "../../protocol/kserve-grpc.js";
 import type { Tensor } from "../../tensor/tensor.js";
 import { HttpError } from "../http-error.js";
 import { modelMetadata, repositoryState, serverMetadata, serverReady } from "../kserve-common.js";
+import { KserveFastPath } from "../kserve-fast-path.js";
 import { disposeAll, type Serving } from "../serving.js";
 import { decodeInputs, encodeOutputs, inferParameters } from "./tensors.js";
 
@@ -18,6 +20,8 @@ export const GRPC_EXTENSIONS = ["model_repository", "system_shared_memory"];
 const versionOf = (v: string | undefined) => (v ? v : undefined);
 
 export class KserveGrpcService {
+  readonly #fastPath = new KserveFastPath(KSERVE_GRPC_CODEC);
+
   constructor(readonly serving: Serving) {}
 
   serverLive() {
@@ -75,6 +79,51 @@ export class KserveGrpcService {
   #modelName(name: string): string {
     if (!name) throw new HttpError(400, "BAD_REQUEST", "model_name must be a non-empty string");
     return name;
+  }
+
+  /**
+   * One inference from its ModelInferRequest message's bytes. For a model with a native gRPC codec
+   * (microsecond ONNX models), the bytes go to it whole (kserve-fast-path.ts): decoded, run and
+   * encoded in C++, batched with the other requests of the event-loop turn, and answered as
+   * ModelInferResponse bytes. Everything the codec declines, and every other model, is decoded
+   * here (`decode`) and takes {@link modelInfer}. Returns a promise only when the answer is not
+   * given synchronously; `signal` is asked for only on the general path.
+   */
+  modelInferMessage(
+    body: Uint8Array,
+    decode: (body: Uint8Array) => ModelInferRequest,
+    signal: () => AbortSignal,
+    reply: (res: ModelInferResponse | Uint8Array) => void,
+  ): Promise<void> | undefined {
+    const start = performance.now();
+    const entry = this.#readyEntryFor(body);
+    if (entry) {
+      entry.lastUsed = new Date();
+      const m = this.serving.metricsFor(entry, "grpc");
+      const answer = (bytes: Uint8Array) => {
+        m.ok.inc();
+        reply(bytes);
+        m.total.observe((performance.now() - start) / 1000);
+      };
+      const fast = this.#fastPath.answer(entry, body);
+      // (A synchronous answer is a view of the codec's reused buffer: the reply takes a copy.)
+      if (fast instanceof Uint8Array) return void answer(Buffer.from(fast));
+      if (fast) return fast.then((r) => (r ? answer(r) : this.modelInfer(decode(body), signal(), reply)));
+    }
+    return this.modelInfer(decode(body), signal(), reply);
+  }
+
+  /** The model the message names when it is loaded and has a native gRPC codec; else undefined (the general path answers). */
+  #readyEntryFor(body: Uint8Array): ReadyEntry | undefined {
+    const route = modelOfInferRequest(body);
+    if (!route) return undefined;
+    try {
+      const found = this.serving.table.get(route.name, versionOf(route.version));
+      if (found.state !== "ready" || !found.scheduler || !found.model?.capability(KSERVE_GRPC_CODEC)) return undefined;
+      return ModelTable.ready(found);
+    } catch {
+      return undefined; // (an unknown model: the general path reports it, after decoding the whole message)
+    }
   }
 
   /**

@@ -4,13 +4,13 @@
  * (`Inference-Header-Content-Length`, `binary_data_size`, `binary_data` / `binary_data_output`).
  */
 import { ModelTable, type ModelEntry, type ReadyEntry } from "../../core/model-table.js";
-import type { KserveInferResponse, KserveModelReady, KserveTensor } from "../../protocol/kserve.js";
+import { KSERVE_JSON_CODEC, type KserveInferResponse, type KserveModelReady, type KserveTensor } from "../../protocol/kserve.js";
 import type { Tensor } from "../../tensor/tensor.js";
 import { HttpError } from "../http-error.js";
 import { binaryData, checkShape, datatypeOf, dtypeOf, jsonData, tensorFromBinary, tensorFromJson } from "../kserve-codec.js";
 import { regionRefOf, tensorFromRegion } from "../shm/system-shared-memory.js";
 import { modelMetadata, serverMetadata, serverReady } from "../kserve-common.js";
-import { KserveFastPath } from "./kserve-fast-path.js";
+import { KserveFastPath } from "../kserve-fast-path.js";
 import { JSON_HEADERS, parseJson, type Ctx, type HttpRouter, type Reply } from "./router.js";
 import { disposeAll, requestParameters, type RequestParameters, type Serving } from "../serving.js";
 
@@ -18,7 +18,7 @@ type WantedOutputs = Array<{ name?: unknown; parameters?: { binary_data?: unknow
 
 export function registerKserveRoutes(router: HttpRouter, serving: Serving): void {
   const { table, pool } = serving;
-  const fastPath = new KserveFastPath();
+  const fastPath = new KserveFastPath(KSERVE_JSON_CODEC);
 
   router.route("get", "/v2/health/live", "open", false, () => ({ body: { live: true } }));
   router.route("get", "/v2/health/ready", "open", false, () => {

@@ -1,9 +1,11 @@
 /**
- * The KServe v2 JSON fast path. For ONNX models that run in microseconds, the JavaScript around a
- * run (parsing JSON into objects, tensors, result objects, JSON.stringify) costs several times the
- * run, so an infer request's raw body goes to the plugin's native codec (the `kserve-v2-json`
- * capability, src/protocol/kserve.ts), which decodes, runs and encodes in one call. Whatever the
- * codec declines takes the general path, which answers it and owns every error message.
+ * The KServe v2 fast path, for the HTTP door's JSON bodies and the gRPC door's ModelInfer messages.
+ * For ONNX models that run in microseconds, the JavaScript around a run (parsing the request into
+ * objects, tensors, result objects, encoding the response) costs several times the run, so an
+ * infer request's raw bytes go to the plugin's native codec for that wire format (the
+ * `kserve-v2-json` and `kserve-v2-grpc` capabilities, src/protocol/kserve.ts), which decodes, runs
+ * and encodes in one call. Whatever the codec declines takes the door's general path, which
+ * answers it and owns every error message.
  *
  * Runs go through the model's scheduler (`runInline`): they count against its instances and never
  * overtake a queued request. A batched model runs the first request of an event-loop turn at once
@@ -11,9 +13,9 @@
  * codec into one run at the end of the turn (setImmediate, no added delay), each getting its own
  * rows back.
  */
-import type { ReadyEntry } from "../../core/model-table.js";
-import type { Scheduler } from "../../core/scheduler.js";
-import { KSERVE_JSON_CODEC, LATER, type KserveJsonCodec } from "../../protocol/kserve.js";
+import type { ReadyEntry } from "../core/model-table.js";
+import type { Scheduler } from "../core/scheduler.js";
+import { LATER, type KSERVE_GRPC_CODEC, type KSERVE_JSON_CODEC, type KserveNativeCodec } from "../protocol/kserve.js";
 
 interface Waiting {
   body: Uint8Array;
@@ -35,6 +37,9 @@ interface Turn {
 export class KserveFastPath {
   readonly #turns = new WeakMap<Scheduler, Turn>();
 
+  /** `capability`: the wire format's codec, as plugins offer it. */
+  constructor(readonly capability: typeof KSERVE_JSON_CODEC | typeof KSERVE_GRPC_CODEC) {}
+
   /**
    * The response to `body` from the model's codec: bytes at once, a promise when the request
    * joined this turn's batch (resolving to undefined if the codec declined it), or undefined when
@@ -43,7 +48,7 @@ export class KserveFastPath {
    * codec's next call.
    */
   answer(entry: ReadyEntry, body: Uint8Array): Uint8Array | Promise<Uint8Array | undefined> | undefined {
-    const codec = entry.model.capability<KserveJsonCodec>(KSERVE_JSON_CODEC);
+    const codec = entry.model.capability<KserveNativeCodec>(this.capability);
     if (!codec) return undefined;
     const scheduler = entry.scheduler;
     if (!scheduler.batching) return this.#runOne(entry, codec, body);
@@ -64,7 +69,7 @@ export class KserveFastPath {
    * the model has no codec, is not batched, cannot be batched by its codec, or its queue is full.
    */
   join(entry: ReadyEntry, body: Uint8Array): Promise<Uint8Array | undefined> | undefined {
-    const codec = entry.model.capability<KserveJsonCodec>(KSERVE_JSON_CODEC);
+    const codec = entry.model.capability<KserveNativeCodec>(this.capability);
     if (!codec || !entry.scheduler.batching) return undefined;
     return this.#join(entry, codec, this.#turnOf(entry.scheduler), body);
   }
@@ -75,7 +80,7 @@ export class KserveFastPath {
     return turn;
   }
 
-  #join(entry: ReadyEntry, codec: KserveJsonCodec, turn: Turn, body: Uint8Array): Promise<Uint8Array | undefined> | undefined {
+  #join(entry: ReadyEntry, codec: KserveNativeCodec, turn: Turn, body: Uint8Array): Promise<Uint8Array | undefined> | undefined {
     if (turn.unbatchable) return undefined;
     const release = entry.scheduler.hold();
     if (!release) return undefined; // the queue limit: the general path answers QUEUE_FULL
@@ -85,7 +90,7 @@ export class KserveFastPath {
     });
   }
 
-  #runOne(entry: ReadyEntry, codec: KserveJsonCodec, body: Uint8Array): Uint8Array | undefined {
+  #runOne(entry: ReadyEntry, codec: KserveNativeCodec, body: Uint8Array): Uint8Array | undefined {
     const started = performance.now();
     const out = entry.scheduler.runInline(() => codec.runSync(body, entry.name, entry.version));
     if (out) entry.scheduler.onTimings?.(0, (performance.now() - started) / 1000, 1);
@@ -93,7 +98,7 @@ export class KserveFastPath {
   }
 
   /** Runs the turn's requests, batch after batch, until each has run or was declined. */
-  #flush(entry: ReadyEntry, codec: KserveJsonCodec, turn: Turn): void {
+  #flush(entry: ReadyEntry, codec: KserveNativeCodec, turn: Turn): void {
     turn.flush = undefined;
     let waiting = turn.waiting.splice(0);
     const scheduler = entry.scheduler;
