@@ -172,6 +172,40 @@ describe("the KServe v2 gRPC fast path", { skip }, () => {
     assert.equal(await poolUsed(server.base), baseline, "no pool memory held");
   });
 
+  it("answers on ModelStreamInfer too, each answer byte for byte the general path's", async () => {
+    const stream = client.makeBidiStreamRequest("/inference.GRPCInferenceService/ModelStreamInfer", identity, identity) as grpc.ClientDuplexStream<Buffer, Buffer>;
+    const answers: Buffer[] = [];
+    let wake: (() => void) | undefined;
+    stream.on("data", (b: Buffer) => {
+      answers.push(b);
+      wake?.();
+    });
+    const next = async (): Promise<Buffer> => {
+      while (answers.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+      return answers.shift()!;
+    };
+    const streamMethod = (proto["inference.GRPCInferenceService"] as grpc.ServiceDefinition).ModelStreamInfer!;
+    const r = mulberry32(13);
+    for (let i = 0; i < 40; i++) {
+      const bytes = mlpRequest(r, 1 + Math.floor(r() * 4), { id: `s${i}` });
+      stream.write(bytes);
+      const fast = await next();
+      stream.write(general(bytes));
+      const gen = await next();
+      assert.ok(fast.equals(gen), `stream request ${i}: the fast answer is the general path's`);
+      const decoded = streamMethod.responseDeserialize(fast) as { error_message: string; infer_response: { id: string; raw_output_contents: Buffer[] } };
+      assert.equal(decoded.error_message, "");
+      assert.equal(decoded.infer_response.id, `s${i}`);
+      assert.ok(decoded.infer_response.raw_output_contents[0]!.equals(decodeResponse(mine(mlp, "mlp", bytes)!).raw_output_contents[0]!));
+    }
+    // A message that is not protobuf answers error_message, and the stream goes on.
+    stream.write(Buffer.from([0x0f]));
+    const bad = streamMethod.responseDeserialize(await next()) as { error_message: string };
+    assert.match(bad.error_message, /^BAD_REQUEST: ModelInferRequest: not a valid message/);
+    stream.end();
+    await new Promise<void>((resolve, reject) => stream.on("status", (st: grpc.StatusObject) => (st.code === grpc.status.OK ? resolve() : reject(new Error(st.details)))));
+  });
+
   it("answers a message that is not valid protobuf with INVALID_ARGUMENT and BAD_REQUEST, and goes on serving", async () => {
     const good = mlpRequest(mulberry32(9), 2);
     for (const bad of [good.subarray(0, good.byteLength - 3), Buffer.from([0x0f]), Buffer.from([0xff, 0xff, 0xff])]) {

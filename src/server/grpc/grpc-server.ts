@@ -110,7 +110,7 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
    * `error_message` ("CODE: message") and the stream goes on. The stream ends once the client has
    * half-closed and every answer is written.
    */
-  const modelStreamInfer: grpc.handleBidiStreamingCall<ModelInferRequest, ModelStreamInferResponse> = (call) => {
+  const modelStreamInfer: grpc.handleBidiStreamingCall<Buffer, ModelStreamInferResponse | Uint8Array> = (call) => {
     try {
       check(call, "ModelStreamInfer", "api");
     } catch (e) {
@@ -128,12 +128,19 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     const settle = () => {
       if (--pending === 0 && ended) call.end();
     };
-    call.on("data", (req: ModelInferRequest) => {
+    // A stream's writes may wait in its buffer (flow control) until after the outputs are
+    // disposed: an answer takes copies of their bytes (the fast path's bytes are copied already).
+    const answer = (res: ModelInferResponse | Uint8Array) =>
+      call.write(res instanceof Uint8Array ? streamAnswer(res) : { error_message: "", infer_response: { ...res, raw_output_contents: res.raw_output_contents.map((b) => Buffer.from(b)) } });
+    call.on("data", (body: Buffer) => {
       pending++;
-      kserve
-        // A stream's writes may wait in its buffer (flow control) until after the outputs are
-        // disposed: the answer takes copies of their bytes.
-        .modelInfer(req, signal, (res) => call.write({ error_message: "", infer_response: { ...res, raw_output_contents: res.raw_output_contents.map((b) => Buffer.from(b)) } }))
+      let answered: Promise<void> | undefined;
+      try {
+        answered = kserve.modelInferMessage(body, decodeInferRequest, () => signal, answer);
+      } catch (e) {
+        answered = Promise.reject(e);
+      }
+      Promise.resolve(answered)
         .catch((e: unknown) => {
           if (signal.aborted) return;
           const h = toHttpError(e);
@@ -147,8 +154,9 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
     });
   };
 
-  // ModelInfer's messages: the request arrives as its bytes (decoded by decodeInferRequest only
-  // where the native codec declines it), and a response may be given as bytes the codec wrote.
+  // ModelInfer's and ModelStreamInfer's messages: a request arrives as its bytes (decoded by
+  // decodeInferRequest only where the native codec declines it), and a response may be given as
+  // bytes the codec wrote.
   const definition = (inference.GRPCInferenceService as grpc.ServiceClientConstructor).service;
   const inferDefinition = definition.ModelInfer!;
   const decodeInferRequest = (bytes: Uint8Array): ModelInferRequest => {
@@ -158,13 +166,19 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       throw new HttpError(400, "BAD_REQUEST", `ModelInferRequest: not a valid message (${(e as Error).message})`);
     }
   };
+  const streamDefinition = definition.ModelStreamInfer!;
+  const asBuffer = (b: Uint8Array) => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength));
   const service: grpc.ServiceDefinition = {
     ...definition,
     ModelInfer: {
       ...inferDefinition,
       requestDeserialize: (bytes: Buffer) => bytes,
-      responseSerialize: (res: ModelInferResponse | Uint8Array) =>
-        res instanceof Uint8Array ? (Buffer.isBuffer(res) ? res : Buffer.from(res.buffer, res.byteOffset, res.byteLength)) : inferDefinition.responseSerialize(res),
+      responseSerialize: (res: ModelInferResponse | Uint8Array) => (res instanceof Uint8Array ? asBuffer(res) : inferDefinition.responseSerialize(res)),
+    },
+    ModelStreamInfer: {
+      ...streamDefinition,
+      requestDeserialize: (bytes: Buffer) => bytes,
+      responseSerialize: (res: ModelStreamInferResponse | Uint8Array) => (res instanceof Uint8Array ? asBuffer(res) : streamDefinition.responseSerialize(res)),
     },
   };
   server.addService(service, {
@@ -227,6 +241,23 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<GrpcS
       server.forceShutdown();
     },
   };
+}
+
+/**
+ * A ModelStreamInferResponse around a ModelInferResponse's bytes: `error_message` (field 1) empty,
+ * as the general path writes it, then `infer_response` (field 2).
+ */
+function streamAnswer(inferResponse: Uint8Array): Buffer {
+  const length: number[] = [];
+  for (let n = inferResponse.byteLength; ; n = Math.floor(n / 128)) {
+    if (n < 128) {
+      length.push(n);
+      break;
+    }
+    length.push((n % 128) | 0x80);
+  }
+  const head = Buffer.from([0x0a, 0x00, 0x12, ...length]);
+  return Buffer.concat([head, inferResponse], head.byteLength + inferResponse.byteLength);
 }
 
 function readPem(file: string): Buffer {
