@@ -29,6 +29,17 @@ export interface KvRow {
   readonly length: number;
 }
 
+/**
+ * Copies `count` floats from `src` at `from` into `dst` at `to`. A loop rather than
+ * `dst.set(src.subarray(...))`: the copies here are short (a head's keys for a few tokens) and
+ * hundreds per step, and a subarray is a new object each, which the garbage collector then has to
+ * sweep (after an idle period V8 collects the whole heap every few young-generation collections).
+ */
+function copyFloats(src: Float32Array, from: number, dst: Float32Array, to: number, count: number): void {
+  if (count > 256) dst.set(src.subarray(from, from + count), to); // long enough for memcpy to pay for the view
+  else for (let i = 0; i < count; i++) dst[to + i] = src[from + i]!;
+}
+
 /** FNV-1a over the block's tokens, chained with the previous block's hash. */
 function blockHash(prev: number, tokens: readonly number[], from: number, to: number): number {
   let h = (prev ^ 0x811c9dc5) >>> 0;
@@ -204,7 +215,7 @@ export class KvCache {
             for (let bi = 0; bi < blocks.length && col < P; bi++) {
               const n = Math.min(bs, P - col);
               const from = blocks[bi]! * blockStride + h * bs * D;
-              dst.set(src.subarray(from, from + n * D), rowBase + col * D);
+              copyFloats(src, from, dst, rowBase + col * D, n * D);
               col += n;
             }
           }
@@ -237,7 +248,7 @@ export class KvCache {
               const off = pos % bs;
               const n = Math.min(bs - off, count - done);
               const to = blocks[bi]! * blockStride + h * bs * D + off * D;
-              dst.set(src.subarray(srcBase + done * D, srcBase + (done + n) * D), to);
+              copyFloats(src, srcBase + done * D, dst, to, n * D);
               done += n;
             }
           }
