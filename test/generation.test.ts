@@ -12,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import ort from "onnxruntime-node";
 import { Axon, MlosError, Runtime, type Model } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
+import { applyGenerationHeapGrowth, DEFAULT_HEAP_GROWING_PERCENT } from "../src/core/generation/heap-growth.js";
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const MODEL_DIR = path.join(ROOT, "dist", "demo-models", "tiny-gpt");
@@ -53,6 +54,13 @@ describe("the generation engine", { skip }, () => {
   });
   after(async () => {
     await llm?.dispose();
+  });
+
+  it("sets V8's heap growth for generation unless told otherwise (MLOS_V8_HEAP_GROWING_PERCENT)", () => {
+    assert.equal(applyGenerationHeapGrowth({}), DEFAULT_HEAP_GROWING_PERCENT);
+    assert.equal(applyGenerationHeapGrowth({ MLOS_V8_HEAP_GROWING_PERCENT: "150" }), 150);
+    for (const keep of ["0", "-5", "1.5", "lots"]) assert.equal(applyGenerationHeapGrowth({ MLOS_V8_HEAP_GROWING_PERCENT: keep }), 0, keep);
+    assert.equal(applyGenerationHeapGrowth({}), DEFAULT_HEAP_GROWING_PERCENT); // back to the default for the tests below
   });
 
   it("recognises the folder as a language model", () => {

@@ -11,6 +11,7 @@ import type { LoadedModel, ModelSource } from "../plugin.js";
 import type { Signature } from "../signature.js";
 import { EmbeddingModel, type Pooling } from "./embeddings.js";
 import { DecoderEngine, type DecoderLayout, type EngineOptions } from "./engine.js";
+import { applyGenerationHeapGrowth } from "./heap-growth.js";
 import type { GenerationEngine } from "./requests.js";
 import { ModelText } from "./text.js";
 
@@ -60,6 +61,7 @@ export function decoderLayout(sig: Signature, config: Readonly<Record<string, un
 
 /** Builds the engine for a loaded decoder from its folder's text files (or asks the plugin for its own). */
 export async function createGenerationEngine(model: LoadedModel, source: ModelSource, options: EngineOptions = {}): Promise<GenerationEngine> {
+  applyGenerationHeapGrowth();
   if (model.createGenerationEngine) return model.createGenerationEngine(options);
   if (!source.dir) throw new MlosError("NOT_A_LANGUAGE_MODEL", `${source.entrypoint}: a bare model file has no tokenizer; load the folder that holds it with its tokenizer.json and config.json`);
   if (!isDecoderSignature(model.signature)) {
