@@ -10,12 +10,15 @@
 #include <vector>
 
 #include "test_harness.h"
+#include "kserve_test_specs.h"
 
 using mlos::kserve::DecodedRequest;
 using mlos::kserve::DecodeModelInferRequest;
-using mlos::kserve::Dim;
 using mlos::kserve::Elem;
 using mlos::kserve::InputSpec;
+
+using kserve_test::MlpSpecs;
+using kserve_test::PairSpecs;
 
 namespace {
 
@@ -51,27 +54,6 @@ std::string Floats(const std::vector<float>& v) {
   std::string s(v.size() * sizeof(float), '\0');
   if (!v.empty()) std::memcpy(s.data(), v.data(), s.size());
   return s;
-}
-
-// The demo MLP's signature: x float32 [batch, 4].
-std::vector<InputSpec> MlpSpecs() {
-  InputSpec x;
-  x.name = "x";
-  x.elem = Elem::kFloat32;
-  x.dims = {Dim{-1, "batch"}, Dim{4, ""}};
-  return {x};
-}
-
-// Two inputs sharing a named dimension.
-std::vector<InputSpec> PairSpecs() {
-  InputSpec a, b;
-  a.name = "a";
-  a.elem = Elem::kInt64;
-  a.dims = {Dim{-1, "n"}};
-  b.name = "b";
-  b.elem = Elem::kBool;
-  b.dims = {Dim{-1, "n"}, Dim{-1, ""}};
-  return {a, b};
 }
 
 // A valid request for the MLP, as a gRPC client sends it.

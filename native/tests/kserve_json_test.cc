@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "test_harness.h"
+#include "kserve_test_specs.h"
 
 using mlos::kserve::DecodedRequest;
 using mlos::kserve::DecodeInferRequest;
@@ -17,28 +18,10 @@ using mlos::kserve::Dim;
 using mlos::kserve::Elem;
 using mlos::kserve::InputSpec;
 
+using kserve_test::MlpSpecs;
+using kserve_test::PairSpecs;
+
 namespace {
-
-// The demo MLP's signature: x float32 [batch, 4].
-std::vector<InputSpec> MlpSpecs() {
-  InputSpec x;
-  x.name = "x";
-  x.elem = Elem::kFloat32;
-  x.dims = {Dim{-1, "batch"}, Dim{4, ""}};
-  return {x};
-}
-
-// Two inputs sharing a named dimension.
-std::vector<InputSpec> PairSpecs() {
-  InputSpec a, b;
-  a.name = "a";
-  a.elem = Elem::kInt64;
-  a.dims = {Dim{-1, "n"}};
-  b.name = "b";
-  b.elem = Elem::kBool;
-  b.dims = {Dim{-1, "n"}, Dim{-1, ""}};
-  return {a, b};
-}
 
 template <typename T>
 std::vector<T> Values(const mlos::kserve::DecodedInput& in) {

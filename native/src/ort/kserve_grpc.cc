@@ -59,13 +59,6 @@ class ProtoReader {
 // (Number.isSafeInteger of the decimal string protobufjs gives).
 bool DimensionFits(uint64_t v) { return v <= 9007199254740991ull; }
 
-bool ElemOf(std::string_view datatype, Elem* out) {
-  const DTypeInfo* d = DTypeByKserve(datatype);
-  if (d == nullptr) return false;
-  *out = d->dtype;
-  return true;
-}
-
 // An InferInputTensor message: name (1), datatype (2), shape (3, packed or not); parameters (4) and
 // contents (5) decline, as do unknown fields.
 bool DecodeTensor(std::string_view message, std::string_view* name, std::string_view* datatype, std::vector<int64_t>& shape) {
@@ -175,17 +168,13 @@ bool DecodeModelInferRequest(std::string_view body, const std::vector<InputSpec>
   for (size_t t = 0; t < tensors.size(); ++t) {
     std::string_view name, datatype;
     if (!DecodeTensor(tensors[t], &name, &datatype, shape)) return false;
-    size_t index = 0;
-    while (index < specs.size() && specs[index].name != name) ++index;
-    if (index == specs.size() || seen[index]) return false;
-    seen[index] = true;
-    const InputSpec& spec = specs[index];
-    Elem elem;
-    if (!ElemOf(datatype, &elem) || elem != spec.elem) return false;
-    const size_t size = ElemSize(elem);
+    const int index = MatchInput(specs, name, datatype, seen);
+    if (index < 0) return false;
+    const InputSpec& spec = specs[static_cast<size_t>(index)];
+    const size_t size = ElemSize(spec.elem);
     const std::string_view raw = raws[t];
     if (raw.size() % size != 0 || !ShapeFits(spec, shape, raw.size() / size)) return false;
-    DecodedInput& in = out.inputs[index];
+    DecodedInput& in = out.inputs[static_cast<size_t>(index)];
     in.shape = shape;
     in.bytes.assign(raw.begin(), raw.end());
   }

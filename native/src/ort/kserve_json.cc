@@ -182,13 +182,6 @@ class Reader {
   const char* end_;
 };
 
-bool ElemFromDatatype(std::string_view s, Elem* out) {
-  const DTypeInfo* d = DTypeByKserve(s);
-  if (d == nullptr) return false;
-  *out = d->dtype;
-  return true;
-}
-
 template <typename T>
 void Put(unsigned char* at, T v) {
   std::memcpy(at, &v, sizeof v);
@@ -277,20 +270,27 @@ bool DecodeInput(Reader& r, const std::vector<InputSpec>& specs, DecodedRequest&
     if (!r.Eat('}')) return false;
   }
   if (!haveName || !haveType || !haveShape || !haveData) return false;
-  size_t index = 0;
-  while (index < specs.size() && specs[index].name != name) ++index;
-  if (index == specs.size() || seen[index]) return false;
-  seen[index] = true;
-  const InputSpec& spec = specs[index];
-  Elem elem;
-  if (!ElemFromDatatype(datatype, &elem) || elem != spec.elem) return false;
+  const int index = MatchInput(specs, name, datatype, seen);
+  if (index < 0) return false;
+  const InputSpec& spec = specs[static_cast<size_t>(index)];
   if (!ShapeFits(spec, shape, values.size())) return false;
-  DecodedInput& in = out.inputs[index];
+  DecodedInput& in = out.inputs[static_cast<size_t>(index)];
   in.shape = shape;
-  return Convert(values, sawBool, elem, in.bytes);
+  return Convert(values, sawBool, spec.elem, in.bytes);
 }
 
 }  // namespace
+
+int MatchInput(const std::vector<InputSpec>& specs, std::string_view name, std::string_view datatype,
+               std::vector<bool>& seen) {
+  size_t index = 0;
+  while (index < specs.size() && specs[index].name != name) ++index;
+  if (index == specs.size() || seen[index]) return -1;
+  const DTypeInfo* d = DTypeByKserve(datatype);
+  if (d == nullptr || d->dtype != specs[index].elem) return -1;
+  seen[index] = true;
+  return static_cast<int>(index);
+}
 
 bool ShapeFits(const InputSpec& spec, const std::vector<int64_t>& shape, uint64_t elements) {
   if (shape.size() != spec.dims.size()) return false;

@@ -74,6 +74,12 @@ struct DecodedRequest {
 // and element values all right); false otherwise, with `out` unspecified. Never throws on input.
 bool DecodeInferRequest(std::string_view body, const std::vector<InputSpec>& specs, DecodedRequest& out);
 
+// The spec of a request's input named `name` with KServe datatype `datatype`: its index in
+// `specs`, marked in `seen`; -1 when no input has that name, it was seen already, or the datatype
+// is not the input's (the request is then declined).
+int MatchInput(const std::vector<InputSpec>& specs, std::string_view name, std::string_view datatype,
+               std::vector<bool>& seen);
+
 // Whether `shape` fits `spec` (its rank and fixed dimensions) and holds exactly `elements`
 // elements (a product that overflows holds none). Named dimensions are checked across inputs by
 // SymbolsAgree once every input is decoded.
