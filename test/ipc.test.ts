@@ -21,6 +21,7 @@ import { serve } from "../src/server/serve.js";
 import { connect, IpcError, type IpcClient } from "../src/ipc/client.js";
 import { decodeResponse, encodeRequest, REQUEST, RESPONSE } from "../src/protocol/ipc.js";
 import { poolUsed, startServer, stop, type Served } from "./helpers/axon-serve.js";
+import { torchModelFolder } from "./helpers/torch-models.js";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.join(HERE, "..", "..");
@@ -353,14 +354,10 @@ describe("the IPC door runs TorchScript models natively (the torch plugin's runn
     mkdirSync(models);
     const r = spawnSync(torchTestModelTool()!, [models], { encoding: "utf8" });
     assert.equal(r.status, 0, r.stderr);
-    const folder = path.join(dir, "pair");
-    mkdirSync(folder);
-    copyFileSync(path.join(models, "pair.pt"), path.join(folder, "model.pt"));
-    writeFileSync(path.join(folder, "axon.yaml"), [
-      "apiVersion: axon.mlos.io/v1", "kind: Model", "metadata: { namespace: test, name: pair, version: 1.0.0 }",
-      "spec:", "  framework: { name: pytorch }", "  format: { type: torchscript, entrypoint: model.pt, files: [{ path: model.pt }] }",
-      "  io:", "    inputs: [{ name: x, dtype: float32, shape: [batch, 4] }]", "    outputs: [{ name: y, dtype: float32, shape: [batch, 3] }, { name: s, dtype: float32, shape: [batch] }]", "",
-    ].join("\n"));
+    const folder = torchModelFolder(path.join(models, "pair.pt"), path.join(dir, "pair"), "pair", {
+      inputs: "[{ name: x, dtype: float32, shape: [batch, 4] }]",
+      outputs: "[{ name: y, dtype: float32, shape: [batch, 3] }, { name: s, dtype: float32, shape: [batch] }]",
+    });
     server = await serve({ axon: new Axon({ home: path.join(dir, "home") }), httpPort: 0, ipc: { name: path.join(dir, "ipc.sock") }, models: [`pair=${folder}`] });
     client = await connect(path.join(dir, "ipc.sock"));
   });

@@ -14,10 +14,10 @@ import { Axon, Runtime, Tensor, seedDemoModels } from "mlos";
 import { tryLoadOrt } from "../bindings/native.js";
 import { mulberry32 } from "../src/tools/make-demo-models.js";
 import { freePort } from "./helpers/registry.js";
+import { torchModelFolder } from "./helpers/torch-models.js";
 import { poolUsed, startServer, stop, type Served } from "./helpers/axon-serve.js";
 import { writeGraphMlp, graphMlpReference } from "./helpers/tfjs-models.js";
 import { torchTestModelTool, tryLoadTorch } from "../bindings/torch.js";
-import { copyFileSync, mkdirSync } from "node:fs";
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 const CLI = path.join(ROOT, "bin", "run.js");
@@ -231,14 +231,10 @@ describe("axon serve with the tensorflow and torch plugins", { skip }, () => {
         const tdir = mkdtempSync(path.join(tmpdir(), "mlos-torch-http-"));
         const made = spawnSync(tool, [tdir], { encoding: "utf8" });
         assert.equal(made.status, 0, made.stderr);
-        const folder = path.join(tdir, "served");
-        mkdirSync(folder);
-        copyFileSync(path.join(tdir, "linear.pt"), path.join(folder, "model.pt"));
-        writeFileSync(path.join(folder, "axon.yaml"), [
-          "apiVersion: axon.mlos.io/v1", "kind: Model", "metadata: { namespace: test, name: torch-linear, version: 1.0.0 }",
-          "spec:", "  framework: { name: pytorch }", "  format: { type: torchscript, entrypoint: model.pt, files: [{ path: model.pt }] }",
-          "  io:", "    inputs: [{ name: x, dtype: float32, shape: [batch, 4] }]", "    outputs: [{ name: y, dtype: float32, shape: [batch, 3] }]", "",
-        ].join("\n"));
+        const folder = torchModelFolder(path.join(tdir, "linear.pt"), path.join(tdir, "served"), "torch-linear", {
+          inputs: "[{ name: x, dtype: float32, shape: [batch, 4] }]",
+          outputs: "[{ name: y, dtype: float32, shape: [batch, 3] }]",
+        });
         const treg = await fetch(`${s.base}/api/v1/models/register`, { method: "POST", body: JSON.stringify({ model_id: "torch-linear", path: folder }) });
         assert.equal(treg.status, 201, await treg.clone().text());
         const tres = await fetch(`${s.base}/api/v1/inference`, { method: "POST", body: JSON.stringify({ model_id: "torch-linear", inputs: { x: [[1, 0, 0, 0]] } }) });
